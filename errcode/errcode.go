@@ -1,0 +1,103 @@
+// Package errcode is the one table of batchd's ErrorResult codes.
+//
+// Every outcome that batchd itself decides (a rejected batch, a step that timed out, a dependency that failed, …) is
+// answered in the REGOS ErrorResult shape
+//
+//	{"ok": false, "result": {"error": <code>, "description": "…"}}
+//
+// with one stable numeric code per condition. A code is the HTTP status times ten plus a small ordinal, so
+// Code.Status recovers the status without a second table. Codes are part of the wire contract: never renumber one.
+package errcode
+
+import (
+	"strconv"
+	"unicode/utf8"
+)
+
+// Code is a stable ErrorResult code.
+type Code int
+
+// Step-level codes: the step's "response" when batchd decided its outcome.
+const (
+	DependencyFailed    Code = 4240 // a step this one needs failed or was not executed
+	Unresolvable        Code = 4241 // a placeholder could not be resolved (missing field, index out of range)
+	NotEmbeddable       Code = 4242 // a placeholder inside a longer string resolved to an object or array
+	ResolvedPathRefused Code = 4243 // the path after substitution is not a safe method path
+	NotExecuted         Code = 4120 // stop_on_error or atomic: the batch stopped before this step started
+	StepTimeout         Code = 5040 // the step ran past -step-timeout
+	BatchTimeout        Code = 5041 // the batch ran past -batch-timeout before this step finished
+	Cancelled           Code = 4990 // the client went away or the server shut down before this step finished
+	UpstreamUnreachable Code = 5020 // connection refused, DNS, TLS: the call could not be sent
+	UpstreamReset       Code = 5021 // the connection broke or the upstream spoke broken HTTP
+	UpstreamTooLarge    Code = 5022 // the upstream's response exceeded the size cap
+	StepPanic           Code = 5000 // an invoker panicked; the stack is logged, never returned
+)
+
+// Batch-level codes: the whole request's answer when it was not accepted.
+const (
+	InvalidBatch      Code = 4000 // the plan was refused; result.details lists every problem
+	Unauthorized      Code = 4010 // reserved for authentication in front of the batch endpoint
+	NotFound          Code = 4040 // unknown route, or an unknown demo API method
+	MethodNotAllowed  Code = 4050
+	IdempotencyBusy   Code = 4090 // the same Idempotency-Key is still running
+	BodyTooLarge      Code = 4130 // the request body exceeded -max-body
+	UnsupportedMedia  Code = 4150 // Content-Type is not JSON
+	IdempotencyReused Code = 4220 // the same Idempotency-Key was used with another body
+	RateLimited       Code = 4290
+	Internal          Code = 5000
+	Unavailable       Code = 5030 // draining on shutdown
+)
+
+// DemoValidation is the REGOS code for a validation error in a business method (used by the demo API).
+const DemoValidation Code = 1008
+
+// Status is the HTTP status a code stands for.
+func (c Code) Status() int {
+	if c == DemoValidation {
+		return 200
+	}
+	return int(c) / 10
+}
+
+// Body returns the ErrorResult JSON for code and description.
+func Body(c Code, description string) []byte {
+	return AppendBody(make([]byte, 0, 64+len(description)), c, description)
+}
+
+// AppendBody appends the ErrorResult JSON for code and description to dst.
+func AppendBody(dst []byte, c Code, description string) []byte {
+	dst = append(dst, `{"ok":false,"result":{"error":`...)
+	dst = strconv.AppendInt(dst, int64(c), 10)
+	dst = append(dst, `,"description":`...)
+	dst = AppendString(dst, description)
+	return append(dst, "}}"...)
+}
+
+// AppendString appends s as a JSON string, escaping what JSON requires and replacing invalid UTF-8.
+func AppendString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			switch {
+			case b == '"' || b == '\\':
+				dst = append(dst, '\\', b)
+			case b < 0x20:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
+			default:
+				dst = append(dst, b)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			dst = append(dst, `\ufffd`...)
+		} else {
+			dst = append(dst, s[i:i+n]...)
+		}
+		i += n
+	}
+	return append(dst, '"')
+}

@@ -1,0 +1,3 @@
+module github.com/batchd/batchd
+
+go 1.26.8

@@ -1,0 +1,122 @@
+// Package planner turns a batch request body into a validated, acyclic, immutable Plan.
+//
+// Contract (see CONTRACT.md §3–4):
+//   - Parse accepts three forms: {"stop_on_error", "requests": [...]}, {"batch": [...]} and a bare array of steps.
+//     Decoding is strict: unknown fields, duplicate object members anywhere and nesting deeper than Config.MaxDepth
+//     are errors.
+//   - Every problem is found before anything runs and all of them are reported at once in an *Error, each naming
+//     its step key (or "#i" for the step at index i when it has no usable key).
+//   - Placeholders ${key.seg.seg…} in payload strings, path and header values are compiled into templates once;
+//     resolving a template at run time walks the referenced response and never re-parses the payload or re-scans
+//     a substituted value. $${ is a literal ${.
+//   - A Plan is immutable once returned and safe for concurrent use.
+package planner
+
+import "github.com/batchd/batchd/errcode"
+
+// Form is the shape a batch arrived in; the response mirrors it.
+type Form uint8
+
+const (
+	FormRequests Form = iota // {"requests": [...]}: answered as {"responses": [...]}
+	FormBatch                // {"batch": [...]}: answered as {"responses": [...]}
+	FormArray                // a bare array: answered as a bare array of results
+)
+
+// Config bounds what a plan may hold. The zero value of each field means its default.
+type Config struct {
+	MaxSteps   int      // most steps in one batch; default 50
+	Blocked    []string // method paths a batch may not call, compared case-insensitively without leading "/"; e.g. "Item/Import"
+	MaxDepth   int      // deepest JSON nesting accepted; default 64
+	MaxPayload int      // largest payload of one step in bytes, as sent; default 1 MiB
+}
+
+// Plan is a validated batch. Steps are in request order; Step.Deps index into Steps.
+type Plan struct {
+	Form        Form
+	StopOnError bool
+	Steps       []Step
+	// Depth is the number of steps on the longest dependency chain (1 for a batch of independent steps).
+	Depth int
+}
+
+// Step is one call of a batch.
+type Step struct {
+	Index  int    // position in the request
+	Key    string // unique in the batch
+	Method string // HTTP method, upper case; default POST
+	// Name is the step's method path with no leading "/" and no query (e.g. "Producer/Add"), for metrics and logs.
+	// When the path holds placeholders, Name keeps the placeholders' text.
+	Name    string
+	Path    *PathTemplate
+	Headers []Header      // per-step headers, names canonical (textproto.CanonicalMIMEHeaderKey)
+	Body    *JSONTemplate // nil when the step has no payload
+	// Deps are the indices of every step this one waits for (placeholders and depends_on), ascending, unique.
+	Deps []int
+	// Dependents are the indices of the steps that wait for this one, ascending, unique.
+	Dependents []int
+}
+
+// Header is a per-step header whose value may hold placeholders.
+type Header struct {
+	Name  string
+	Value *StringTemplate
+}
+
+// Responses gives the raw JSON response body of a finished, successful step by index. The runner implements it;
+// a template only asks for steps listed in its step's Deps.
+type Responses interface {
+	Response(step int) []byte
+}
+
+// Problem is one reason a batch was refused.
+type Problem struct {
+	Key    string // the step's key, or "#i" when the step at index i has no usable key; "" for the batch as a whole
+	Reason Reason
+	Detail string // human-readable, names the field, placeholder or steps involved
+}
+
+// Reason classifies a Problem; it is bounded and used as a metrics label.
+type Reason string
+
+const (
+	ReasonInvalidJSON   Reason = "invalid_json" // malformed JSON, duplicate member, too deep, wrong type, unknown field
+	ReasonNoSteps       Reason = "no_steps"
+	ReasonTooManySteps  Reason = "too_many_steps"
+	ReasonInvalidKey    Reason = "invalid_key"    // missing, malformed or duplicate key
+	ReasonInvalidPath   Reason = "invalid_path"   // missing or refused path
+	ReasonBlocked       Reason = "blocked"        // a blocked method
+	ReasonNestedBatch   Reason = "nested_batch"   // a path naming the batch endpoint
+	ReasonInvalidHeader Reason = "invalid_header" // refused header name or value
+	ReasonPlaceholder   Reason = "placeholder"    // malformed placeholder
+	ReasonUnknownRef    Reason = "unknown_ref"    // a reference or depends_on naming no step
+	ReasonSelfRef       Reason = "self_ref"
+	ReasonCycle         Reason = "cycle"
+	ReasonTooLarge      Reason = "too_large" // a step's payload over MaxPayload
+)
+
+// Error is the refusal of a batch: every problem found, in request order of the steps.
+type Error struct {
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	if len(e.Problems) == 0 {
+		return "planner: batch refused"
+	}
+	s := "planner: " + e.Problems[0].Detail
+	if n := len(e.Problems) - 1; n > 0 {
+		s += " (and more)"
+	}
+	return s
+}
+
+// ResolveError is a step's placeholder that could not be resolved at run time. The step fails with 424 without
+// being sent.
+type ResolveError struct {
+	Placeholder string // as written, e.g. "${A.result.0.id}"
+	Code        errcode.Code
+	Detail      string
+}
+
+func (e *ResolveError) Error() string { return e.Detail }

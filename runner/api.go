@@ -1,0 +1,75 @@
+package runner
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// Call is one step's request, fully resolved.
+type Call struct {
+	Key    string
+	Method string // HTTP method
+	Name   string // the step's method path without query, for logs and metrics (planner.Step.Name)
+	// Path is the resolved method path: no leading "/", query kept, already checked by planner.CheckPath.
+	Path string
+	// Header holds the batch-level pass-through headers overlaid with the step's own; an Invoker must not modify it.
+	Header http.Header
+	Body   []byte // JSON; nil when the step has no payload
+}
+
+// Response is what an Invoker got back.
+type Response struct {
+	Status int
+	// Body is a JSON value: the upstream's JSON as is, any other body as a JSON string, an empty body as null.
+	Body []byte
+}
+
+// Invoker sends one call. An error means no usable response: the runner classifies it (a context cause of its own
+// is a timeout; an *InvokeError carries its kind; anything else is "unreachable").
+type Invoker interface {
+	Invoke(ctx context.Context, call Call) (Response, error)
+}
+
+// InvokeError is a failed call, with a bounded Kind for metrics: "connect", "reset", "too_large", "protocol".
+type InvokeError struct {
+	Kind string
+	Err  error
+}
+
+func (e *InvokeError) Error() string { return "upstream " + e.Kind + ": " + e.Err.Error() }
+func (e *InvokeError) Unwrap() error { return e.Err }
+
+// Outcome is a step's outcome as metrics see it.
+type Outcome string
+
+const (
+	OutcomeOK      Outcome = "ok"
+	OutcomeError   Outcome = "error"   // executed and failed: status >= 400, ok:false, unreachable, panic
+	OutcomeTimeout Outcome = "timeout" // cancelled at -step-timeout or -batch-timeout
+	OutcomeSkipped Outcome = "skipped" // never executed: 424, 412, cancelled before start
+)
+
+// StepEvent is reported once per step when it ends, executed or not.
+type StepEvent struct {
+	Name     string // planner.Step.Name
+	Outcome  Outcome
+	Duration time.Duration // zero for a step never executed
+	// UpstreamError is the InvokeError kind ("connect", "reset", "too_large", …) when the call failed that way.
+	UpstreamError string
+}
+
+// BatchEvent is reported once per batch when its last step ended.
+type BatchEvent struct {
+	Steps    int
+	Depth    int    // planner.Plan.Depth
+	Outcome  string // "ok" (every step ok), "partial" (some failed), "failed" (none ok)
+	Duration time.Duration
+}
+
+// Recorder receives the runner's events; metrics implement it. Calls may come from many goroutines at once.
+type Recorder interface {
+	StepStarted(name string)
+	StepDone(StepEvent)
+	BatchDone(BatchEvent)
+}
