@@ -1,0 +1,52 @@
+# batchd — see README.md. Every target is bounded in time; nothing here reaches beyond loopback.
+GO        ?= go
+BIN       := bin/batchd
+FUZZTIME  ?= 5s
+BENCHTIME ?= 1s
+COUNT     ?= 5
+
+.PHONY: all build run test vet unit fuzz-smoke fuzz bench load lint fmt soak clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/batchd
+	$(GO) build -trimpath -o bin/batchload ./cmd/batchload
+
+# make run: the service with the embedded demo API on :8080.
+run: build
+	./$(BIN) -addr :8080
+
+# make test: vet, the whole suite under the race detector, then every fuzz target briefly.
+test: vet unit fuzz-smoke
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+fuzz-smoke:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+# make fuzz: every fuzz target for longer (FUZZTIME=2m make fuzz for a deeper run).
+fuzz: FUZZTIME = 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(COUNT) ./planner/ ./runner/ ./transport/... ./metrics/
+
+# make load: the standard scenarios of SCENARIOS.md through the real binary, with the client baselines.
+load: build
+	./bin/batchload -scenario all -batchd $(BIN) -format markdown
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

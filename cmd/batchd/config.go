@@ -1,0 +1,182 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the whole configuration surface: every flag, each with an environment fallback.
+type config struct {
+	addr           string
+	upstream       string
+	maxSteps       int
+	stepTimeout    time.Duration
+	batchTimeout   time.Duration
+	maxParallel    int
+	blocked        string
+	maxBody        byteSize
+	maxResponse    byteSize
+	maxInflight    int
+	forwardHeaders string
+	metricMethods  string
+	logFormat      string
+}
+
+// usageError is a bad flag or environment value: the process exits 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// parseConfig reads flags from args with environment fallbacks from getenv; a flag wins over its variable.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	c := config{
+		addr: ":8080", maxSteps: 50, stepTimeout: 10 * time.Second, batchTimeout: 60 * time.Second,
+		maxParallel: 16, blocked: "Item/Import", maxBody: 1 << 20, maxResponse: 8 << 20, logFormat: "auto",
+	}
+	fs := flag.NewFlagSet("batchd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var envErrs []error
+	// bind registers a flag whose default comes from the environment when the variable is set.
+	bind := func(v flag.Value, name, env, usage string) {
+		if s := getenv(env); s != "" {
+			if err := v.Set(s); err != nil {
+				envErrs = append(envErrs, fmt.Errorf("%s=%q: %w", env, s, err))
+			}
+		}
+		fs.Var(v, name, usage+" (env "+env+")")
+	}
+	bind((*stringValue)(&c.addr), "addr", "BATCHD_ADDR", "listen address")
+	bind((*stringValue)(&c.upstream), "upstream", "BATCHD_UPSTREAM", "base URL of the API that steps call; empty: the embedded demo API")
+	bind((*intValue)(&c.maxSteps), "max-steps", "BATCHD_MAX_STEPS", "most steps in one batch")
+	bind((*durationValue)(&c.stepTimeout), "step-timeout", "BATCHD_STEP_TIMEOUT", "one step's time limit")
+	bind((*durationValue)(&c.batchTimeout), "batch-timeout", "BATCHD_BATCH_TIMEOUT", "the whole batch's time limit")
+	bind((*intValue)(&c.maxParallel), "max-parallel", "BATCHD_MAX_PARALLEL", "most steps of one batch running at once")
+	bind((*stringValue)(&c.blocked), "blocked", "BATCHD_BLOCKED", "comma-separated method paths a batch may not call")
+	bind(&c.maxBody, "max-body", "BATCHD_MAX_BODY", "largest batch request body (e.g. 1MiB); larger gets 413")
+	bind(&c.maxResponse, "max-response", "BATCHD_MAX_RESPONSE", "largest step response read from the upstream; larger fails the step with 502")
+	bind((*intValue)(&c.maxInflight), "max-upstream-inflight", "BATCHD_MAX_UPSTREAM_INFLIGHT", "most upstream calls in flight across all batches; 0: no limit")
+	bind((*stringValue)(&c.forwardHeaders), "forward-headers", "BATCHD_FORWARD_HEADERS", "comma-separated extra request headers forwarded to every step")
+	bind((*stringValue)(&c.metricMethods), "metric-methods", "BATCHD_METRIC_METHODS", "comma-separated known method patterns for the metrics method label, '*' wildcards (e.g. Producer/*)")
+	bind((*stringValue)(&c.logFormat), "log-format", "BATCHD_LOG_FORMAT", "auto, json or text")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, &usageError{err}
+	}
+	if len(envErrs) > 0 {
+		return c, &usageError{errors.Join(envErrs...)}
+	}
+	if fs.NArg() > 0 {
+		return c, &usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+	}
+	return c, c.validate()
+}
+
+func (c config) validate() error {
+	var errs []error
+	check := func(ok bool, format string, a ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, a...))
+		}
+	}
+	check(c.maxSteps >= 1, "-max-steps must be at least 1")
+	check(c.maxParallel >= 1, "-max-parallel must be at least 1")
+	check(c.stepTimeout > 0, "-step-timeout must be positive")
+	check(c.batchTimeout > 0, "-batch-timeout must be positive")
+	check(c.maxBody > 0, "-max-body must be positive")
+	check(c.maxResponse > 0, "-max-response must be positive")
+	check(c.maxInflight >= 0, "-max-upstream-inflight must not be negative")
+	check(c.logFormat == "auto" || c.logFormat == "json" || c.logFormat == "text", "-log-format must be auto, json or text")
+	if c.upstream != "" {
+		u, err := url.Parse(c.upstream)
+		check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == "" && u.User == nil,
+			"-upstream must be an absolute http(s) URL with a host and no query, fragment or user info: %q", c.upstream)
+	}
+	if len(errs) > 0 {
+		return &usageError{errors.Join(errs...)}
+	}
+	return nil
+}
+
+// list splits a comma-separated flag value, dropping blanks.
+func list(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+type stringValue string
+
+func (v *stringValue) String() string     { return string(*v) }
+func (v *stringValue) Set(s string) error { *v = stringValue(s); return nil }
+
+type intValue int
+
+func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
+func (v *intValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not a whole number")
+	}
+	*v = intValue(n)
+	return nil
+}
+
+type durationValue time.Duration
+
+func (v *durationValue) String() string { return time.Duration(*v).String() }
+func (v *durationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("not a Go duration such as 10s or 500ms")
+	}
+	*v = durationValue(d)
+	return nil
+}
+
+// byteSize is a size such as 1MiB, 512KiB, 2MB or 1048576.
+type byteSize int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+
+func (v *byteSize) String() string {
+	n := int64(*v)
+	for _, u := range sizeUnits[:3] {
+		if n >= u.mult && n%u.mult == 0 && (n/u.mult < 1024 || u.suffix == "GiB") {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (v *byteSize) Set(s string) error {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(strings.ToUpper(s), strings.ToUpper(u.suffix)) {
+			s, mult = strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return errors.New("not a size such as 1MiB, 512KiB or 1048576")
+	}
+	*v = byteSize(n * mult)
+	return nil
+}

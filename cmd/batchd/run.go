@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/batchd/batchd/metrics"
+	"github.com/batchd/batchd/planner"
+	"github.com/batchd/batchd/runner"
+	"github.com/batchd/batchd/transport"
+	"github.com/batchd/batchd/transport/demoapi"
+)
+
+// run wires batchd in dependency order and serves until ctx is cancelled, then drains: readiness turns 503, the
+// listener closes, and the batches in flight finish (bounded by -batch-timeout) before run returns nil.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.logFormat, stderr)
+
+	reg := metrics.NewRegistry()
+	known := list(cfg.metricMethods)
+	var (
+		inv  runner.Invoker
+		demo http.Handler
+		mode = "proxy"
+	)
+	if cfg.upstream == "" {
+		api := demoapi.New(demoapi.Config{})
+		demo, mode = api, "demo"
+		known = append(known, api.Methods()...)
+		inv = transport.NewInProcessInvoker(api, int64(cfg.maxResponse))
+	} else {
+		base, _ := url.Parse(cfg.upstream) // validated by parseConfig
+		hi, err := transport.NewHTTPInvoker(transport.HTTPConfig{
+			Base:             base,
+			Client:           transport.NewUpstreamClient(4 * cfg.maxParallel),
+			MaxResponseBytes: int64(cfg.maxResponse),
+		})
+		if err != nil {
+			return &usageError{err}
+		}
+		inv = hi
+	}
+	m, err := metrics.New(reg, metrics.Config{Methods: known})
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	var limit *semaphore.Weighted
+	if cfg.maxInflight > 0 {
+		limit = semaphore.NewWeighted(int64(cfg.maxInflight))
+	}
+	rn := runner.New(inv, runner.Config{
+		MaxParallel:  cfg.maxParallel,
+		StepTimeout:  cfg.stepTimeout,
+		BatchTimeout: cfg.batchTimeout,
+		Recorder:     m,
+		Limit:        limit,
+		Logger:       log,
+	})
+	srv := transport.New(transport.Config{
+		Planner: planner.Config{
+			MaxSteps: cfg.maxSteps,
+			Blocked:  list(cfg.blocked),
+		},
+		Runner:         rn,
+		MaxBody:        int64(cfg.maxBody),
+		ForwardHeaders: list(cfg.forwardHeaders),
+		Observer:       m,
+		Metrics:        metrics.Handler(reg),
+		Demo:           demo,
+		Logger:         log,
+	})
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	hs := srv.HTTPServer(cfg.addr, cfg.batchTimeout+10*time.Second)
+	log.Info("listening", "addr", ln.Addr().String(), "mode", mode, "upstream", cfg.upstream,
+		"max_steps", cfg.maxSteps, "max_parallel", cfg.maxParallel, "step_timeout", cfg.stepTimeout.String())
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("draining", "grace", cfg.batchTimeout.String())
+	srv.Drain()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.batchTimeout+5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newLogger logs JSON unless told otherwise or writing to a terminal.
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}

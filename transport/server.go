@@ -1,0 +1,313 @@
+// Package transport is batchd's HTTP face: the echo server and its routes, the error → status table for batch-level
+// refusals, and the invokers that carry a step to an upstream API (HTTPInvoker) or to an in-process handler
+// (InProcessInvoker).
+//
+// Contract (CONTRACT.md §2, §3, §6):
+//   - POST /v1/batch answers 200 whenever the batch was accepted, whatever its steps did, with every step's result in
+//     request order; a refused batch gets 400 (plan problems), 413 (body over MaxBody), 415 (not JSON) or 503
+//     (draining), each an ErrorResult whose result.details lists the problems.
+//   - Batch-level pass-through headers (Authorization, X-Request-ID, Accept-Language, traceparent, tracestate and
+//     Config.ForwardHeaders) reach every step unless the step sets its own.
+//   - If the client goes away, the batch's context is cancelled: no new step starts and running ones are cancelled.
+//   - Internals never reach a client: unexpected errors and panics are logged and answered with a bare 500.
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/planner"
+	"github.com/batchd/batchd/runner"
+)
+
+// Observer receives batch-level events; the metrics package implements it.
+type Observer interface {
+	BatchStarted()
+	BatchFinished()
+	BatchRejected(reason string, d time.Duration)
+}
+
+// Batcher runs a plan; *runner.Runner implements it.
+type Batcher interface {
+	Run(ctx context.Context, p *planner.Plan, opt runner.Options) []runner.Result
+}
+
+// Config is the server's wiring. Zero values mean defaults or "absent".
+type Config struct {
+	Planner planner.Config
+	Runner  Batcher
+	// MaxBody is the largest batch request body in bytes; default 1 MiB.
+	MaxBody int64
+	// ForwardHeaders are batch-level request headers forwarded to every step in addition to the defaults.
+	ForwardHeaders []string
+	Observer       Observer     // optional
+	Metrics        http.Handler // optional: served at GET /metrics
+	Demo           http.Handler // optional: the demo API, served at POST /v1/<Method>
+	OpenAPI        []byte       // optional: served at GET /openapi.yaml
+	Logger         *slog.Logger // optional
+}
+
+// DefaultForwardHeaders reach every step of a batch unless the step sets its own.
+var defaultForwardHeaders = []string{"Authorization", "X-Request-Id", "Accept-Language", "Traceparent", "Tracestate"}
+
+// Server serves batchd's routes.
+type Server struct {
+	cfg      Config
+	e        *echo.Echo
+	forward  []string
+	log      *slog.Logger
+	obs      Observer
+	draining atomic.Bool
+}
+
+// New builds the server and mounts every route.
+func New(cfg Config) *Server {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 1 << 20
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, obs: cfg.Observer}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	s.forward = append([]string(nil), defaultForwardHeaders...)
+	for _, h := range cfg.ForwardHeaders {
+		s.forward = append(s.forward, http.CanonicalHeaderKey(strings.TrimSpace(h)))
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			s.log.Error("panic in handler", "path", c.Request().URL.Path, "err", err, "stack", string(stack))
+			return err
+		},
+	}))
+	s.e = e
+	s.routes()
+	return s
+}
+
+// routes is the one place every endpoint is mounted.
+func (s *Server) routes() {
+	s.e.POST("/v1/batch", s.handleBatch)
+	s.e.GET("/healthz", func(c echo.Context) error { return c.JSONBlob(http.StatusOK, []byte(`{"ok":true}`)) })
+	s.e.GET("/readyz", s.handleReady)
+	if s.cfg.Metrics != nil {
+		s.e.GET("/metrics", echo.WrapHandler(s.cfg.Metrics))
+	}
+	if s.cfg.OpenAPI != nil {
+		s.e.GET("/openapi.yaml", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/yaml", s.cfg.OpenAPI) })
+	}
+	if s.cfg.Demo != nil {
+		s.e.POST("/v1/*", echo.WrapHandler(http.StripPrefix("/v1", s.cfg.Demo)))
+	}
+}
+
+// Handler returns the server's http.Handler.
+func (s *Server) Handler() http.Handler { return s.e }
+
+// Drain makes readiness fail and refuses new batches with 503, so a load balancer moves traffic away while the
+// batches in flight finish.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// HTTPServer wraps the handler in an http.Server with the timeouts a public listener needs. writeTimeout bounds
+// a whole exchange and must exceed the batch timeout.
+func (s *Server) HTTPServer(addr string, writeTimeout time.Duration) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           s.e,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+func (s *Server) handleReady(c echo.Context) error {
+	if s.draining.Load() {
+		return c.JSONBlob(http.StatusServiceUnavailable, errcode.Body(errcode.Unavailable, "draining"))
+	}
+	return c.JSONBlob(http.StatusOK, []byte(`{"ok":true}`))
+}
+
+func (s *Server) handleBatch(c echo.Context) error {
+	start := time.Now()
+	r := c.Request()
+	reqID := r.Header.Get("X-Request-Id")
+	if reqID == "" {
+		reqID = newRequestID()
+		r.Header.Set("X-Request-Id", reqID)
+	}
+	c.Response().Header().Set("X-Request-Id", reqID)
+
+	if s.draining.Load() {
+		return s.refuse(c, start, "draining", errcode.Unavailable, "batchd is shutting down; retry on another instance", nil)
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		return s.refuse(c, start, "unsupported_media_type", errcode.UnsupportedMedia,
+			"Content-Type must be application/json", nil)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.cfg.MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return s.refuse(c, start, "body_too_large", errcode.BodyTooLarge,
+				"request body exceeds "+strconv.FormatInt(s.cfg.MaxBody, 10)+" bytes", nil)
+		}
+		s.log.Info("batch body not read", "request_id", reqID, "err", err)
+		return nil // the client is gone or broke the stream; nobody reads an answer
+	}
+	plan, err := planner.Parse(body, s.cfg.Planner)
+	if err != nil {
+		var pe *planner.Error
+		if !errors.As(err, &pe) {
+			return err
+		}
+		reason := "invalid_json"
+		if len(pe.Problems) > 0 {
+			reason = string(pe.Problems[0].Reason)
+		}
+		return s.refuse(c, start, reason, errcode.InvalidBatch, describe(pe), pe.Problems)
+	}
+
+	s.obs.BatchStarted()
+	results := s.cfg.Runner.Run(r.Context(), plan, runner.Options{Header: s.forwarded(r.Header)})
+	s.obs.BatchFinished()
+
+	failed := 0
+	for i := range results {
+		if results[i].Failed {
+			failed++
+		}
+	}
+	attrs := []any{"request_id", reqID, "steps", len(results), "failed", failed, "duration_ms", msSince(start)}
+	if r.Context().Err() != nil {
+		s.log.Info("batch abandoned: client closed", attrs...)
+		return nil
+	}
+	s.log.Info("batch", attrs...)
+	out := runner.AppendJSON(make([]byte, 0, 128*len(results)), plan.Form, results)
+	return c.JSONBlob(http.StatusOK, out)
+}
+
+// refuse answers a batch that was not accepted, counting it under reason.
+func (s *Server) refuse(c echo.Context, start time.Time, reason string, code errcode.Code, description string, problems []planner.Problem) error {
+	s.obs.BatchRejected(reason, time.Since(start))
+	s.log.Info("batch refused", "request_id", c.Response().Header().Get("X-Request-Id"), "reason", reason,
+		"problems", len(problems), "duration_ms", msSince(start))
+	type detail struct {
+		Key     string `json:"key"`
+		Reason  string `json:"reason"`
+		Problem string `json:"problem"`
+	}
+	res := struct {
+		OK     bool `json:"ok"`
+		Result struct {
+			Error       errcode.Code `json:"error"`
+			Description string       `json:"description"`
+			Details     []detail     `json:"details"`
+		} `json:"result"`
+	}{}
+	res.Result.Error, res.Result.Description = code, description
+	res.Result.Details = make([]detail, 0, len(problems))
+	for _, p := range problems {
+		res.Result.Details = append(res.Result.Details, detail{Key: p.Key, Reason: string(p.Reason), Problem: p.Detail})
+	}
+	if len(problems) == 0 {
+		res.Result.Details = append(res.Result.Details, detail{Reason: reason, Problem: description})
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	return c.JSONBlob(code.Status(), b)
+}
+
+// handleError is echo's error handler: known HTTP errors become ErrorResults, everything else a bare 500 whose
+// cause is logged and never shown.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := errcode.Internal, "internal error"
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		switch he.Code {
+		case http.StatusNotFound:
+			code, msg = errcode.NotFound, "no such route: "+c.Request().URL.Path
+		case http.StatusMethodNotAllowed:
+			code, msg = errcode.MethodNotAllowed, "method not allowed"
+		case http.StatusRequestEntityTooLarge:
+			code, msg = errcode.BodyTooLarge, "request body too large"
+		default:
+			if he.Code < 500 {
+				code, msg = errcode.Code(he.Code*10), http.StatusText(he.Code)
+			}
+		}
+	}
+	if code == errcode.Internal {
+		s.log.Error("request failed", "path", c.Request().URL.Path, "err", err)
+	}
+	if werr := c.JSONBlob(code.Status(), errcode.Body(code, msg)); werr != nil {
+		s.log.Info("error answer not written", "err", werr)
+	}
+}
+
+// forwarded picks the batch-level headers that every step inherits.
+func (s *Server) forwarded(h http.Header) http.Header {
+	out := make(http.Header, len(s.forward))
+	for _, name := range s.forward {
+		if v, ok := h[name]; ok {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// isJSON accepts application/json, any +json type, and an absent Content-Type (curl -d without -H sends a form
+// type, which is refused, so a client that names a type must name the right one).
+func isJSON(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// describe is the top-level description of a refused plan.
+func describe(pe *planner.Error) string {
+	if n := len(pe.Problems); n != 1 {
+		return "batch refused: " + strconv.Itoa(n) + " problems; nothing was executed"
+	}
+	return "batch refused: " + pe.Problems[0].Detail + "; nothing was executed"
+}
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
+
+type nopObserver struct{}
+
+func (nopObserver) BatchStarted()                       {}
+func (nopObserver) BatchFinished()                      {}
+func (nopObserver) BatchRejected(string, time.Duration) {}
