@@ -1,0 +1,30 @@
+// Package runner executes a validated *planner.Plan through an Invoker and returns every step's Result in request
+// order (CONTRACT.md §5–6).
+//
+// Ordering:
+//   - Run returns one Result per step, indexed by the step's position in the request, whatever order the steps ran in.
+//   - A step is invoked only after every step in its Deps has ended successfully (Outcome ok). A step whose
+//     dependency failed is not invoked: 424 DependencyFailed naming that (direct) dependency.
+//   - Options.OnResult is called once per step, in completion order, after that step's Result is final and before
+//     its dependents are released, so a step's OnResult always follows the OnResult of each of its dependencies.
+//   - Recorder.StepDone is called once per step (executed or not); Recorder.BatchDone once, after the last step.
+//
+// Cancellation:
+//   - One step's failure is data, never an error of the group: it does not cancel any other step. Only the steps
+//     that depend on it are skipped (424); with Plan.StopOnError no step starts after the first failure (412 for
+//     the steps that never started, 424 for the dependents of the failed step; running steps finish).
+//   - Each invocation gets a context bounded by Config.StepTimeout whose cause is a *StepTimeoutError; the whole
+//     batch is bounded by Config.BatchTimeout (cause *BatchTimeoutError). Anything else that ends the caller's
+//     context (the client went away, shutdown) is reported as 499 Cancelled: steps not yet started are never
+//     started, running ones see their context cancelled.
+//   - A panic anywhere in a step (the Invoker included) fails that step alone with 500 StepPanic; its stack goes to
+//     Config.Logger, never to the client.
+//
+// Concurrency:
+//   - Every step has its own goroutine; Run returns only when all of them have ended.
+//   - At most Config.MaxParallel invocations of one batch are in flight, and at most the weight of Config.Limit
+//     across all batches of the process. Slots are taken only around Invoke, after the step's inputs are resolved,
+//     never while waiting for dependencies.
+//   - A Runner is safe for concurrent use; OnResult and Recorder methods may be called from several goroutines at
+//     once and must not block for long (OnResult runs on the critical path of the step's dependents).
+package runner

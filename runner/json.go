@@ -1,0 +1,249 @@
+package runner
+
+import (
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/planner"
+)
+
+// AppendJSON appends the batch answer (CONTRACT.md §6) to dst: for FormRequests and FormBatch
+// {"responses":[{"key":…,"status":…,"response":<Body>},…]}, for FormArray a bare array of the same objects.
+// Bodies are JSON already and are copied as they are, never re-encoded.
+func AppendJSON(dst []byte, form planner.Form, results []Result) []byte {
+	size := 16
+	for i := range results {
+		size += 32 + len(results[i].Key) + len(results[i].Body)
+	}
+	dst = slices.Grow(dst, size)
+	if form != planner.FormArray {
+		dst = append(dst, `{"responses":`...)
+	}
+	dst = append(dst, '[')
+	for i := range results {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = AppendResult(dst, &results[i])
+	}
+	dst = append(dst, ']')
+	if form != planner.FormArray {
+		dst = append(dst, '}')
+	}
+	return dst
+}
+
+// AppendResult appends one element of the answer: {"key":…,"status":…,"response":…}.
+func AppendResult(dst []byte, r *Result) []byte {
+	dst = append(dst, `{"key":`...)
+	dst = errcode.AppendString(dst, r.Key)
+	dst = append(dst, `,"status":`...)
+	dst = strconv.AppendInt(dst, int64(r.Status), 10)
+	dst = append(dst, `,"response":`...)
+	dst = appendBody(dst, r.Body)
+	return append(dst, '}')
+}
+
+// AppendLine appends one line of a streamed answer (CONTRACT.md §9, application/x-ndjson):
+// {"index":…,"key":…,"status":…,"response":…} and a newline.
+func AppendLine(dst []byte, r *Result) []byte {
+	dst = append(dst, `{"index":`...)
+	dst = strconv.AppendInt(dst, int64(r.Index), 10)
+	dst = append(dst, `,"key":`...)
+	dst = errcode.AppendString(dst, r.Key)
+	dst = append(dst, `,"status":`...)
+	dst = strconv.AppendInt(dst, int64(r.Status), 10)
+	dst = append(dst, `,"response":`...)
+	dst = appendBody(dst, r.Body)
+	return append(dst, "}\n"...)
+}
+
+func appendBody(dst, body []byte) []byte {
+	if len(body) == 0 {
+		return append(dst, "null"...)
+	}
+	return append(dst, body...)
+}
+
+// CriticalPath returns the longest chain of executed durations through p's dependency graph: for each step its
+// Duration plus the longest chain among its dependencies. Steps never executed count as zero.
+func CriticalPath(p *planner.Plan, results []Result) time.Duration {
+	n := len(p.Steps)
+	if len(results) < n {
+		n = len(results)
+	}
+	memo := make([]time.Duration, n)
+	state := make([]uint8, n) // 0 unseen, 1 in progress, 2 done
+	var longest func(i int) time.Duration
+	longest = func(i int) time.Duration {
+		switch state[i] {
+		case 2:
+			return memo[i]
+		case 1: // a cycle: a Plan has none, but do not loop forever on a hand-made one
+			return 0
+		}
+		state[i] = 1
+		var best time.Duration
+		for _, d := range p.Steps[i].Deps {
+			if d >= 0 && d < n {
+				best = max(best, longest(d))
+			}
+		}
+		if results[i].Executed {
+			best += results[i].Duration
+		}
+		memo[i], state[i] = best, 2
+		return best
+	}
+	var cp time.Duration
+	for i := range n {
+		cp = max(cp, longest(i))
+	}
+	return cp
+}
+
+// businessFailure reports whether body is a JSON object whose top-level "ok" member is false: REGOS reports
+// business errors as HTTP 200 with ok:false. It scans only up to the first top-level "ok" member (REGOS puts it
+// first) without decoding anything; a body that is not well-formed up to that point is not a business failure.
+func businessFailure(b []byte) bool {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return false
+	}
+	i++
+	for {
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return false // '}' (no "ok" member) or malformed
+		}
+		end, escaped := scanString(b, i)
+		if end < 0 {
+			return false
+		}
+		key := b[i+1 : end-1]
+		isOK := false
+		if escaped {
+			isOK = unescapedIsOK(key)
+		} else {
+			isOK = len(key) == 2 && key[0] == 'o' && key[1] == 'k'
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		i = skipSpace(b, i+1)
+		if isOK {
+			const f = "false"
+			if len(b)-i < len(f) || string(b[i:i+len(f)]) != f {
+				return false
+			}
+			j := i + len(f)
+			return j == len(b) || isDelim(b[j])
+		}
+		if i = skipValue(b, i); i < 0 {
+			return false
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != ',' {
+			return false
+		}
+		i++
+	}
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func isDelim(c byte) bool { return isSpace(c) || c == ',' || c == '}' || c == ']' }
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+// scanString returns the index just past the string that starts at b[i] == '"', and whether it holds escapes;
+// -1 when it does not end.
+func scanString(b []byte, i int) (int, bool) {
+	escaped := false
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			return i + 1, escaped
+		case '\\':
+			escaped = true
+			i++
+		}
+	}
+	return -1, false
+}
+
+// skipValue returns the index just past the value that starts at b[i]; -1 when it does not end.
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		end, _ := scanString(b, i)
+		return end
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				end, _ := scanString(b, i)
+				if end < 0 {
+					return -1
+				}
+				i = end
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return -1
+	default: // number, true, false, null
+		for i < len(b) && !isDelim(b[i]) {
+			i++
+		}
+		return i
+	}
+}
+
+// unescapedIsOK reports whether the escaped JSON string contents s decode to "ok".
+func unescapedIsOK(s []byte) bool {
+	var out [2]byte
+	n := 0
+	for i := 0; i < len(s); {
+		if n == len(out) {
+			return false
+		}
+		c := s[i]
+		if c != '\\' {
+			out[n], n, i = c, n+1, i+1
+			continue
+		}
+		if i+1 >= len(s) {
+			return false
+		}
+		if s[i+1] != 'u' {
+			out[n], n, i = s[i+1], n+1, i+2 // only 'o' and 'k' matter; any other escape cannot match
+			continue
+		}
+		if i+6 > len(s) {
+			return false
+		}
+		v, err := strconv.ParseUint(string(s[i+2:i+6]), 16, 16)
+		if err != nil || v >= 0x80 {
+			return false
+		}
+		out[n], n, i = byte(v), n+1, i+6
+	}
+	return n == 2 && out == [2]byte{'o', 'k'}
+}

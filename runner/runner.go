@@ -1,0 +1,558 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/planner"
+)
+
+// Defaults of Config; CONTRACT.md §2.
+const (
+	DefaultMaxParallel  = 16
+	DefaultStepTimeout  = 10 * time.Second
+	DefaultBatchTimeout = 60 * time.Second
+)
+
+// Config is a Runner's configuration. The zero value of each field means its default.
+type Config struct {
+	MaxParallel  int           // most invocations of one batch in flight; default 16
+	StepTimeout  time.Duration // one invocation's time limit; default 10s
+	BatchTimeout time.Duration // the whole batch's time limit; default 60s
+	Recorder     Recorder      // optional (nil = none)
+	// Limit, optional, is shared by all batches of a process: a cap on upstream calls in flight across batches.
+	Limit *semaphore.Weighted
+	// Logger receives panics with their stack; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Options are one batch's settings.
+type Options struct {
+	// Header holds the batch-level pass-through headers (Authorization, X-Request-ID, …), sent with every step. It
+	// is read-only for the runner and the Invoker; a step's own headers override it per name for that step only.
+	Header http.Header
+	// OnResult, optional, is called once per step as it ends, in completion order, from the step's goroutine
+	// (for streaming). It may be called concurrently for independent steps.
+	OnResult func(Result)
+}
+
+// Result is one step's result.
+type Result struct {
+	Index  int
+	Key    string
+	Status int // HTTP status reported for the step
+	// Body is a JSON value: the response body, or an ErrorResult when batchd decided the outcome. It is shared
+	// read-only with the Invoker's response; do not modify it.
+	Body    []byte
+	Outcome Outcome
+	Code    errcode.Code // non-zero when batchd decided the outcome (timeout, dependency failed, …)
+	// UpstreamError is the InvokeError kind ("connect", "reset", "too_large", "protocol") or "other" when the
+	// Invoker failed with an untyped error; empty otherwise.
+	UpstreamError string
+	Executed      bool          // Invoke was called
+	Queued        time.Duration // offset from the batch start when every dependency had ended (0 if never)
+	Started       time.Duration // offset from the batch start when Invoke was called (0 if never)
+	Duration      time.Duration // time inside Invoke
+	Failed        bool          // the step counts as failed: anything but OutcomeOK
+}
+
+// StepTimeoutError is the context cause of an invocation that ran past Config.StepTimeout.
+type StepTimeoutError struct {
+	Key     string
+	Timeout time.Duration
+}
+
+func (e *StepTimeoutError) Error() string {
+	return "step " + e.Key + " timed out after " + e.Timeout.String()
+}
+
+// Is makes errors.Is(err, context.DeadlineExceeded) hold.
+func (e *StepTimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// BatchTimeoutError is the context cause of a batch that ran past Config.BatchTimeout.
+type BatchTimeoutError struct {
+	Timeout time.Duration
+}
+
+func (e *BatchTimeoutError) Error() string { return "batch timed out after " + e.Timeout.String() }
+
+// Is makes errors.Is(err, context.DeadlineExceeded) hold.
+func (e *BatchTimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// Runner executes plans. It is safe for concurrent use.
+type Runner struct {
+	inv Invoker
+	cfg Config
+	log *slog.Logger
+
+	// ErrorResult bodies that do not depend on the step, built once. Shared read-only by every Result.
+	bodyStepTimeout  []byte
+	bodyBatchTimeout []byte
+	bodyCancelled    []byte
+	bodyNotExecuted  []byte
+	bodyUnreachable  []byte
+	bodyReset        []byte
+	bodyProtocol     []byte
+	bodyTooLarge     []byte
+	bodyPanic        []byte
+}
+
+// New returns a Runner that sends calls through inv.
+func New(inv Invoker, cfg Config) *Runner {
+	if cfg.MaxParallel <= 0 {
+		cfg.MaxParallel = DefaultMaxParallel
+	}
+	if cfg.StepTimeout <= 0 {
+		cfg.StepTimeout = DefaultStepTimeout
+	}
+	if cfg.BatchTimeout <= 0 {
+		cfg.BatchTimeout = DefaultBatchTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	body := func(c errcode.Code, desc string) []byte { return slices.Clip(errcode.Body(c, desc)) }
+	return &Runner{
+		inv:              inv,
+		cfg:              cfg,
+		log:              log,
+		bodyStepTimeout:  body(errcode.StepTimeout, "step timed out after "+cfg.StepTimeout.String()),
+		bodyBatchTimeout: body(errcode.BatchTimeout, "batch timed out after "+cfg.BatchTimeout.String()),
+		bodyCancelled:    body(errcode.Cancelled, "cancelled: the client went away or the server is shutting down"),
+		bodyNotExecuted:  body(errcode.NotExecuted, "not executed: the batch stopped after a failed step"),
+		bodyUnreachable:  body(errcode.UpstreamUnreachable, "upstream unreachable"),
+		bodyReset:        body(errcode.UpstreamReset, "upstream connection reset"),
+		bodyProtocol:     body(errcode.UpstreamReset, "upstream protocol error"),
+		bodyTooLarge:     body(errcode.UpstreamTooLarge, "upstream response too large"),
+		bodyPanic:        body(errcode.StepPanic, "step panicked"),
+	}
+}
+
+// batch is the state of one Run. Goroutine i writes only results[i] and closes only done[i]; a step reads another
+// step's result only after that step's done channel is closed.
+type batch struct {
+	r        *Runner
+	plan     *planner.Plan
+	opt      Options
+	start    time.Time
+	ctx      context.Context // bounded by BatchTimeout
+	ctxDone  <-chan struct{}
+	results  []Result
+	done     []chan struct{}
+	timeouts []StepTimeoutError // the cause of each step's own timeout, compared by address
+	slots    chan struct{}      // per-batch concurrency slots; nil when the batch cannot exceed MaxParallel
+	stopped  atomic.Bool        // stop_on_error: a step failed, start nothing more
+	stop     chan struct{}      // closed when stopped turns true; nil without stop_on_error
+}
+
+// Run executes p and returns its results indexed by request position (len == len(p.Steps)). It returns when every
+// step has ended. Cancelling ctx cancels the batch: steps not started are not started, running ones are cancelled.
+func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result {
+	n := len(p.Steps)
+	b := &batch{
+		r:        r,
+		plan:     p,
+		opt:      opt,
+		start:    time.Now(),
+		results:  make([]Result, n),
+		done:     make([]chan struct{}, n),
+		timeouts: make([]StepTimeoutError, n),
+	}
+	var cancel context.CancelFunc
+	b.ctx, cancel = context.WithTimeoutCause(ctx, r.cfg.BatchTimeout, &BatchTimeoutError{Timeout: r.cfg.BatchTimeout})
+	defer cancel()
+	b.ctxDone = b.ctx.Done()
+	if n > r.cfg.MaxParallel {
+		b.slots = make(chan struct{}, r.cfg.MaxParallel)
+	}
+	if p.StopOnError {
+		b.stop = make(chan struct{})
+	}
+	for i := range b.done {
+		b.done[i] = make(chan struct{})
+	}
+
+	var g errgroup.Group // not WithContext: a failed step is data, it must not cancel unrelated branches
+	for i := range n {
+		g.Go(func() error {
+			b.run(i)
+			return nil
+		})
+	}
+	_ = g.Wait() // every step returns nil
+
+	if rec := r.cfg.Recorder; rec != nil {
+		ok := 0
+		for i := range b.results {
+			if !b.results[i].Failed {
+				ok++
+			}
+		}
+		outcome := "partial"
+		switch ok {
+		case n:
+			outcome = "ok"
+		case 0:
+			outcome = "failed"
+		}
+		r.guard("", func() {
+			rec.BatchDone(BatchEvent{Steps: n, Depth: p.Depth, Outcome: outcome, Duration: time.Since(b.start)})
+		})
+	}
+	return b.results
+}
+
+// Response implements planner.Responses. A template asks only for its step's dependencies, which have ended
+// successfully before it is resolved.
+func (b *batch) Response(step int) []byte { return b.results[step].Body }
+
+// run is step i's goroutine.
+func (b *batch) run(i int) {
+	res := &b.results[i]
+	res.Index = i
+	res.Key = b.plan.Steps[i].Key
+	defer func() {
+		if v := recover(); v != nil {
+			// A panic outside Invoke (which has its own recover): a template, the Recorder, the runner itself.
+			b.r.logPanic(res.Key, v)
+			b.setPanic(res)
+		}
+		b.finish(i)
+	}()
+	b.exec(i, res)
+}
+
+// exec runs step i up to its final result, except for the bookkeeping of finish.
+func (b *batch) exec(i int, res *Result) {
+	step := &b.plan.Steps[i]
+
+	for _, d := range step.Deps {
+		select {
+		case <-b.done[d]:
+		case <-b.ctxDone:
+			b.notStarted(res)
+			return
+		}
+	}
+	res.Queued = time.Since(b.start)
+	if b.ctx.Err() != nil {
+		b.notStarted(res)
+		return
+	}
+	if b.depFailed(step, res) {
+		return
+	}
+	if b.stopped.Load() {
+		b.notExecuted(res)
+		return
+	}
+
+	call, ok := b.resolve(step, res)
+	if !ok {
+		return
+	}
+
+	if !b.acquire(res) {
+		return
+	}
+	defer b.release()
+
+	sctx, cancel := context.WithTimeoutCause(b.ctx, b.r.cfg.StepTimeout, &b.timeouts[i])
+	defer cancel()
+	if rec := b.r.cfg.Recorder; rec != nil {
+		rec.StepStarted(step.Name)
+	}
+	t0 := time.Now()
+	res.Executed = true
+	res.Started = t0.Sub(b.start)
+	resp, err, panicked := b.invoke(sctx, call)
+	res.Duration = time.Since(t0)
+
+	// Classify while the slot is still held, so that a step waiting for this slot sees the stop flag.
+	switch {
+	case panicked:
+		b.setPanic(res)
+	case err != nil || sctx.Err() != nil:
+		b.invokeFailed(i, sctx, err, res)
+	default:
+		res.Status = resp.Status
+		res.Body = resp.Body
+		if len(res.Body) == 0 {
+			res.Body = nullJSON
+		}
+		if resp.Status >= 400 || businessFailure(resp.Body) {
+			res.Outcome = OutcomeError
+			res.Failed = true
+		} else {
+			res.Outcome = OutcomeOK
+		}
+	}
+	if res.Outcome != OutcomeOK {
+		b.failed()
+	}
+}
+
+var nullJSON = []byte("null")
+
+// invoke calls the Invoker, turning a panic into panicked.
+func (b *batch) invoke(ctx context.Context, call Call) (resp Response, err error, panicked bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked = true
+			b.r.logPanic(call.Key, v)
+		}
+	}()
+	resp, err = b.r.inv.Invoke(ctx, call)
+	return resp, err, false
+}
+
+// depFailed reports whether a dependency of step ended unsuccessfully and, if so, fills res. A real failure wins
+// over a dependency that was merely not executed (stop_on_error), which makes this step not executed too.
+func (b *batch) depFailed(step *planner.Step, res *Result) bool {
+	notExec := false
+	for _, d := range step.Deps {
+		dr := &b.results[d]
+		if dr.Outcome == OutcomeOK {
+			continue
+		}
+		if dr.Code == errcode.NotExecuted {
+			notExec = true
+			continue
+		}
+		b.decided(res, errcode.DependencyFailed, OutcomeSkipped,
+			errcode.Body(errcode.DependencyFailed, "dependency "+dr.Key+" failed"))
+		return true
+	}
+	if notExec {
+		b.notExecuted(res)
+		return true
+	}
+	return false
+}
+
+// resolve builds step's call from its templates and the responses of its dependencies.
+func (b *batch) resolve(step *planner.Step, res *Result) (Call, bool) {
+	call := Call{Key: step.Key, Method: step.Method, Name: step.Name, Header: b.opt.Header}
+	var err error
+	if call.Path, err = step.Path.Resolve(b); err != nil {
+		return call, b.resolveFailed(err, res)
+	}
+	if len(step.Headers) > 0 {
+		// Clone only when the step adds headers of its own; the batch's map is shared read-only otherwise.
+		h := make(http.Header, len(b.opt.Header)+len(step.Headers))
+		for k, v := range b.opt.Header {
+			h[k] = v
+		}
+		vals := make([]string, len(step.Headers))
+		for j := range step.Headers {
+			sh := &step.Headers[j]
+			if vals[j], err = sh.Value.Resolve(b); err != nil {
+				return call, b.resolveFailed(err, res)
+			}
+			if j > 0 && repeated(step.Headers[:j], sh.Name) {
+				h[sh.Name] = append(h[sh.Name], vals[j])
+			} else {
+				h[sh.Name] = vals[j : j+1 : j+1]
+			}
+		}
+		call.Header = h
+	}
+	if step.Body != nil {
+		if call.Body, err = step.Body.Append(nil, b); err != nil {
+			return call, b.resolveFailed(err, res)
+		}
+	}
+	return call, true
+}
+
+func repeated(hs []planner.Header, name string) bool {
+	for i := range hs {
+		if hs[i].Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveFailed fills res for a placeholder that could not be resolved; it always returns false.
+func (b *batch) resolveFailed(err error, res *Result) bool {
+	code, desc := errcode.Unresolvable, "placeholder could not be resolved"
+	var re *planner.ResolveError
+	if errors.As(err, &re) {
+		if re.Code != 0 {
+			code = re.Code
+		}
+		switch {
+		case re.Detail == "":
+			desc = re.Placeholder + ": could not be resolved"
+		case re.Placeholder != "" && !strings.Contains(re.Detail, re.Placeholder):
+			desc = re.Placeholder + ": " + re.Detail
+		default:
+			desc = re.Detail
+		}
+	}
+	b.decided(res, code, OutcomeSkipped, errcode.Body(code, desc))
+	return false
+}
+
+// acquire takes the batch slot and the process-wide slot, in that order, and checks the stop flag before each and
+// after both. It fills res and returns false when the step must not start.
+func (b *batch) acquire(res *Result) bool {
+	if b.stopped.Load() {
+		b.notExecuted(res)
+		return false
+	}
+	if b.slots != nil {
+		select {
+		case b.slots <- struct{}{}:
+		case <-b.stop:
+			b.notExecuted(res)
+			return false
+		case <-b.ctxDone:
+			b.notStarted(res)
+			return false
+		}
+	}
+	if lim := b.r.cfg.Limit; lim != nil {
+		if lim.Acquire(b.ctx, 1) != nil {
+			b.releaseSlot()
+			b.notStarted(res)
+			return false
+		}
+	}
+	if b.stopped.Load() {
+		b.release()
+		b.notExecuted(res)
+		return false
+	}
+	return true
+}
+
+func (b *batch) release() {
+	if lim := b.r.cfg.Limit; lim != nil {
+		lim.Release(1)
+	}
+	b.releaseSlot()
+}
+
+func (b *batch) releaseSlot() {
+	if b.slots != nil {
+		<-b.slots
+	}
+}
+
+// failed records that a step failed: with stop_on_error no further step starts.
+func (b *batch) failed() {
+	if b.stop != nil && b.stopped.CompareAndSwap(false, true) {
+		close(b.stop)
+	}
+}
+
+// invokeFailed classifies an invocation that returned an error or ended with its context done.
+func (b *batch) invokeFailed(i int, sctx context.Context, err error, res *Result) {
+	if sctx.Err() != nil {
+		cause := context.Cause(sctx)
+		var ste *StepTimeoutError
+		var bte *BatchTimeoutError
+		switch {
+		case errors.As(cause, &ste) && ste == &b.timeouts[i]:
+			b.decided(res, errcode.StepTimeout, OutcomeTimeout, b.r.bodyStepTimeout)
+		case errors.As(cause, &bte):
+			b.decided(res, errcode.BatchTimeout, OutcomeTimeout, b.r.bodyBatchTimeout)
+		default:
+			b.decided(res, errcode.Cancelled, OutcomeSkipped, b.r.bodyCancelled)
+		}
+		return
+	}
+	var ie *InvokeError
+	if !errors.As(err, &ie) {
+		res.UpstreamError = "other"
+		b.decided(res, errcode.UpstreamUnreachable, OutcomeError, b.r.bodyUnreachable)
+		return
+	}
+	res.UpstreamError = ie.Kind
+	switch ie.Kind {
+	case "reset":
+		b.decided(res, errcode.UpstreamReset, OutcomeError, b.r.bodyReset)
+	case "protocol":
+		b.decided(res, errcode.UpstreamReset, OutcomeError, b.r.bodyProtocol)
+	case "too_large":
+		b.decided(res, errcode.UpstreamTooLarge, OutcomeError, b.r.bodyTooLarge)
+	default: // "connect" and kinds this runner does not know
+		b.decided(res, errcode.UpstreamUnreachable, OutcomeError, b.r.bodyUnreachable)
+	}
+}
+
+// notStarted fills res for a step that did not start because the batch context ended.
+func (b *batch) notStarted(res *Result) {
+	var bte *BatchTimeoutError
+	if errors.As(context.Cause(b.ctx), &bte) {
+		b.decided(res, errcode.BatchTimeout, OutcomeSkipped, b.r.bodyBatchTimeout)
+		return
+	}
+	b.decided(res, errcode.Cancelled, OutcomeSkipped, b.r.bodyCancelled)
+}
+
+func (b *batch) notExecuted(res *Result) {
+	b.decided(res, errcode.NotExecuted, OutcomeSkipped, b.r.bodyNotExecuted)
+}
+
+func (b *batch) setPanic(res *Result) {
+	b.decided(res, errcode.StepPanic, OutcomeError, b.r.bodyPanic)
+}
+
+// decided fills res with an outcome batchd decided.
+func (b *batch) decided(res *Result, code errcode.Code, o Outcome, body []byte) {
+	res.Status = code.Status()
+	res.Code = code
+	res.Outcome = o
+	res.Body = body
+	res.Failed = o != OutcomeOK
+}
+
+// finish reports step i and releases its dependents. It runs whatever happened to the step.
+func (b *batch) finish(i int) {
+	defer close(b.done[i])
+	res := &b.results[i]
+	if res.Failed {
+		b.failed()
+	}
+	if rec := b.r.cfg.Recorder; rec != nil {
+		ev := StepEvent{Name: b.plan.Steps[i].Name, Outcome: res.Outcome, UpstreamError: res.UpstreamError}
+		if res.Executed {
+			ev.Duration = res.Duration
+		}
+		b.r.guard(res.Key, func() { rec.StepDone(ev) })
+	}
+	if f := b.opt.OnResult; f != nil {
+		r := *res
+		b.r.guard(res.Key, func() { f(r) })
+	}
+}
+
+// guard calls f, logging a panic instead of letting it end the process.
+func (r *Runner) guard(key string, f func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.logPanic(key, v)
+		}
+	}()
+	f()
+}
+
+func (r *Runner) logPanic(key string, v any) {
+	r.log.Error("runner: step panicked", slog.String("key", key), slog.Any("panic", v),
+		slog.String("stack", string(debug.Stack())))
+}
