@@ -1,0 +1,407 @@
+// Package metrics is batchd's Prometheus instrumentation: one Metrics value, built by New on a registry the caller
+// passes in (never the global one), that implements runner.Recorder and the few calls the HTTP layer makes.
+//
+// Contract (CONTRACT.md §8):
+//   - Every series is prefixed batchd_; durations are in seconds, counters end in _total.
+//   - Every label comes from a bounded set fixed when New returns: method is a known method pattern (DemoMethods
+//     plus Config.Methods) or "other"; outcome, reason and kind are closed sets, and an unexpected value is mapped
+//     into the set rather than becoming a new series. So the number of series does not depend on what clients send.
+//   - Every labelled series is created at zero in New, so that rate() and increase() see the first event.
+//   - All methods are safe for concurrent use, and are no-ops on a nil *Metrics.
+package metrics
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/batchd/batchd/runner"
+)
+
+// Namespace prefixes every batchd metric.
+const Namespace = "batchd"
+
+// DurationBuckets are the classic buckets of the duration histograms, chosen for API calls: from 1 ms (an
+// in-process demo call) to 30 s (past the default -step-timeout of 10 s, short of the -batch-timeout of 60 s).
+var DurationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+// StepsBuckets are the buckets of batchd_batch_steps: a batch holds 1 to -max-steps (default 50) steps.
+var StepsBuckets = []float64{1, 2, 5, 10, 20, 30, 40, 50, 100}
+
+// DepthBuckets are the buckets of batchd_batch_depth, the length of a batch's longest dependency chain.
+var DepthBuckets = []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 50}
+
+// nativeBucketFactor enables native histograms on the duration histograms alongside the classic buckets: a
+// scraper that negotiates protobuf (Prometheus with --enable-feature=native-histograms) gets ~10 % resolution, any
+// other gets the classic buckets. The integer histograms (steps, depth) keep classic buckets only: they are exact.
+const nativeBucketFactor = 1.1
+
+// Batch outcomes (label outcome of batchd_batch_duration_seconds).
+const (
+	BatchOK       = "ok"       // every step ok
+	BatchPartial  = "partial"  // some steps failed
+	BatchFailed   = "failed"   // no step ok
+	BatchRejected = "rejected" // refused before anything ran (BatchRejected)
+)
+
+var batchOutcomes = []string{BatchOK, BatchPartial, BatchFailed, BatchRejected}
+
+// RejectReasons is the closed set of the reason label of batchd_batches_rejected_total: the planner's reasons
+// (planner.Reason) and those of the HTTP layer. BatchRejected counts any other reason as "invalid".
+var RejectReasons = []string{
+	// planner
+	"invalid_json", "no_steps", "too_many_steps", "invalid_key", "invalid_path", "blocked", "nested_batch",
+	"invalid_header", "placeholder", "unknown_ref", "self_ref", "cycle", "too_large",
+	// HTTP layer
+	"body_too_large", "unsupported_media_type", "draining", "rate_limited",
+	// anything else
+	"invalid",
+}
+
+const reasonFallback = "invalid"
+
+// UpstreamErrorKinds is the closed set of the kind label of batchd_upstream_errors_total: the runner.InvokeError
+// kinds, "unreachable" for a call that failed some other way, and "other" for a kind this list does not know.
+var UpstreamErrorKinds = []string{"connect", "reset", "too_large", "protocol", "unreachable", "other"}
+
+const kindFallback = "other"
+
+// step outcomes, indexed for the per-method series.
+const (
+	outOK = iota
+	outError
+	outTimeout
+	outSkipped
+	numOutcomes
+)
+
+var stepOutcomes = [numOutcomes]string{
+	outOK:      string(runner.OutcomeOK),
+	outError:   string(runner.OutcomeError),
+	outTimeout: string(runner.OutcomeTimeout),
+	outSkipped: string(runner.OutcomeSkipped),
+}
+
+// maxCache bounds the name → series cache. Past it the cache is emptied and refilled: a client sending endless
+// random method names costs a re-fold per name, never memory.
+const maxCache = 4096
+
+// Config configures Metrics.
+type Config struct {
+	// Methods are known method patterns, in addition to DemoMethods, e.g. "Item/Get", "Producer/*",
+	// "Users/:id/Orders". Segments are separated by "/"; a segment "*" matches any one segment, or one or more when
+	// it is the last; a segment ending in "*" matches any segment with that prefix. Numeric and UUID segments are
+	// written (or are folded to) ":id". A step whose method matches an exact pattern is labelled with its method;
+	// one matching only wildcard patterns is labelled with the first of them as written, so that each pattern is at
+	// most one label value; any other step is labelled "other".
+	Methods []string
+}
+
+// Metrics holds every batchd metric. Build it with New.
+type Metrics struct {
+	batchDuration   map[string]prometheus.Observer // by outcome
+	batchSteps      prometheus.Histogram
+	batchDepth      prometheus.Histogram
+	batchesInFlight prometheus.Gauge
+	stepsInFlight   prometheus.Gauge
+	rejected        map[string]prometheus.Counter // by reason
+	upstreamErrors  map[string]prometheus.Counter // by kind
+
+	exact    map[string]*methodSeries // by folded name
+	wildcard []wildcardSeries         // in configuration order
+	other    *methodSeries
+
+	cache     sync.Map // step name → *methodSeries
+	cacheSize atomic.Int64
+}
+
+// methodSeries is every series of one method label value, resolved once so that StepDone does no label hashing.
+type methodSeries struct {
+	label    string
+	duration [numOutcomes]prometheus.Observer
+	timeouts prometheus.Counter
+}
+
+type wildcardSeries struct {
+	pattern pattern
+	series  *methodSeries
+}
+
+var _ runner.Recorder = (*Metrics)(nil)
+
+// New creates batchd's metrics and registers them on reg (nil: not registered, for tests that only need Label).
+// It fails on an invalid method pattern or when reg already holds a batchd metric.
+func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
+	m := &Metrics{
+		batchDuration:  make(map[string]prometheus.Observer, len(batchOutcomes)),
+		rejected:       make(map[string]prometheus.Counter, len(RejectReasons)),
+		upstreamErrors: make(map[string]prometheus.Counter, len(UpstreamErrorKinds)),
+		exact:          make(map[string]*methodSeries),
+	}
+
+	batchDuration := prometheus.NewHistogramVec(durationOpts("batch_duration_seconds",
+		"Time from a batch request's arrival to its answer, by outcome: ok (every step ok), partial (some failed), "+
+			"failed (none ok), rejected (refused before anything ran)."), []string{"outcome"})
+	m.batchSteps = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: "batch_steps", Buckets: StepsBuckets,
+		Help: "Number of steps in an accepted batch.",
+	})
+	m.batchDepth = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: "batch_depth", Buckets: DepthBuckets,
+		Help: "Critical-path length of an accepted batch: the number of steps on its longest dependency chain.",
+	})
+	stepDuration := prometheus.NewHistogramVec(durationOpts("step_duration_seconds",
+		"Duration of one step's call, by method and outcome (ok, error, timeout, skipped); "+
+			"a skipped step was never executed and is observed as 0."), []string{"method", "outcome"})
+	stepTimeouts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "step_timeouts_total",
+		Help: "Steps cancelled at -step-timeout or -batch-timeout, by method.",
+	}, []string{"method"})
+	m.batchesInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "batches_in_flight",
+		Help: "Batch requests being handled now.",
+	})
+	m.stepsInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "steps_in_flight",
+		Help: "Steps whose call is running now, over all batches.",
+	})
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "batches_rejected_total",
+		Help: "Batch requests refused before any step ran, by reason.",
+	}, []string{"reason"})
+	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "upstream_errors_total",
+		Help: "Step calls that got no usable response from the upstream, by kind (connect, reset, too_large, …).",
+	}, []string{"kind"})
+
+	for _, o := range batchOutcomes {
+		m.batchDuration[o] = batchDuration.WithLabelValues(o)
+	}
+	for _, r := range RejectReasons {
+		m.rejected[r] = rejected.WithLabelValues(r)
+	}
+	for _, k := range UpstreamErrorKinds {
+		m.upstreamErrors[k] = upstream.WithLabelValues(k)
+	}
+
+	newSeries := func(label string) *methodSeries {
+		s := &methodSeries{label: label, timeouts: stepTimeouts.WithLabelValues(label)}
+		for i, o := range stepOutcomes {
+			s.duration[i] = stepDuration.WithLabelValues(label, o)
+		}
+		return s
+	}
+	seen := make(map[string]bool)
+	for _, p := range append(append([]string(nil), DemoMethods...), cfg.Methods...) {
+		pt, err := compilePattern(p)
+		if err != nil {
+			return nil, err
+		}
+		if seen[pt.text] {
+			continue
+		}
+		seen[pt.text] = true
+		if pt.wildcard() {
+			m.wildcard = append(m.wildcard, wildcardSeries{pattern: pt, series: newSeries(pt.text)})
+		} else {
+			m.exact[pt.text] = newSeries(pt.text)
+		}
+	}
+	m.other = newSeries(OtherMethod)
+
+	if reg != nil {
+		for _, c := range []prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration,
+			stepTimeouts, m.batchesInFlight, m.stepsInFlight, rejected, upstream} {
+			if err := reg.Register(c); err != nil {
+				return nil, errors.Join(errors.New("metrics: registering batchd metrics"), err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func durationOpts(name, help string) prometheus.HistogramOpts {
+	return prometheus.HistogramOpts{
+		Namespace: Namespace, Name: name, Help: help,
+		Buckets:                         DurationBuckets,
+		NativeHistogramBucketFactor:     nativeBucketFactor,
+		NativeHistogramMaxBucketNumber:  160,
+		NativeHistogramMinResetDuration: time.Hour,
+	}
+}
+
+// NewRegistry returns a registry holding the Go runtime and process collectors, for New and the /metrics handler.
+// Tests that only look at batchd's own series pass prometheus.NewRegistry() to New instead.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+// Handler serves reg in the Prometheus exposition formats (text, OpenMetrics, and protobuf with native
+// histograms when the scraper asks for it). Errors while gathering are logged by Prometheus as scrape failures and
+// counted in promhttp_metric_handler_errors_total.
+func Handler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		Registry:          reg,
+		ErrorHandling:     promhttp.ContinueOnError,
+		EnableOpenMetrics: true,
+	})
+}
+
+// Label returns the method label value for a step's method name: the folded name when it matches an exact known
+// method, else the first matching wildcard pattern, else "other". A leading "/" and any query are ignored, and
+// numeric, UUID and placeholder segments are folded to ":id" before matching.
+func (m *Metrics) Label(name string) string {
+	if m == nil {
+		return OtherMethod
+	}
+	return m.series(name).label
+}
+
+// series returns the series of a step name, through a bounded cache: StepDone runs once per step and most
+// batches repeat a few names.
+func (m *Metrics) series(name string) *methodSeries {
+	if v, ok := m.cache.Load(name); ok {
+		return v.(*methodSeries)
+	}
+	s := m.resolve(name)
+	if m.cacheSize.Add(1) > maxCache {
+		// Emptying rather than evicting one entry keeps this lock-free; concurrent inserts may overshoot maxCache
+		// by at most the number of goroutines racing here.
+		m.cache.Clear()
+		m.cacheSize.Store(1)
+	}
+	if _, loaded := m.cache.LoadOrStore(name, s); loaded {
+		m.cacheSize.Add(-1)
+	}
+	return s
+}
+
+func (m *Metrics) resolve(name string) *methodSeries {
+	segs := foldSegments(name)
+	if segs == nil {
+		return m.other
+	}
+	if s, ok := m.exact[strings.Join(segs, "/")]; ok {
+		return s
+	}
+	for i := range m.wildcard {
+		if m.wildcard[i].pattern.match(segs) {
+			return m.wildcard[i].series
+		}
+	}
+	return m.other
+}
+
+// StepStarted records that a step's call begins.
+func (m *Metrics) StepStarted(string) {
+	if m == nil {
+		return
+	}
+	m.stepsInFlight.Inc()
+}
+
+// StepDone records a step's end, executed or not.
+//
+// batchd_steps_in_flight assumes the runner's pairing: every StepStarted is followed by exactly one StepDone whose
+// Outcome is not skipped (a step cancelled while running ends as timeout or error), and a skipped step never had
+// a StepStarted. A runner that broke this would drift the gauge, never any other series.
+func (m *Metrics) StepDone(ev runner.StepEvent) {
+	if m == nil {
+		return
+	}
+	s := m.series(ev.Name)
+	o := outcomeIndex(ev.Outcome)
+	s.duration[o].Observe(ev.Duration.Seconds())
+	if o == outTimeout {
+		s.timeouts.Inc()
+	}
+	if o != outSkipped {
+		m.stepsInFlight.Dec()
+	}
+	if ev.UpstreamError != "" {
+		c, ok := m.upstreamErrors[ev.UpstreamError]
+		if !ok {
+			c = m.upstreamErrors[kindFallback]
+		}
+		c.Inc()
+	}
+}
+
+// outcomeIndex maps an Outcome to its series; an outcome the runner should never report counts as an error, so it
+// is seen rather than dropped.
+func outcomeIndex(o runner.Outcome) int {
+	switch o {
+	case runner.OutcomeOK:
+		return outOK
+	case runner.OutcomeTimeout:
+		return outTimeout
+	case runner.OutcomeSkipped:
+		return outSkipped
+	default:
+		return outError
+	}
+}
+
+// BatchDone records an accepted batch's end: its duration by outcome, its size and its depth.
+func (m *Metrics) BatchDone(ev runner.BatchEvent) {
+	if m == nil {
+		return
+	}
+	o, ok := m.batchDuration[ev.Outcome]
+	if !ok || ev.Outcome == BatchRejected {
+		o = m.batchDuration[BatchFailed] // not a runner outcome: seen as a failure rather than dropped
+	}
+	o.Observe(ev.Duration.Seconds())
+	m.batchSteps.Observe(float64(ev.Steps))
+	m.batchDepth.Observe(float64(ev.Depth))
+}
+
+// BatchStarted records that a batch request is being handled; pair it with BatchFinished.
+func (m *Metrics) BatchStarted() {
+	if m == nil {
+		return
+	}
+	m.batchesInFlight.Inc()
+}
+
+// BatchFinished records that a batch request has been answered, accepted or not.
+func (m *Metrics) BatchFinished() {
+	if m == nil {
+		return
+	}
+	m.batchesInFlight.Dec()
+}
+
+// TrackBatch calls BatchStarted and returns BatchFinished: defer m.TrackBatch()().
+func (m *Metrics) TrackBatch() (finished func()) {
+	m.BatchStarted()
+	return m.BatchFinished
+}
+
+// BatchRejected records a batch refused before any step ran, after d: it counts
+// batchd_batches_rejected_total{reason} and observes batchd_batch_duration_seconds{outcome="rejected"}. reason is
+// one of RejectReasons (planner.Reason values and the HTTP layer's); any other counts as "invalid". A batch with
+// several problems is counted once, under the reason of its first problem.
+func (m *Metrics) BatchRejected(reason string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	c, ok := m.rejected[reason]
+	if !ok {
+		c = m.rejected[reasonFallback]
+	}
+	c.Inc()
+	m.batchDuration[BatchRejected].Observe(d.Seconds())
+}
