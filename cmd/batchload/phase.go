@@ -1,0 +1,347 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// op runs one group of calls — one batch through batchd, or the same calls made directly by the client — and
+// returns its latency: from sending the first request to reading the last byte of the last response. Checking the
+// answers is not timed, except where the next call needs them (the seq chain reads each new_id).
+type op func(ctx context.Context) (time.Duration, error)
+
+// maxOpsPerClient bounds every loop by count as well as by time.
+const maxOpsPerClient = 1_000_000
+
+// phaseResult is one row of a scenario's table.
+type phaseResult struct {
+	Mode       string        `json:"mode"`
+	Steps      int           `json:"steps_per_group"` // calls per batch or per client-side group
+	Clients    int           `json:"clients"`
+	Warmup     int           `json:"warmup_groups"` // sent and checked, not measured
+	Sent       int           `json:"sent_groups"`   // warm-up included
+	Measured   int           `json:"measured_groups"`
+	Lat        latencyStats  `json:"latency"`
+	Elapsed    time.Duration `json:"measured_wall"`     // wall time of the measured part
+	Throughput float64       `json:"groups_per_second"` // measured groups / Elapsed
+	Errors     int           `json:"errors"`
+	FirstError string        `json:"first_error,omitempty"`
+	Upstream   *callCheck    `json:"upstream,omitempty"` // nil in demo mode: batchd's embedded API is not counted
+	Aborted    bool          `json:"aborted,omitempty"`  // -max-time or a signal cut the phase short
+}
+
+// StepsPerSecond is the throughput in calls.
+func (p phaseResult) StepsPerSecond() float64 { return p.Throughput * float64(p.Steps) }
+
+// callCheck is what the upstream counted during a phase.
+type callCheck struct {
+	PerGroup int64 `json:"expected_per_group"`
+	Total    int64 `json:"calls"`
+	Expected int64 `json:"expected_calls"` // PerGroup × groups sent
+	// Per-group deltas, known when groups run one after another (MinPerGroup < 0 when not).
+	MinPerGroup int64  `json:"min_per_group"`
+	MaxPerGroup int64  `json:"max_per_group"`
+	Bad         int64  `json:"bad_calls"`
+	LastBad     string `json:"last_bad_call,omitempty"`
+}
+
+// OK reports whether the upstream saw exactly the calls the phase sent and nothing unexpected.
+func (c *callCheck) OK() bool {
+	if c == nil {
+		return true
+	}
+	if c.Total != c.Expected || c.Bad != 0 {
+		return false
+	}
+	return c.MinPerGroup < 0 || (c.MinPerGroup == c.PerGroup && c.MaxPerGroup == c.PerGroup)
+}
+
+// ok reports whether the row is a valid measurement: something measured, no error, the calls counted exactly.
+func (p phaseResult) ok() bool {
+	return !p.Aborted && p.Measured > 0 && p.Errors == 0 && p.Upstream.OK()
+}
+
+func (p *phaseResult) fail(err error) {
+	p.Errors++
+	if p.FirstError == "" {
+		p.FirstError = err.Error()
+	}
+}
+
+// runSequential sends warmup+count groups one after another from one client and records the latency of the last
+// count. With an upstream it also checks the number of calls each group made.
+func runSequential(ctx context.Context, mode string, steps, count, warmup int, up *upstream, o op) phaseResult {
+	res := phaseResult{Mode: mode, Steps: steps, Clients: 1, Warmup: warmup}
+	var chk *callCheck
+	var before upstreamStats
+	if up != nil {
+		chk = &callCheck{PerGroup: int64(steps), MinPerGroup: 1 << 62, MaxPerGroup: -1}
+		before = up.stats()
+	}
+	lat := make([]time.Duration, 0, count)
+	var start time.Time
+	for i := 0; i < warmup+count; i++ {
+		if ctx.Err() != nil {
+			res.Aborted = true
+			break
+		}
+		if i == warmup {
+			start = time.Now()
+		}
+		var s0 upstreamStats
+		if up != nil {
+			s0 = up.stats()
+		}
+		d, err := o(ctx)
+		res.Sent++
+		if up != nil {
+			n := up.stats().sub(s0).Calls
+			chk.MinPerGroup = min(chk.MinPerGroup, n)
+			chk.MaxPerGroup = max(chk.MaxPerGroup, n)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				res.Aborted = true
+				break
+			}
+			res.fail(err)
+			continue
+		}
+		if i >= warmup {
+			lat = append(lat, d)
+		}
+	}
+	if !start.IsZero() {
+		res.Elapsed = time.Since(start)
+	}
+	res.finish(lat, chk, up, before)
+	return res
+}
+
+// runConcurrent runs clients loops, each sending one group after another, for warm then dur. Groups that complete
+// within dur after the warm-up count towards throughput; those that also started after the warm-up give the
+// latencies. No client starts a group after the end, and every group started is finished, so the upstream's count
+// is exact.
+func runConcurrent(ctx context.Context, mode string, steps, clients int, warm, dur time.Duration, up *upstream, o op) phaseResult {
+	res := phaseResult{Mode: mode, Steps: steps, Clients: clients}
+	var chk *callCheck
+	var before upstreamStats
+	if up != nil {
+		chk = &callCheck{PerGroup: int64(steps), MinPerGroup: -1, MaxPerGroup: -1}
+		before = up.stats()
+	}
+	type worker struct {
+		lat                  []time.Duration
+		sent, done, warmDone int
+		errs                 int
+		firstErr             error
+		aborted              bool
+	}
+	ws := make([]worker, clients)
+	begin := time.Now()
+	measureFrom := begin.Add(warm)
+	end := measureFrom.Add(dur)
+	var wg sync.WaitGroup
+	for w := range ws {
+		wg.Go(func() {
+			me := &ws[w]
+			for range maxOpsPerClient {
+				t0 := time.Now()
+				if !t0.Before(end) {
+					return
+				}
+				if ctx.Err() != nil {
+					me.aborted = true
+					return
+				}
+				d, err := o(ctx)
+				t1 := time.Now()
+				me.sent++
+				if err != nil {
+					if ctx.Err() != nil {
+						me.aborted = true
+						return
+					}
+					me.errs++
+					if me.firstErr == nil {
+						me.firstErr = err
+					}
+					continue
+				}
+				if t1.Before(measureFrom) {
+					me.warmDone++
+					continue
+				}
+				if !t1.After(end) {
+					me.done++
+					if !t0.Before(measureFrom) {
+						me.lat = append(me.lat, d)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var lat []time.Duration
+	for _, w := range ws {
+		lat = append(lat, w.lat...)
+		res.Sent += w.sent
+		res.Measured += w.done
+		res.Warmup += w.warmDone
+		res.Errors += w.errs
+		if w.firstErr != nil && res.FirstError == "" {
+			res.FirstError = w.firstErr.Error()
+		}
+		res.Aborted = res.Aborted || w.aborted
+	}
+	res.Elapsed = dur
+	if res.Aborted {
+		res.Elapsed = max(time.Since(measureFrom), time.Millisecond)
+	}
+	// Throughput counts the groups completed in the window; latency only those that also started in it.
+	res.finish(lat, chk, up, before)
+	return res
+}
+
+// finish computes the row's statistics and the upstream's count since before. A sequential phase leaves Measured
+// at 0: it is the number of latencies recorded.
+func (res *phaseResult) finish(lat []time.Duration, chk *callCheck, up *upstream, before upstreamStats) {
+	res.Lat = summarize(lat)
+	if res.Measured == 0 {
+		res.Measured = len(lat)
+	}
+	if res.Elapsed > 0 {
+		res.Throughput = float64(res.Measured) / res.Elapsed.Seconds()
+	}
+	if up != nil {
+		d := up.stats().sub(before)
+		chk.Total, chk.Bad = d.Calls, d.Bad
+		chk.Expected = chk.PerGroup * int64(res.Sent)
+		if chk.Bad > 0 {
+			chk.LastBad = up.lastBadCall()
+		}
+		if chk.MaxPerGroup < 0 {
+			chk.MinPerGroup = -1
+		}
+		res.Upstream = chk
+	}
+}
+
+// batchdOp sends the batch body to batchd's /v1/batch and checks the answer.
+func batchdOp(c *http.Client, base string, spec batchSpec) op {
+	body := spec.body()
+	url := base + "/v1/batch"
+	return func(ctx context.Context) (time.Duration, error) {
+		t0 := time.Now()
+		status, b, err := post(ctx, c, url, body)
+		d := time.Since(t0)
+		if err != nil {
+			return d, err
+		}
+		return d, checkBatch(spec, status, b)
+	}
+}
+
+// seqOp makes the batch's calls directly, one by one; a chain feeds each new_id into the next call's path.
+func seqOp(c *http.Client, upURL string, spec batchSpec) op {
+	bodies := make([][]byte, spec.steps)
+	for i := range bodies {
+		bodies[i] = spec.directBody(i)
+	}
+	return func(ctx context.Context) (time.Duration, error) {
+		answers := make([][]byte, spec.steps)
+		var prev int64
+		t0 := time.Now()
+		for i := range spec.steps {
+			path := addPath(spec.prefix)
+			if spec.kind == batchChain && i > 0 {
+				path = getPath(spec.prefix, strconv.FormatInt(prev, 10))
+			}
+			status, b, err := post(ctx, c, upURL+path, bodies[i])
+			if err != nil {
+				return time.Since(t0), err
+			}
+			if status != http.StatusOK {
+				return time.Since(t0), errStatus(status, b)
+			}
+			if spec.kind == batchChain {
+				if prev, err = checkNewID(b); err != nil {
+					return time.Since(t0), err
+				}
+			}
+			answers[i] = b
+		}
+		d := time.Since(t0)
+		for _, b := range answers {
+			if _, err := checkNewID(b); err != nil {
+				return d, err
+			}
+		}
+		return d, nil
+	}
+}
+
+// parOp makes the batch's independent calls directly, all at once, one goroutine each.
+func parOp(c *http.Client, upURL string, spec batchSpec) op {
+	url := upURL + addPath(spec.prefix)
+	bodies := make([][]byte, spec.steps)
+	for i := range bodies {
+		bodies[i] = spec.directBody(i)
+	}
+	return func(ctx context.Context) (time.Duration, error) {
+		ends := make([]time.Time, spec.steps)
+		errs := make([]error, spec.steps)
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for i := range spec.steps {
+			wg.Go(func() {
+				status, b, err := post(ctx, c, url, bodies[i])
+				ends[i] = time.Now()
+				switch {
+				case err != nil:
+					errs[i] = err
+				case status != http.StatusOK:
+					errs[i] = errStatus(status, b)
+				default:
+					_, errs[i] = checkNewID(b)
+				}
+			})
+		}
+		wg.Wait()
+		last := t0
+		for _, e := range ends {
+			if e.After(last) {
+				last = e
+			}
+		}
+		d := last.Sub(t0)
+		for _, err := range errs {
+			if err != nil {
+				return d, err
+			}
+		}
+		return d, nil
+	}
+}
+
+// directDemoOp calls one demo method on its own endpoint, POST /v1/Demo/Echo.
+func directDemoOp(c *http.Client, base string) op {
+	spec := batchSpec{kind: batchEcho, steps: 1}
+	body := spec.directBody(0)
+	url := base + "/v1/" + echoPath
+	return func(ctx context.Context) (time.Duration, error) {
+		t0 := time.Now()
+		status, b, err := post(ctx, c, url, body)
+		d := time.Since(t0)
+		if err != nil {
+			return d, err
+		}
+		if status != http.StatusOK {
+			return d, errStatus(status, b)
+		}
+		return d, checkEcho(b, 0)
+	}
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// Row names used by the scenarios and their targets.
+const (
+	modeBatchd = "batchd"
+	modeSeq    = "seq"
+	modePar    = "par"
+	// demo10
+	modeBatch1  = "batchd, 1 client"
+	modeSingle1 = "one by one, 1 client"
+	modeBatchC  = "batchd, concurrent"
+	modeSingleC = "one by one, concurrent"
+)
+
+// target is one target line of SCENARIOS.md, evaluated as a ratio (or a difference) inside one run.
+type target struct {
+	Desc   string  `json:"target"` // e.g. "batchd p50 ≤ par p50"
+	Detail string  `json:"detail"` // the numbers that went into Value
+	Value  float64 `json:"value"`
+	Limit  float64 `json:"limit"`
+	AtMost bool    `json:"at_most"` // Value ≤ Limit passes; otherwise Value ≥ Limit does
+	Unit   string  `json:"unit,omitempty"`
+	Pass   bool    `json:"pass"`
+}
+
+func (t target) String() string {
+	op := "≥"
+	if t.AtMost {
+		op = "≤"
+	}
+	verdict := "FAIL"
+	if t.Pass {
+		verdict = "PASS"
+	}
+	return fmt.Sprintf("%s: %s = %.3f%s (target %s %.2f%s) %s", t.Desc, t.Detail, t.Value, t.Unit, op, t.Limit, t.Unit, verdict)
+}
+
+// ratioTarget builds a target on num/den; a zero denominator (the baseline was not measured) fails it.
+func ratioTarget(desc, detail string, num, den, limit float64, atMost bool) target {
+	t := target{Desc: desc, Detail: detail, Limit: limit, AtMost: atMost}
+	if den <= 0 || num <= 0 {
+		t.Detail += " (not measured)"
+		return t
+	}
+	t.Value = num / den
+	if atMost {
+		t.Pass = t.Value <= limit
+	} else {
+		t.Pass = t.Value >= limit
+	}
+	return t
+}
+
+// evalTargets evaluates a scenario's targets on its rows (by mode). Rows that are not valid measurements (errors,
+// wrong upstream count) fail their targets.
+func evalTargets(scenario string, rows map[string]phaseResult) []target {
+	p50 := func(mode string) float64 {
+		r, ok := rows[mode]
+		if !ok || !r.ok() {
+			return 0
+		}
+		return float64(r.Lat.P50)
+	}
+	tput := func(mode string) float64 {
+		r, ok := rows[mode]
+		if !ok || !r.ok() {
+			return 0
+		}
+		return r.StepsPerSecond()
+	}
+	ms := func(v float64) string { return fmtMS(time.Duration(v)) }
+	switch scenario {
+	case "a50":
+		b, p := p50(modeBatchd), p50(modePar)
+		return []target{ratioTarget("batchd p50 ≤ par p50",
+			fmt.Sprintf("%s / %s", ms(b), ms(p)), b, p, 1.0, true)}
+	case "b50":
+		b, s := p50(modeBatchd), p50(modeSeq)
+		one := s / 50
+		return []target{ratioTarget("batchd p50 ≤ 1.15 × one upstream call (seq p50 / 50)",
+			fmt.Sprintf("%s / (%s / 50 = %s)", ms(b), ms(s), ms(one)), b, one, 1.15, true)}
+	case "c10":
+		b, s := p50(modeBatchd), p50(modeSeq)
+		return []target{ratioTarget("batchd p50 ≤ 1.02 × seq p50",
+			fmt.Sprintf("%s / %s", ms(b), ms(s)), b, s, 1.02, true)}
+	case "d10":
+		b, p := tput(modeBatchd), tput(modePar)
+		return []target{ratioTarget("batchd throughput ≥ 0.9 × par throughput",
+			fmt.Sprintf("%.0f / %.0f steps/s", b, p), b, p, 0.9, false)}
+	case "demo10":
+		b, s := tput(modeBatchC), tput(modeSingleC)
+		out := []target{ratioTarget("batched steps/s ≥ 5 × one-by-one steps/s (same concurrency)",
+			fmt.Sprintf("%.0f / %.0f steps/s", b, s), b, s, 5, false)}
+		bl, sl := p50(modeBatch1), p50(modeSingle1)
+		added := target{Desc: "added latency of a 10-step batch over one call ≤ 1 ms (p50 batch − p50 single call)",
+			Detail: fmt.Sprintf("%s − %s", ms(bl), ms(sl)), Limit: 1, AtMost: true, Unit: " ms"}
+		if bl > 0 && sl > 0 {
+			added.Value = (bl - sl) / float64(time.Millisecond)
+			added.Pass = added.Value <= added.Limit
+		} else {
+			added.Detail += " (not measured)"
+		}
+		return append(out, added)
+	}
+	return nil
+}
+
+// fmtMS formats a duration in milliseconds, the unit of every table.
+func fmtMS(d time.Duration) string {
+	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+}
