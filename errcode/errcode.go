@@ -30,7 +30,7 @@ const (
 	UpstreamUnreachable Code = 5020 // connection refused, DNS, TLS: the call could not be sent
 	UpstreamReset       Code = 5021 // the connection broke or the upstream spoke broken HTTP
 	UpstreamTooLarge    Code = 5022 // the upstream's response exceeded the size cap
-	StepPanic           Code = 5000 // an invoker panicked; the stack is logged, never returned
+	StepPanic           Code = 5001 // an invoker panicked; the stack is logged, never returned
 )
 
 // Batch-level codes: the whole request's answer when it was not accepted.
