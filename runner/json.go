@@ -182,6 +182,9 @@ func scanString(b []byte, i int) (int, bool) {
 
 // skipValue returns the index just past the value that starts at b[i]; -1 when it does not end.
 func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
 	switch b[i] {
 	case '"':
 		end, _ := scanString(b, i)
