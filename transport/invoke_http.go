@@ -1,0 +1,331 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/batchd/batchd/runner"
+)
+
+// DefaultMaxResponseBytes is the largest step response an invoker reads by default (CONTRACT.md §5).
+const DefaultMaxResponseBytes = 8 << 20
+
+// DefaultMaxIdlePerHost is the idle connection pool NewUpstreamClient keeps to the upstream when not told: enough
+// for several batches fanning out at -max-parallel at once, so that steady load reuses connections.
+const DefaultMaxIdlePerHost = 256
+
+// HTTPConfig configures an HTTPInvoker.
+type HTTPConfig struct {
+	// Base is the upstream base URL, e.g. http://127.0.0.1:9000/api/; step paths are joined under its path.
+	// It must be absolute http or https with a host, and have no user info, query or fragment.
+	Base *url.URL
+	// Client sends the calls; default NewUpstreamClient(DefaultMaxIdlePerHost). A client given here should not
+	// follow redirects: the invoker returns whatever response the client ends with.
+	Client *http.Client
+	// MaxResponseBytes caps a response body; default DefaultMaxResponseBytes. A larger body fails the call with
+	// an *runner.InvokeError of kind "too_large" after reading at most MaxResponseBytes+1 bytes.
+	MaxResponseBytes int64
+}
+
+// HTTPInvoker sends steps to an upstream HTTP API (proxy mode). It is safe for concurrent use.
+//
+// A call never leaves the base URL's scheme and host, and its path always lies under the base path. Request headers
+// are the call's own (minus hop-by-hop ones); response headers are dropped: only the status and the body, normalised
+// by NormalizeBody, come back. Redirects are returned, never followed. A context error is returned as is (wrapped),
+// never as an *runner.InvokeError, so that the runner can tell a timeout from a broken upstream.
+type HTTPInvoker struct {
+	base     url.URL // validated; Path and rawBase end in "/"
+	rawBase  string  // base.EscapedPath() with a trailing "/"
+	client   *http.Client
+	maxBytes int64
+}
+
+var _ runner.Invoker = (*HTTPInvoker)(nil)
+
+// NewHTTPInvoker validates cfg and returns an invoker.
+func NewHTTPInvoker(cfg HTTPConfig) (*HTTPInvoker, error) {
+	b := cfg.Base
+	switch {
+	case b == nil:
+		return nil, errors.New("transport: upstream base URL is required")
+	case b.Scheme != "http" && b.Scheme != "https":
+		return nil, fmt.Errorf("transport: upstream base URL %q: scheme must be http or https", b.Redacted())
+	case b.Opaque != "" || b.Host == "":
+		return nil, fmt.Errorf("transport: upstream base URL %q: must have a host", b.Redacted())
+	case b.User != nil:
+		return nil, fmt.Errorf("transport: upstream base URL %q: must not hold user info", b.Redacted())
+	case b.RawQuery != "" || b.ForceQuery:
+		return nil, fmt.Errorf("transport: upstream base URL %q: must not have a query", b.Redacted())
+	case b.Fragment != "" || b.RawFragment != "":
+		return nil, fmt.Errorf("transport: upstream base URL %q: must not have a fragment", b.Redacted())
+	}
+	h := &HTTPInvoker{base: *b, client: cfg.Client, maxBytes: cfg.MaxResponseBytes}
+	h.rawBase = h.base.EscapedPath()
+	if !strings.HasSuffix(h.rawBase, "/") {
+		h.rawBase += "/"
+	}
+	if !strings.HasPrefix(h.rawBase, "/") {
+		h.rawBase = "/" + h.rawBase
+	}
+	var err error
+	if h.base.Path, err = url.PathUnescape(h.rawBase); err != nil {
+		return nil, fmt.Errorf("transport: upstream base URL %q: %w", b.Redacted(), err)
+	}
+	h.base.RawPath = h.rawBase
+	if h.client == nil {
+		h.client = NewUpstreamClient(DefaultMaxIdlePerHost)
+	}
+	if h.maxBytes <= 0 {
+		h.maxBytes = DefaultMaxResponseBytes
+	}
+	return h, nil
+}
+
+// NewUpstreamClient returns an HTTP client for one upstream: an idle pool of maxIdlePerHost connections (default
+// DefaultMaxIdlePerHost when not positive) so that a batch's fan-out reuses them, bounded dial and TLS handshake
+// times, no proxy taken from the environment, and redirects returned instead of followed. It has no overall
+// timeout: each call's context bounds it.
+func NewUpstreamClient(maxIdlePerHost int) *http.Client {
+	if maxIdlePerHost <= 0 {
+		maxIdlePerHost = DefaultMaxIdlePerHost
+	}
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                  nil, // an upstream is called directly, whatever HTTP_PROXY says
+			DialContext:            dialer.DialContext,
+			ForceAttemptHTTP2:      true,
+			MaxIdleConns:           4 * maxIdlePerHost,
+			MaxIdleConnsPerHost:    maxIdlePerHost,
+			IdleConnTimeout:        90 * time.Second,
+			TLSHandshakeTimeout:    5 * time.Second,
+			ExpectContinueTimeout:  time.Second,
+			MaxResponseHeaderBytes: 1 << 20,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Invoke sends c to the upstream and returns its status and normalised body.
+func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Response, error) {
+	u, err := h.url(c.Path)
+	if err != nil {
+		return runner.Response{}, err
+	}
+	method := c.Method
+	if method == "" {
+		method = http.MethodPost
+	}
+	var body io.Reader
+	if c.Body != nil {
+		body = bytes.NewReader(c.Body)
+	}
+	// Whether a connection was obtained tells "could not be sent" (connect) from a failure on an open connection.
+	var gotConn atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }})
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return runner.Response{}, fmt.Errorf("transport: step %s: %w", c.Key, err)
+	}
+	if req.URL.Host != h.base.Host || req.URL.Scheme != h.base.Scheme {
+		// url() makes this impossible; the check is cheap and keeps the promise even if url() regresses.
+		return runner.Response{}, fmt.Errorf("transport: step %s: URL leaves the upstream host", c.Key)
+	}
+	copyHeader(req.Header, c.Header)
+	if c.Body != nil && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if req.Header.Get("Accept") == "" {
+		req.Header.Set("Accept", "application/json")
+	}
+
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return runner.Response{}, h.classify(ctx, c, err, gotConn.Load())
+	}
+	defer resp.Body.Close()
+
+	if resp.ContentLength > h.maxBytes && method != http.MethodHead {
+		return runner.Response{}, &runner.InvokeError{Kind: "too_large",
+			Err: fmt.Errorf("response of %d bytes is over the %d-byte cap", resp.ContentLength, h.maxBytes)}
+	}
+	buf := make([]byte, 0, initialBufSize(resp.ContentLength, h.maxBytes))
+	buf, err = readAll(io.LimitReader(resp.Body, h.maxBytes+1), buf)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return runner.Response{}, fmt.Errorf("transport: step %s: %w", c.Key, ctxErr)
+		}
+		return runner.Response{}, &runner.InvokeError{Kind: "reset", Err: fmt.Errorf("reading response: %w", err)}
+	}
+	if int64(len(buf)) > h.maxBytes {
+		return runner.Response{}, &runner.InvokeError{Kind: "too_large",
+			Err: fmt.Errorf("response is over the %d-byte cap", h.maxBytes)}
+	}
+	return runner.Response{Status: resp.StatusCode, Body: NormalizeBody(resp.Header.Get("Content-Type"), buf)}, nil
+}
+
+// initialBufSize sizes the read buffer from Content-Length when the upstream sent one, so that a typical response
+// is read into one allocation.
+func initialBufSize(contentLength, maxBytes int64) int64 {
+	switch {
+	case contentLength >= 0:
+		return min(contentLength+1, maxBytes+1) // +1: reading EOF needs no growth
+	default:
+		return 512
+	}
+}
+
+// readAll is io.ReadAll into a caller-sized buffer.
+func readAll(r io.Reader, b []byte) ([]byte, error) {
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				return b, nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
+// classify maps a client.Do error: the context's own error as is, otherwise an *runner.InvokeError.
+func (h *HTTPInvoker) classify(ctx context.Context, c runner.Call, err error, gotConn bool) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("transport: step %s: %w", c.Key, ctxErr)
+	}
+	// *url.Error prints the whole URL, query included, which may hold a caller's secrets: keep only the cause.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	switch {
+	case !gotConn:
+		return &runner.InvokeError{Kind: "connect", Err: err}
+	case isReset(err):
+		return &runner.InvokeError{Kind: "reset", Err: err}
+	default:
+		return &runner.InvokeError{Kind: "protocol", Err: err}
+	}
+}
+
+// isReset reports whether err is the connection breaking, as opposed to the upstream speaking broken HTTP.
+func isReset(err error) bool {
+	var opErr *net.OpError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, net.ErrClosed) || errors.As(err, &opErr)
+}
+
+// copyHeader copies the call's headers, skipping those that describe the connection or the message framing rather
+// than the call. The planner refuses them already; an invoker must not rely on it. Accept-Encoding is left to the
+// Transport, which then decompresses transparently: the body must be readable to be normalised and capped.
+func copyHeader(dst, src http.Header) {
+	for k, vs := range src {
+		if len(vs) == 0 || skipHeader(http.CanonicalHeaderKey(k)) {
+			continue
+		}
+		dst[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...) // the call's slices are not ours
+	}
+}
+
+func skipHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
+		"Accept-Encoding", "Http2-Settings":
+		return true
+	}
+	return strings.HasPrefix(k, "Proxy-")
+}
+
+// url builds the upstream URL of a step path (no leading "/", query kept). The result always has the base's scheme
+// and host, and an escaped path that starts with the base's: the step path only ever sets Path, RawPath and
+// RawQuery of a copy of the base. Percent-escapes in the step path are kept as written ("users/a%2Fb" stays one
+// segment); bytes that may not appear in a path or query are escaped. A "." or ".." segment, before or after
+// decoding, is refused: an upstream that cleans paths would otherwise resolve it above the base path.
+func (h *HTTPInvoker) url(stepPath string) (*url.URL, error) {
+	p, q, _ := strings.Cut(stepPath, "?")
+	p = strings.TrimLeft(p, "/")
+	raw := h.rawBase + escapeKeeping(p, false)
+	decoded, err := url.PathUnescape(raw)
+	if err != nil { // unreachable: escapeKeeping leaves only well-formed escapes
+		return nil, fmt.Errorf("transport: step path %q: %w", stepPath, err)
+	}
+	if hasDotSegment(decoded[len(h.base.Path):]) {
+		return nil, fmt.Errorf("transport: step path %q: dot segment", stepPath)
+	}
+	u := h.base // copy
+	u.Path, u.RawPath = decoded, raw
+	u.RawQuery = escapeKeeping(q, true)
+	return &u, nil
+}
+
+func hasDotSegment(p string) bool {
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// escapeKeeping percent-escapes every byte of s that may not appear as is in a URL path (or, when query is true,
+// a query), keeping well-formed %XX escapes. A "%" that starts no escape becomes "%25".
+func escapeKeeping(s string, query bool) string {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !keep(s, i, query) {
+			n++
+		}
+	}
+	if n == 0 {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+2*n)
+	for i := 0; i < len(s); i++ {
+		if keep(s, i, query) {
+			b = append(b, s[i])
+		} else {
+			b = append(b, '%', hex[s[i]>>4], hex[s[i]&0xf])
+		}
+	}
+	return string(b)
+}
+
+// keep reports whether s[i] may stay as is: RFC 3986 pchar (unreserved, sub-delims, ":", "@"), "/", a well-formed
+// escape, and in a query also "?".
+func keep(s string, i int, query bool) bool {
+	c := s[i]
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '-', '.', '_', '~', '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=', ':', '@', '/':
+		return true
+	case '?':
+		return query
+	case '%':
+		return i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2])
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
