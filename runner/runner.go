@@ -155,6 +155,9 @@ type batch struct {
 	slots    chan struct{}      // per-batch concurrency slots; nil when the batch cannot exceed MaxParallel
 	stopped  atomic.Bool        // stop_on_error: a step failed, start nothing more
 	stop     chan struct{}      // closed when stopped turns true; nil without stop_on_error
+	// g runs one goroutine per step. Not errgroup.WithContext: a failed step is data, it must not cancel
+	// unrelated branches; every step returns nil.
+	g errgroup.Group
 }
 
 // Run executes p and returns its results indexed by request position (len == len(p.Steps)). It returns when every
@@ -184,14 +187,13 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 		b.done[i] = make(chan struct{})
 	}
 
-	var g errgroup.Group // not WithContext: a failed step is data, it must not cancel unrelated branches
 	for i := range n {
-		g.Go(func() error {
+		b.g.Go(func() error {
 			b.run(i)
 			return nil
 		})
 	}
-	_ = g.Wait() // every step returns nil
+	_ = b.g.Wait()
 
 	if rec := r.cfg.Recorder; rec != nil {
 		ok := 0
