@@ -1,0 +1,96 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// row is a valid measurement with the given p50 and throughput (groups/s).
+func row(mode string, steps int, p50 time.Duration, groupsPerSec float64) phaseResult {
+	return phaseResult{Mode: mode, Steps: steps, Measured: 100, Lat: latencyStats{N: 100, P50: p50}, Throughput: groupsPerSec,
+		Upstream: &callCheck{PerGroup: int64(steps), Total: int64(steps) * 120, Expected: int64(steps) * 120, MinPerGroup: int64(steps), MaxPerGroup: int64(steps)}}
+}
+
+func rowsOf(rs ...phaseResult) map[string]phaseResult {
+	m := map[string]phaseResult{}
+	for _, r := range rs {
+		m[r.Mode] = r
+	}
+	return m
+}
+
+func us(n int) time.Duration { return time.Duration(n) * time.Microsecond }
+
+func TestEvalTargets(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		scenario  string
+		rows      map[string]phaseResult
+		wantValue float64
+		wantPass  bool
+	}{
+		{"a50 faster than par", "a50", rowsOf(row(modeBatchd, 50, us(800), 0), row(modePar, 50, us(1000), 0)), 0.8, true},
+		{"a50 equal to par passes", "a50", rowsOf(row(modeBatchd, 50, us(1000), 0), row(modePar, 50, us(1000), 0)), 1.0, true},
+		{"a50 slower than par", "a50", rowsOf(row(modeBatchd, 50, us(1500), 0), row(modePar, 50, us(1000), 0)), 1.5, false},
+		// seq 50 calls in 520 ms: one call 10.4 ms; limit 1.15 × 10.4 = 11.96 ms.
+		{"b50 within 15% of one call", "b50", rowsOf(row(modeBatchd, 50, us(11_440), 0), row(modeSeq, 50, ms(520), 0)), 1.1, true},
+		{"b50 over", "b50", rowsOf(row(modeBatchd, 50, us(12_480), 0), row(modeSeq, 50, ms(520), 0)), 1.2, false},
+		{"c10 within 2%", "c10", rowsOf(row(modeBatchd, 10, us(101_000), 0), row(modeSeq, 10, ms(100), 0)), 1.01, true},
+		{"c10 over", "c10", rowsOf(row(modeBatchd, 10, us(103_000), 0), row(modeSeq, 10, ms(100), 0)), 1.03, false},
+		{"d10 at 0.95 of par", "d10", rowsOf(row(modeBatchd, 10, 0, 950), row(modePar, 10, 0, 1000)), 0.95, true},
+		{"d10 at 0.85 of par", "d10", rowsOf(row(modeBatchd, 10, 0, 850), row(modePar, 10, 0, 1000)), 0.85, false},
+		{"a50 baseline missing fails", "a50", rowsOf(row(modeBatchd, 50, us(800), 0)), 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := evalTargets(tc.scenario, tc.rows)
+			require.Len(t, ts, 1)
+			assert.InDelta(t, tc.wantValue, ts[0].Value, 1e-9)
+			assert.Equal(t, tc.wantPass, ts[0].Pass, ts[0].String())
+		})
+	}
+}
+
+func TestEvalTargetsInvalidRowFails(t *testing.T) {
+	good := rowsOf(row(modeBatchd, 50, us(800), 0), row(modePar, 50, us(1000), 0))
+	require.True(t, evalTargets("a50", good)[0].Pass)
+
+	withErrors := good[modeBatchd]
+	withErrors.Errors = 1
+	assert.False(t, evalTargets("a50", rowsOf(withErrors, good[modePar]))[0].Pass, "a row with errors proves nothing")
+
+	miscounted := good[modeBatchd]
+	miscounted.Upstream = &callCheck{PerGroup: 50, Total: 5999, Expected: 6000, MinPerGroup: 49, MaxPerGroup: 50}
+	assert.False(t, evalTargets("a50", rowsOf(miscounted, good[modePar]))[0].Pass, "a wrong upstream count proves nothing")
+}
+
+func TestEvalTargetsDemo(t *testing.T) {
+	demo := func(batch1, single1 time.Duration, batchTput, singleTput float64) []target {
+		return evalTargets("demo10", rowsOf(
+			phaseResult{Mode: modeBatch1, Steps: 10, Measured: 10, Lat: latencyStats{P50: batch1}},
+			phaseResult{Mode: modeSingle1, Steps: 1, Measured: 10, Lat: latencyStats{P50: single1}},
+			phaseResult{Mode: modeBatchC, Steps: 10, Measured: 10, Throughput: batchTput},
+			phaseResult{Mode: modeSingleC, Steps: 1, Measured: 10, Throughput: singleTput},
+		))
+	}
+	ts := demo(us(400), us(150), 1000, 1500) // 10 000 vs 1 500 steps/s; +0.25 ms
+	require.Len(t, ts, 2)
+	assert.InDelta(t, 10000.0/1500, ts[0].Value, 1e-9)
+	assert.True(t, ts[0].Pass)
+	assert.InDelta(t, 0.25, ts[1].Value, 1e-9)
+	assert.True(t, ts[1].Pass)
+
+	ts = demo(us(1400), us(150), 600, 1500) // 6 000 vs 1 500 steps/s = 4×; +1.25 ms
+	assert.False(t, ts[0].Pass)
+	assert.False(t, ts[1].Pass)
+}
+
+func TestCallCheck(t *testing.T) {
+	assert.True(t, (*callCheck)(nil).OK(), "demo mode: nothing to count")
+	assert.True(t, (&callCheck{PerGroup: 10, Total: 100, Expected: 100, MinPerGroup: -1, MaxPerGroup: -1}).OK())
+	assert.False(t, (&callCheck{PerGroup: 10, Total: 100, Expected: 100, MinPerGroup: 9, MaxPerGroup: 11}).OK(), "totals agree, batches do not")
+	assert.False(t, (&callCheck{PerGroup: 10, Total: 101, Expected: 100, MinPerGroup: -1, MaxPerGroup: -1}).OK())
+	assert.False(t, (&callCheck{PerGroup: 10, Total: 100, Expected: 100, MinPerGroup: -1, MaxPerGroup: -1, Bad: 1}).OK())
+}
