@@ -254,24 +254,33 @@ func skipHeader(k string) bool {
 
 // url builds the upstream URL of a step path (no leading "/", query kept). The result always has the base's scheme
 // and host, and an escaped path that starts with the base's: the step path only ever sets Path, RawPath and
-// RawQuery of a copy of the base. Percent-escapes in the step path are kept as written ("users/a%2Fb" stays one
-// segment); bytes that may not appear in a path or query are escaped. A "." or ".." segment, before or after
-// decoding, is refused: an upstream that cleans paths would otherwise resolve it above the base path.
+// RawQuery of a copy of the base.
 func (h *HTTPInvoker) url(stepPath string) (*url.URL, error) {
-	p, q, _ := strings.Cut(stepPath, "?")
-	p = strings.TrimLeft(p, "/")
-	raw := h.rawBase + escapeKeeping(p, false)
-	decoded, err := url.PathUnescape(raw)
-	if err != nil { // unreachable: escapeKeeping leaves only well-formed escapes
-		return nil, fmt.Errorf("transport: step path %q: %w", stepPath, err)
-	}
-	if hasDotSegment(decoded[len(h.base.Path):]) {
-		return nil, fmt.Errorf("transport: step path %q: dot segment", stepPath)
+	rawPath, decoded, rawQuery, err := splitStepPath(stepPath)
+	if err != nil {
+		return nil, err
 	}
 	u := h.base // copy
-	u.Path, u.RawPath = decoded, raw
-	u.RawQuery = escapeKeeping(q, true)
+	u.Path, u.RawPath = h.base.Path+decoded, h.rawBase+rawPath
+	u.RawQuery = rawQuery
 	return &u, nil
+}
+
+// splitStepPath splits a step path into its escaped path (leading "/" removed), that path decoded, and its escaped
+// query. Percent-escapes are kept as written ("users/a%2Fb" stays one segment); bytes that may not appear in a path
+// or query are escaped. A "." or ".." segment, before or after decoding, is refused: an upstream that cleans paths
+// would otherwise resolve it above the base path. planner.CheckPath refuses all of these already; invokers do not
+// rely on it.
+func splitStepPath(stepPath string) (rawPath, decoded, rawQuery string, err error) {
+	p, q, _ := strings.Cut(stepPath, "?")
+	rawPath = escapeKeeping(strings.TrimLeft(p, "/"), false)
+	if decoded, err = url.PathUnescape(rawPath); err != nil { // unreachable: escapeKeeping leaves only well-formed escapes
+		return "", "", "", fmt.Errorf("transport: step path %q: %w", stepPath, err)
+	}
+	if hasDotSegment(decoded) {
+		return "", "", "", fmt.Errorf("transport: step path %q: dot segment", stepPath)
+	}
+	return rawPath, decoded, escapeKeeping(q, true), nil
 }
 
 func hasDotSegment(p string) bool {

@@ -1,0 +1,153 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/batchd/batchd/runner"
+)
+
+// InProcessInvoker dispatches calls to an http.Handler in the same process, with no network hop: demo mode sends
+// every step to the embedded demo API this way, and a library user can point it at their own handler.
+//
+// The handler sees a server-like request: the call's method (default POST) on "/"+path with the call's query and
+// body, its headers (minus hop-by-hop ones), Content-Type and Accept application/json unless the call sets its own,
+// Host "batchd.internal", and the call's context. A panic in the handler
+// is not recovered: it propagates to the caller (the runner recovers each step). When the call's context ends
+// before the handler returns, the context's error is returned, as a network invoker would. Safe for concurrent use
+// when the handler is.
+type InProcessInvoker struct {
+	h        http.Handler
+	maxBytes int64
+}
+
+var _ runner.Invoker = (*InProcessInvoker)(nil)
+
+// NewInProcessInvoker returns an invoker calling h. maxResponseBytes caps what the handler may write (default
+// DefaultMaxResponseBytes when not positive); past it the call fails with an *runner.InvokeError of kind
+// "too_large".
+func NewInProcessInvoker(h http.Handler, maxResponseBytes int64) *InProcessInvoker {
+	if maxResponseBytes <= 0 {
+		maxResponseBytes = DefaultMaxResponseBytes
+	}
+	return &InProcessInvoker{h: h, maxBytes: maxResponseBytes}
+}
+
+// errTooLarge is what Write returns past the cap, so that a handler that checks stops writing.
+var errTooLarge = errors.New("transport: response over the size cap")
+
+// Invoke serves c with the handler and returns its status and normalised body.
+func (l *InProcessInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Response, error) {
+	method := c.Method
+	if method == "" {
+		method = http.MethodPost
+	}
+	var body io.Reader
+	if c.Body != nil {
+		body = bytes.NewReader(c.Body)
+	}
+	// splitStepPath trims leading slashes: "//host/x" must stay a path, never parse as an authority.
+	rawPath, _, rawQuery, err := splitStepPath(c.Path)
+	if err != nil {
+		return runner.Response{}, err
+	}
+	target := "/" + rawPath
+	if rawQuery != "" {
+		target += "?" + rawQuery
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		return runner.Response{}, fmt.Errorf("transport: step %s: %w", c.Key, err)
+	}
+	// What a server would set for a request it read off the wire; a server request's Body is never nil.
+	if req.Body == nil {
+		req.Body = http.NoBody
+	}
+	req.RequestURI = target
+	req.Host = "batchd.internal"
+	req.RemoteAddr = "127.0.0.1:0"
+	copyHeader(req.Header, c.Header)
+	if c.Body != nil && req.Header.Get("Content-Type") == "" {
+		req.Header["Content-Type"] = []string{"application/json"}
+	}
+	if req.Header.Get("Accept") == "" {
+		req.Header["Accept"] = []string{"application/json"}
+	}
+
+	w := &responseBuffer{header: make(http.Header, 1), max: l.maxBytes}
+	l.h.ServeHTTP(w, req)
+
+	if err := ctx.Err(); err != nil {
+		return runner.Response{}, fmt.Errorf("transport: step %s: %w", c.Key, err)
+	}
+	if w.over {
+		return runner.Response{}, &runner.InvokeError{Kind: "too_large",
+			Err: fmt.Errorf("handler wrote over the %d-byte cap", l.maxBytes)}
+	}
+	status := w.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	return runner.Response{Status: status, Body: NormalizeBody(w.header.Get("Content-Type"), w.body)}, nil
+}
+
+// responseBuffer is a minimal http.ResponseWriter that keeps the status, the headers and at most max body bytes.
+type responseBuffer struct {
+	header http.Header
+	status int
+	body   []byte
+	max    int64
+	over   bool
+}
+
+func (w *responseBuffer) Header() http.Header { return w.header }
+
+func (w *responseBuffer) WriteHeader(code int) {
+	if w.status != 0 {
+		return
+	}
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		return // informational: a final status is still to come
+	}
+	w.status = code
+}
+
+func (w *responseBuffer) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.over {
+		return 0, errTooLarge
+	}
+	if room := w.max - int64(len(w.body)); int64(len(p)) > room {
+		w.body = append(w.body, p[:room]...)
+		w.over = true
+		return int(room), errTooLarge
+	}
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+
+// WriteString lets io.WriteString skip a conversion.
+func (w *responseBuffer) WriteString(s string) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.over {
+		return 0, errTooLarge
+	}
+	if room := w.max - int64(len(w.body)); int64(len(s)) > room {
+		w.body = append(w.body, s[:room]...)
+		w.over = true
+		return int(room), errTooLarge
+	}
+	w.body = append(w.body, s...)
+	return len(s), nil
+}
+
+// Flush is a no-op: everything is delivered when the handler returns. It exists so that handlers that flush work.
+func (w *responseBuffer) Flush() {}
