@@ -92,7 +92,8 @@ const (
 	ReasonUnknownRef    Reason = "unknown_ref"    // a reference or depends_on naming no step
 	ReasonSelfRef       Reason = "self_ref"
 	ReasonCycle         Reason = "cycle"
-	ReasonTooLarge      Reason = "too_large" // a step's payload over MaxPayload
+	ReasonTooLarge      Reason = "too_large"      // a step's payload over MaxPayload
+	ReasonInvalidMethod Reason = "invalid_method" // a method that is not an HTTP token, or CONNECT or TRACE
 )
 
 // Error is the refusal of a batch: every problem found, in request order of the steps.
@@ -104,7 +105,11 @@ func (e *Error) Error() string {
 	if len(e.Problems) == 0 {
 		return "planner: batch refused"
 	}
-	s := "planner: " + e.Problems[0].Detail
+	s := "planner: "
+	if k := e.Problems[0].Key; k != "" {
+		s += "step " + k + ": "
+	}
+	s += e.Problems[0].Detail
 	if n := len(e.Problems) - 1; n > 0 {
 		s += " (and more)"
 	}

@@ -1,0 +1,389 @@
+package planner
+
+import (
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/heimdalr/dag"
+)
+
+// finish checks keys, binds references, checks the dependency graph and builds the Plan.
+func (p *parser) finish() (*Plan, error) {
+	n := len(p.steps)
+	switch {
+	case p.stepsField == "":
+		p.problem(-1, phaseStep, ReasonNoSteps, `no steps: the batch has no "requests"`)
+	case n == 0 && !p.stepsBad:
+		p.problem(-1, phaseStep, ReasonNoSteps, "no steps: the batch is empty")
+	}
+	if n > p.cfg.MaxSteps {
+		p.problem(-1, phaseStep, ReasonTooManySteps, strconv.Itoa(n)+" steps; at most "+strconv.Itoa(p.cfg.MaxSteps)+" allowed")
+	}
+
+	keys, labels := p.bindKeys()
+	deps := p.bindRefs(keys)
+	dependents := invert(deps)
+	depth := 0
+	// A batch over the step limit is refused anyway; analysing a huge graph would only give a hostile body more
+	// work to cause.
+	if n <= p.cfg.MaxSteps {
+		var remaining []bool
+		if depth, remaining = longestChain(deps, dependents); remaining != nil {
+			p.reportCycles(deps, dependents, remaining, labels)
+		}
+	}
+
+	if len(p.probs) > 0 {
+		return nil, p.refusal(labels)
+	}
+	return p.build(deps, dependents, depth), nil
+}
+
+// bindKeys gives every step its key (defaulting to the index where the form allows) and returns the key → index
+// map of the usable keys and the label naming each step in problems ("" for a step with no usable key).
+func (p *parser) bindKeys() (map[string]int, []string) {
+	keys := make(map[string]int, len(p.steps))
+	labels := make([]string, len(p.steps))
+	for i := range p.steps {
+		d := &p.steps[i]
+		switch d.keyState {
+		case keyBad:
+			continue
+		case keyAbsent:
+			if p.form == FormRequests {
+				p.problem(i, phaseKey, ReasonInvalidKey, `missing "key"`)
+				continue
+			}
+			d.key = strconv.Itoa(i)
+		}
+		switch j, dup := keys[d.key]; {
+		case !validKey(d.key):
+			p.problem(i, phaseKey, ReasonInvalidKey, "key "+quoteClip(d.key)+" must match [A-Za-z0-9_-]{1,64}")
+		case d.key == "self":
+			p.problem(i, phaseKey, ReasonInvalidKey, `key "self" is reserved`)
+		case dup:
+			p.problem(i, phaseKey, ReasonInvalidKey, "duplicate key "+quote(d.key)+" (step #"+strconv.Itoa(j)+" has it too)")
+		default:
+			keys[d.key] = i
+			labels[i] = d.key
+		}
+	}
+	return keys, labels
+}
+
+// bindRefs points every placeholder at its step and returns each step's dependencies, ascending and unique.
+func (p *parser) bindRefs(keys map[string]int) [][]int {
+	deps := make([][]int, len(p.steps))
+	var all []int // one backing array for every Deps
+	ends := make([]int, len(p.steps))
+	var reported []string // keys already reported unknown for the current step
+	for i := range p.steps {
+		d := &p.steps[i]
+		start := len(all)
+		reported = reported[:0]
+		bind := func(key, where string) int {
+			j, ok := keys[key]
+			switch {
+			case !ok:
+				if !slices.Contains(reported, key) {
+					reported = append(reported, key)
+					p.problem(i, phaseRefs, ReasonUnknownRef, where+" names no step of this batch")
+				}
+				return -1
+			case j == i:
+				p.problem(i, phaseRefs, ReasonSelfRef, where+" names the step itself")
+				return -1
+			}
+			all = append(all, j)
+			return j
+		}
+		bindAll := func(refs []ref) {
+			for k := range refs {
+				refs[k].step = bind(refs[k].key, "placeholder "+refs[k].text)
+			}
+		}
+		bindAll(d.path.refs)
+		for h := range d.headers {
+			bindAll(d.headers[h].value.refs)
+		}
+		bindAll(d.body.refs)
+		for _, key := range d.depends {
+			bind(key, "depends_on "+quoteClip(key))
+		}
+		mine := all[start:]
+		slices.Sort(mine)
+		all = all[:start+len(slices.Compact(mine))]
+		ends[i] = len(all)
+	}
+	start := 0
+	for i, end := range ends {
+		if end > start {
+			deps[i] = all[start:end:end]
+		}
+		start = end
+	}
+	return deps
+}
+
+// invert returns the dependents of each step, ascending (steps are visited in order) and unique.
+func invert(deps [][]int) [][]int {
+	count := make([]int, len(deps))
+	total := 0
+	for _, ds := range deps {
+		for _, j := range ds {
+			count[j]++
+		}
+		total += len(ds)
+	}
+	out := make([][]int, len(deps))
+	if total == 0 {
+		return out
+	}
+	backing := make([]int, total)
+	off := 0
+	for j, c := range count {
+		if c > 0 {
+			out[j] = backing[off : off : off+c]
+			off += c
+		}
+	}
+	for i, ds := range deps {
+		for _, j := range ds {
+			out[j] = append(out[j], i)
+		}
+	}
+	return out
+}
+
+// longestChain runs Kahn's algorithm over the steps. It returns the number of steps on the longest dependency
+// chain, or, when the graph has a cycle, the steps that could not be ordered (on or after a cycle).
+//
+// Why not heimdalr/dag here: it keeps transitive ancestor and descendant caches and copies them on every AddEdge,
+// which made it cost more than the whole rest of Parse on a 50-step chain (see BenchmarkPlan and the comment on
+// reportCycles). A linear pass answers "acyclic?" and "how deep?" for every accepted batch; heimdalr is kept for
+// the refused ones, where its edge-by-edge loop detection gives the clearest report.
+func longestChain(deps, dependents [][]int) (int, []bool) {
+	n := len(deps)
+	// One allocation for the three working arrays.
+	work := make([]int, 3*n)
+	indeg, depth, queue := work[:n], work[n:2*n], work[2*n:2*n]
+	for i, ds := range deps {
+		indeg[i] = len(ds)
+		if len(ds) == 0 {
+			depth[i] = 1
+			queue = append(queue, i)
+		}
+	}
+	longest := 0
+	for k := 0; k < len(queue); k++ {
+		u := queue[k]
+		longest = max(longest, depth[u])
+		for _, v := range dependents[u] {
+			depth[v] = max(depth[v], depth[u]+1)
+			if indeg[v]--; indeg[v] == 0 {
+				queue = append(queue, v)
+			}
+		}
+	}
+	if len(queue) == n {
+		return longest, nil
+	}
+	remaining := make([]bool, n)
+	for i := range indeg {
+		remaining[i] = indeg[i] > 0
+	}
+	return 0, remaining
+}
+
+// reportCycles reports each dependency cycle, naming the steps on it.
+//
+// The steps that Kahn's algorithm could not order are first pruned of those that merely wait for a cycle, then
+// their edges are added one by one, in request order, to a heimdalr/dag DAG. The DAG refuses exactly the edges that
+// would close a loop (dag.EdgeLoopError), so each refused edge is one problem, and the cycle it closes is found by
+// walking the edges accepted so far. This only runs for a refused batch of at most MaxSteps steps, where the
+// library's cost does not matter.
+func (p *parser) reportCycles(deps, dependents [][]int, remaining []bool, labels []string) {
+	// Drop steps that no remaining step waits for, repeatedly: what is left lies on a cycle or between cycles.
+	out := make([]int, len(deps))
+	var queue []int
+	for v, in := range remaining {
+		if !in {
+			continue
+		}
+		for _, w := range dependents[v] {
+			if remaining[w] {
+				out[v]++
+			}
+		}
+		if out[v] == 0 {
+			queue = append(queue, v)
+		}
+	}
+	for k := 0; k < len(queue); k++ {
+		v := queue[k]
+		remaining[v] = false
+		for _, u := range deps[v] {
+			if remaining[u] {
+				if out[u]--; out[u] == 0 {
+					queue = append(queue, u)
+				}
+			}
+		}
+	}
+
+	id := func(v int) string {
+		if labels[v] != "" {
+			return labels[v]
+		}
+		return "#" + strconv.Itoa(v)
+	}
+	g := dag.NewDAG()
+	for v, in := range remaining {
+		if in {
+			// Vertex values must be distinct for heimdalr; the index is.
+			_ = g.AddVertexByID(id(v), v)
+		}
+	}
+	children := make([][]int, len(deps)) // edges accepted so far: u → v where v waits for u
+	for v, in := range remaining {
+		if !in {
+			continue
+		}
+		for _, u := range deps[v] {
+			if !remaining[u] {
+				continue
+			}
+			err := g.AddEdge(id(u), id(v))
+			var (
+				loop    dag.EdgeLoopError
+				same    dag.SrcDstEqualError
+				unknown dag.IDUnknownError
+				twice   dag.EdgeDuplicateError
+			)
+			switch {
+			case err == nil:
+				children[u] = append(children[u], v)
+			case errors.As(err, &loop):
+				p.problem(v, phaseGraph, ReasonCycle, "dependency cycle: "+cycleText(findPath(children, v, u), id)+
+					" (each step waits for the next)")
+			case errors.As(err, &same):
+				p.problem(v, phaseGraph, ReasonSelfRef, "step "+id(v)+" depends on itself")
+			case errors.As(err, &unknown):
+				p.problem(v, phaseGraph, ReasonUnknownRef, "step "+id(u)+" is unknown: "+err.Error())
+			case errors.As(err, &twice):
+				// Deps are unique; a duplicate edge would be harmless anyway.
+			default:
+				p.problem(v, phaseGraph, ReasonCycle, "dependency graph: "+err.Error())
+			}
+		}
+	}
+}
+
+// findPath returns a path from → … → to over children, by breadth-first search.
+func findPath(children [][]int, from, to int) []int {
+	prev := make(map[int]int, 8)
+	prev[from] = from
+	queue := []int{from}
+	for k := 0; k < len(queue); k++ {
+		u := queue[k]
+		if u == to {
+			break
+		}
+		for _, v := range children[u] {
+			if _, seen := prev[v]; !seen {
+				prev[v] = u
+				queue = append(queue, v)
+			}
+		}
+	}
+	if _, ok := prev[to]; !ok {
+		return []int{from, to} // cannot happen: the DAG saw the loop
+	}
+	path := []int{to}
+	for v := to; v != from; {
+		v = prev[v]
+		path = append(path, v)
+	}
+	slices.Reverse(path)
+	return path
+}
+
+// cycleText renders the cycle closed by the refused edge (v waits for u) where path runs v → … → u along accepted
+// edges (each waits for the previous): in "waits for" order that is v, u, then path backwards to v.
+func cycleText(path []int, id func(int) string) string {
+	var b strings.Builder
+	v := path[0]
+	b.WriteString(id(v))
+	for k := len(path) - 1; k >= 0; k-- {
+		b.WriteString(" → ")
+		b.WriteString(id(path[k]))
+	}
+	return b.String()
+}
+
+// refusal builds the *Error: batch problems first, then by step, each naming the step's key or "#i".
+func (p *parser) refusal(labels []string) *Error {
+	slices.SortStableFunc(p.probs, func(a, b problem) int {
+		if a.idx != b.idx {
+			return a.idx - b.idx
+		}
+		return a.phase - b.phase
+	})
+	out := make([]Problem, len(p.probs))
+	for k, pr := range p.probs {
+		out[k] = pr.Problem
+		switch {
+		case pr.idx < 0:
+		case labels[pr.idx] != "":
+			out[k].Key = labels[pr.idx]
+		default:
+			out[k].Key = "#" + strconv.Itoa(pr.idx)
+		}
+	}
+	return &Error{Problems: out}
+}
+
+// build assembles the Plan, allocating templates in blocks rather than one by one.
+func (p *parser) build(deps, dependents [][]int, depth int) *Plan {
+	n := len(p.steps)
+	nb, nh := 0, 0
+	for i := range p.steps {
+		if p.steps[i].hasBody {
+			nb++
+		}
+		nh += len(p.steps[i].headers)
+	}
+	plan := &Plan{Form: p.form, StopOnError: p.stop, Steps: make([]Step, n), Depth: depth}
+	paths := make([]PathTemplate, n)
+	bodies := make([]JSONTemplate, nb)
+	var headers []Header
+	var values []StringTemplate
+	if nh > 0 {
+		headers = make([]Header, nh)
+		values = make([]StringTemplate, nh)
+	}
+	for i := range p.steps {
+		d := &p.steps[i]
+		s := &plan.Steps[i]
+		s.Index, s.Key, s.Method, s.Name = i, d.key, d.method, d.name
+		paths[i] = d.path
+		s.Path = &paths[i]
+		if d.hasBody {
+			bodies[0] = d.body
+			s.Body = &bodies[0]
+			bodies = bodies[1:]
+		}
+		if k := len(d.headers); k > 0 {
+			s.Headers = headers[:k:k]
+			for j, h := range d.headers {
+				values[j] = h.value
+				s.Headers[j] = Header{Name: h.name, Value: &values[j]}
+			}
+			headers, values = headers[k:], values[k:]
+		}
+		s.Deps, s.Dependents = deps[i], dependents[i]
+	}
+	return plan
+}

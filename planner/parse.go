@@ -1,0 +1,551 @@
+package planner
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/textproto"
+	"strconv"
+	"strings"
+
+	"github.com/go-json-experiment/json/jsontext"
+)
+
+// Defaults of Config's zero fields.
+const (
+	DefaultMaxSteps   = 50
+	DefaultMaxDepth   = 64
+	DefaultMaxPayload = 1 << 20
+)
+
+// Parse decodes and validates a batch request body. A refused batch returns an *Error listing every problem.
+//
+// Parse never keeps a reference to body: the Plan holds its own copy. A "payload" (or "body") of null is the same
+// as none: the step is sent without a body.
+func Parse(body []byte, cfg Config) (*Plan, error) {
+	if cfg.MaxSteps <= 0 {
+		cfg.MaxSteps = DefaultMaxSteps
+	}
+	if cfg.MaxDepth <= 0 {
+		cfg.MaxDepth = DefaultMaxDepth
+	}
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	p := parser{cfg: cfg, src: string(body)}
+	// A bytes.Buffer lets the decoder work on body in place, so decoder offsets index p.src as well.
+	p.dec = jsontext.NewDecoder(bytes.NewBuffer(body))
+	if err := p.decode(); err != nil {
+		return nil, &Error{Problems: []Problem{{Reason: ReasonInvalidJSON, Detail: jsonDetail(err)}}}
+	}
+	return p.finish()
+}
+
+// parser holds the state of one Parse.
+type parser struct {
+	cfg   Config
+	src   string // the body; every string the Plan keeps is a substring of it unless it had to be unescaped
+	dec   *jsontext.Decoder
+	form  Form
+	stop  bool
+	steps []draft
+	// stepsField is the member that held the steps ("requests" or "batch"); "" when none. stepsBad records a
+	// steps member of the wrong type, already reported.
+	stepsField string
+	stepsBad   bool
+	probs      []problem
+	blocked    []string // cfg.Blocked, copied once if a templated path needs it at run time
+}
+
+// problem is a Problem before step labels are known. idx is the step index, -1 for the batch; phase orders a
+// step's problems (its key first), keeping detection order within a phase.
+type problem struct {
+	idx   int
+	phase int
+	Problem
+}
+
+const (
+	phaseKey = iota
+	phaseStep
+	phaseRefs
+	phaseGraph
+)
+
+func (p *parser) problem(idx, phase int, r Reason, detail string) {
+	p.probs = append(p.probs, problem{idx: idx, phase: phase, Problem: Problem{Reason: r, Detail: detail}})
+}
+
+// draft is a step as decoded, before keys are checked and references bound.
+type draft struct {
+	key      string
+	keyState uint8
+	method   string
+	name     string
+	path     PathTemplate
+	pathOK   bool
+	headers  []draftHeader
+	body     JSONTemplate
+	hasBody  bool
+	depends  []string
+}
+
+const (
+	keyAbsent uint8 = iota
+	keyGiven
+	keyBad // wrong JSON type or not an object: reported already, unusable
+)
+
+type draftHeader struct {
+	name  string
+	value StringTemplate
+}
+
+// syntaxError is a problem that stops decoding, reported like malformed JSON.
+type syntaxError string
+
+func (e syntaxError) Error() string { return string(e) }
+
+func jsonDetail(err error) string {
+	var se syntaxError
+	switch {
+	case errors.As(err, &se):
+		return string(se)
+	case err == io.EOF:
+		return "invalid JSON: empty body"
+	}
+	return "invalid JSON: " + strings.TrimPrefix(err.Error(), "jsontext: ")
+}
+
+func (p *parser) decode() error {
+	switch k := p.dec.PeekKind(); k {
+	case '{':
+		if err := p.readBatchObject(); err != nil {
+			return err
+		}
+	case '[':
+		p.form = FormArray
+		p.stepsField = "array"
+		if err := p.readSteps(); err != nil {
+			return err
+		}
+	case jsontext.KindInvalid:
+		_, err := p.dec.ReadToken()
+		return err
+	default:
+		return syntaxError("the batch must be a JSON object or array, not a " + kindName(k))
+	}
+	switch _, err := p.dec.ReadToken(); err {
+	case io.EOF:
+		return nil
+	case nil:
+		return syntaxError("invalid JSON: unexpected data after the batch")
+	default:
+		return err
+	}
+}
+
+// open reads a '{' or '[' and enforces the nesting limit on the structure around payloads.
+func (p *parser) open() error {
+	if _, err := p.dec.ReadToken(); err != nil {
+		return err
+	}
+	if d := p.dec.StackDepth(); d > p.cfg.MaxDepth {
+		return syntaxError("invalid JSON: nesting deeper than " + strconv.Itoa(p.cfg.MaxDepth) + " levels")
+	}
+	return nil
+}
+
+// next reports whether another member or element follows, consuming the closing delimiter when not.
+func (p *parser) next() (bool, error) {
+	switch p.dec.PeekKind() {
+	case '}', ']':
+		_, err := p.dec.ReadToken()
+		return false, err
+	case jsontext.KindInvalid:
+		_, err := p.dec.ReadToken()
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// str returns the string value v just read, without allocating unless it holds an escape.
+func (p *parser) str(v jsontext.Value) string {
+	if bytes.IndexByte(v, '\\') < 0 {
+		end := int(p.dec.InputOffset())
+		return p.src[end-len(v)+1 : end-1]
+	}
+	b, _ := jsontext.AppendUnquote(nil, v) // the decoder validated it
+	return string(b)
+}
+
+// raw returns the value v just read as it stands in the body.
+func (p *parser) raw(v jsontext.Value) string {
+	end := int(p.dec.InputOffset())
+	return p.src[end-len(v) : end]
+}
+
+// readName reads an object member name.
+func (p *parser) readName() (string, error) {
+	v, err := p.dec.ReadValue()
+	if err != nil {
+		return "", err
+	}
+	return p.str(v), nil
+}
+
+// readBatchObject reads {"stop_on_error": …, "requests"|"batch": […]}. A batch-level field is one case here.
+func (p *parser) readBatchObject() error {
+	if err := p.open(); err != nil {
+		return err
+	}
+	p.form = FormRequests
+	for {
+		more, err := p.next()
+		if err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+		name, err := p.readName()
+		if err != nil {
+			return err
+		}
+		switch name {
+		case "stop_on_error":
+			err = p.readBool(&p.stop, name)
+		case "requests", "batch":
+			if p.stepsField != "" {
+				p.problem(-1, phaseStep, ReasonInvalidJSON, `both "requests" and "batch" given; send one`)
+				err = p.dec.SkipValue()
+				break
+			}
+			p.stepsField = name
+			if name == "batch" {
+				p.form = FormBatch
+			}
+			err = p.readSteps()
+		default:
+			p.problem(-1, phaseStep, ReasonInvalidJSON, "unknown field "+quoteClip(name))
+			err = p.dec.SkipValue()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (p *parser) readBool(dst *bool, name string) error {
+	v, err := p.dec.ReadValue()
+	if err != nil {
+		return err
+	}
+	switch v.Kind() {
+	case 't':
+		*dst = true
+	case 'f':
+		*dst = false
+	default:
+		p.problem(-1, phaseStep, ReasonInvalidJSON, quote(name)+" must be a boolean, not a "+kindName(v.Kind()))
+	}
+	return nil
+}
+
+func (p *parser) readSteps() error {
+	if k := p.dec.PeekKind(); k != '[' {
+		if k != jsontext.KindInvalid {
+			p.stepsBad = true
+			p.problem(-1, phaseStep, ReasonInvalidJSON, quote(p.stepsField)+" must be an array of steps, not a "+kindName(k))
+		}
+		return p.dec.SkipValue()
+	}
+	if err := p.open(); err != nil {
+		return err
+	}
+	if p.steps == nil {
+		p.steps = make([]draft, 0, min(p.cfg.MaxSteps, 64))
+	}
+	for i := 0; ; i++ {
+		more, err := p.next()
+		if err != nil || !more {
+			return err
+		}
+		if err := p.readStep(i); err != nil {
+			return err
+		}
+	}
+}
+
+func (p *parser) typeProblem(i int, field string, want string, got jsontext.Kind) {
+	p.problem(i, phaseStep, ReasonInvalidJSON, quote(field)+" must be "+want+", not a "+kindName(got))
+}
+
+func (p *parser) readStep(i int) error {
+	p.steps = append(p.steps, draft{method: "POST"})
+	d := &p.steps[len(p.steps)-1]
+	if k := p.dec.PeekKind(); k != '{' {
+		d.keyState = keyBad
+		if k != jsontext.KindInvalid {
+			p.problem(i, phaseStep, ReasonInvalidJSON, "a step must be a JSON object, not a "+kindName(k))
+		}
+		return p.dec.SkipValue()
+	}
+	if err := p.open(); err != nil {
+		return err
+	}
+	depth := p.dec.StackDepth()
+	var (
+		pathText             string
+		pathGiven, pathBad   bool
+		payloadField, method string
+	)
+	for {
+		more, err := p.next()
+		if err != nil {
+			return err
+		}
+		if !more {
+			break
+		}
+		name, err := p.readName()
+		if err != nil {
+			return err
+		}
+		switch name {
+		case "key", "path", "method":
+			v, err := p.dec.ReadValue()
+			if err != nil {
+				return err
+			}
+			if v.Kind() != '"' {
+				p.typeProblem(i, name, "a string", v.Kind())
+				switch name {
+				case "key":
+					d.keyState = keyBad
+				case "path":
+					pathBad = true
+				}
+				continue
+			}
+			switch s := p.str(v); name {
+			case "key":
+				d.key, d.keyState = s, keyGiven
+			case "path":
+				pathText, pathGiven = s, true
+			default:
+				method = s
+			}
+		case "payload", "body":
+			if payloadField != "" {
+				p.problem(i, phaseStep, ReasonInvalidJSON, `both "payload" and "body" given; they are synonyms, send one`)
+				if err := p.dec.SkipValue(); err != nil {
+					return err
+				}
+				continue
+			}
+			payloadField = name
+			v, err := p.dec.ReadValue()
+			if err != nil {
+				return err
+			}
+			if v.Kind() != 'n' {
+				p.readPayload(i, d, p.raw(v), depth, name)
+			}
+		case "headers":
+			if err := p.readHeaders(i, d); err != nil {
+				return err
+			}
+		case "depends_on":
+			if err := p.readDepends(i, d); err != nil {
+				return err
+			}
+		default:
+			p.problem(i, phaseStep, ReasonInvalidJSON, "unknown step field "+quoteClip(name))
+			if err := p.dec.SkipValue(); err != nil {
+				return err
+			}
+		}
+	}
+	// Checked after the loop so that a step's problems come in the same order whatever the order of its members.
+	if method != "" {
+		p.setMethod(i, d, method)
+	}
+	switch {
+	case pathGiven:
+		t, name, reason, detail := compilePath(pathText, p.cfg.Blocked)
+		if reason != "" {
+			p.problem(i, phaseStep, reason, detail)
+			break
+		}
+		if t.blocked != nil && p.blocked == nil {
+			// A templated path checks the list again at run time: keep a copy the caller cannot change.
+			p.blocked = append([]string(nil), p.cfg.Blocked...)
+		}
+		if t.blocked != nil {
+			t.blocked = p.blocked
+		}
+		d.path, d.name, d.pathOK = t, name, true
+	case !pathBad:
+		p.problem(i, phaseStep, ReasonInvalidPath, `missing "path"`)
+	}
+	return nil
+}
+
+func (p *parser) readPayload(i int, d *draft, raw string, depth int, field string) {
+	if len(raw) > p.cfg.MaxPayload {
+		p.problem(i, phaseStep, ReasonTooLarge, quote(field)+" is "+strconv.Itoa(len(raw))+" bytes; at most "+
+			strconv.Itoa(p.cfg.MaxPayload)+" allowed")
+		return
+	}
+	t, perrs, tooDeep := compileJSON(raw, depth, p.cfg.MaxDepth)
+	if tooDeep > 0 {
+		p.problem(i, phaseStep, ReasonInvalidJSON, quote(field)+" nests "+strconv.Itoa(tooDeep)+
+			" levels deep in the body; at most "+strconv.Itoa(p.cfg.MaxDepth)+" allowed")
+		return
+	}
+	for _, e := range perrs {
+		p.problem(i, phaseStep, ReasonPlaceholder, field+": "+e)
+	}
+	if perrs == nil {
+		d.body, d.hasBody = t, true
+	}
+}
+
+// setMethod stores an HTTP method upper-cased. CONNECT and TRACE are refused: CONNECT would turn the upstream
+// call into a tunnel request that drops the path, and TRACE echoes the forwarded headers (Authorization) back.
+func (p *parser) setMethod(i int, d *draft, m string) {
+	if !isToken(m) {
+		p.problem(i, phaseStep, ReasonInvalidMethod, "method "+quoteClip(m)+" is not an HTTP token")
+		return
+	}
+	switch u := strings.ToUpper(m); u {
+	case "CONNECT", "TRACE":
+		p.problem(i, phaseStep, ReasonInvalidMethod, "method "+u+" may not be used in a batch")
+	case "POST":
+		d.method = "POST"
+	case "GET":
+		d.method = "GET"
+	case "PUT":
+		d.method = "PUT"
+	case "PATCH":
+		d.method = "PATCH"
+	case "DELETE":
+		d.method = "DELETE"
+	default:
+		d.method = u
+	}
+}
+
+// forbiddenHeader reports whether a step may not set the header (canonical name): hop-by-hop headers and those
+// net/http derives itself.
+func forbiddenHeader(name string) bool {
+	switch name {
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Proxy-Connection",
+		"Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade":
+		return true
+	}
+	return false
+}
+
+func (p *parser) readHeaders(i int, d *draft) error {
+	if k := p.dec.PeekKind(); k != '{' {
+		if k != jsontext.KindInvalid {
+			p.typeProblem(i, "headers", "an object of strings", k)
+		}
+		return p.dec.SkipValue()
+	}
+	if err := p.open(); err != nil {
+		return err
+	}
+	for {
+		more, err := p.next()
+		if err != nil || !more {
+			return err
+		}
+		name, err := p.readName()
+		if err != nil {
+			return err
+		}
+		v, err := p.dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		if v.Kind() != '"' {
+			p.typeProblem(i, "headers."+name, "a string", v.Kind())
+			continue
+		}
+		value := p.str(v)
+		if !isToken(name) {
+			p.problem(i, phaseStep, ReasonInvalidHeader, "header name "+quoteClip(name)+" is not an HTTP token")
+			continue
+		}
+		name = textproto.CanonicalMIMEHeaderKey(name)
+		if forbiddenHeader(name) {
+			p.problem(i, phaseStep, ReasonInvalidHeader, "header "+quote(name)+" may not be set by a step")
+			continue
+		}
+		dup := false
+		for _, h := range d.headers {
+			dup = dup || h.name == name
+		}
+		if dup {
+			p.problem(i, phaseStep, ReasonInvalidHeader, "header "+quote(name)+" given twice")
+			continue
+		}
+		t, reasons, details := compileHeader(name, value)
+		for j := range reasons {
+			p.problem(i, phaseStep, reasons[j], details[j])
+		}
+		if reasons == nil {
+			d.headers = append(d.headers, draftHeader{name: name, value: t})
+		}
+	}
+}
+
+func (p *parser) readDepends(i int, d *draft) error {
+	if k := p.dec.PeekKind(); k != '[' {
+		if k != jsontext.KindInvalid {
+			p.typeProblem(i, "depends_on", "an array of step keys", k)
+		}
+		return p.dec.SkipValue()
+	}
+	if err := p.open(); err != nil {
+		return err
+	}
+	for {
+		more, err := p.next()
+		if err != nil || !more {
+			return err
+		}
+		v, err := p.dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		if v.Kind() != '"' {
+			p.typeProblem(i, "depends_on", "an array of step keys", v.Kind())
+			continue
+		}
+		d.depends = append(d.depends, p.str(v))
+	}
+}
+
+// isToken reports whether s is an RFC 7230 token (header names, methods).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			continue
+		}
+		if strings.IndexByte("!#$%&'*+-.^_`|~", c) < 0 {
+			return false
+		}
+	}
+	return true
+}

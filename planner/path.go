@@ -1,0 +1,224 @@
+package planner
+
+import (
+	"net/url"
+	"strings"
+
+	"github.com/batchd/batchd/errcode"
+)
+
+// PathError is a refused method path. CheckPath returns it; Reason is ReasonInvalidPath or ReasonNestedBatch.
+type PathError struct {
+	Path   string
+	Reason Reason
+	Detail string
+}
+
+func (e *PathError) Error() string { return "path " + quoteClip(e.Path) + " refused: " + e.Detail }
+
+// CheckPath reports whether p is a safe method path (CONTRACT.md §3), nil when it is; otherwise a *PathError.
+//
+// A safe path, joined under the upstream base URL's path, can only name a resource under that path: it has no
+// scheme, host, user info, fragment, dot or empty segment, backslash or control character, and percent-decoding
+// it once produces no '/', '\\' or control character. It does not name the batch endpoint itself. The query (after
+// the first '?') is kept; its characters must be ones a request line can carry unescaped.
+func CheckPath(p string) error {
+	if e := checkPath(p, false); e != nil {
+		return e
+	}
+	return nil
+}
+
+// checkPath is CheckPath; with substituted set it checks a path built by PathTemplate.Resolve, where a value's '/'
+// or '\\' was escaped (%2F, %5C) to keep the value in one segment. Such an encoded separator is then accepted, but
+// the parts it separates are checked as segments too (no "." or ".."; nested batch), for the sake of upstreams that
+// decode %2F before routing. Literal parts of a template were checked strictly at plan time.
+func checkPath(p string, substituted bool) *PathError {
+	refuse := func(why string) *PathError { return &PathError{Path: p, Reason: ReasonInvalidPath, Detail: why} }
+	if p == "" {
+		return refuse("empty path")
+	}
+	pathPart, query, hasQuery := strings.Cut(p, "?")
+	if hasQuery {
+		if why := checkQuery(query); why != "" {
+			return refuse(why)
+		}
+	}
+	rest := strings.TrimPrefix(pathPart, "/")
+	if rest == "" {
+		return refuse("empty path")
+	}
+	if rest[0] == '/' {
+		return refuse(`a path may not start with "//" (that names a host)`)
+	}
+	for i := 0; i < len(rest); i++ {
+		switch c := rest[i]; {
+		case c < 0x20 || c == 0x7f:
+			return refuse("control character in path")
+		case c == '\\':
+			return refuse("backslash in path")
+		case c == '#':
+			return refuse(`fragment ("#") in path`)
+		}
+	}
+	var prev, last string
+	n := 0
+	for seg := range strings.SplitSeq(rest, "/") {
+		if seg == "" {
+			return refuse("empty path segment")
+		}
+		dec := seg
+		if strings.IndexByte(seg, '%') >= 0 {
+			var err error
+			if dec, err = url.PathUnescape(seg); err != nil {
+				return refuse("invalid percent-escape in segment " + quoteClip(seg))
+			}
+			for i := 0; i < len(dec); i++ {
+				switch c := dec[i]; {
+				case (c == '/' || c == '\\') && !substituted:
+					return refuse("percent-encoded " + quote(string(rune(c))) + " in segment " + quoteClip(seg))
+				case c < 0x20 || c == 0x7f:
+					return refuse("percent-encoded control character in segment " + quoteClip(seg))
+				}
+			}
+		}
+		if dec == "." || dec == ".." {
+			return refuse(`"." or ".." segment`)
+		}
+		if n == 0 {
+			if strings.IndexByte(dec, ':') >= 0 {
+				return refuse(`":" in the first segment (a scheme or absolute URL)`)
+			}
+			if strings.IndexByte(dec, '@') >= 0 {
+				return refuse(`"@" in the first segment (user info)`)
+			}
+		}
+		if !substituted || strings.IndexAny(dec, `/\`) < 0 {
+			prev, last = last, dec
+			n++
+			continue
+		}
+		for part := range strings.FieldsFuncSeq(dec, isSeparator) {
+			if part == "." || part == ".." {
+				return refuse(`a substituted value holds a "." or ".." part in segment ` + quoteClip(seg))
+			}
+			prev, last = last, part
+			n++
+		}
+	}
+	if strings.EqualFold(last, "batch") && (n == 1 || strings.EqualFold(prev, "v1")) {
+		return &PathError{Path: p, Reason: ReasonNestedBatch, Detail: "a step may not call the batch endpoint"}
+	}
+	return nil
+}
+
+// checkQuery refuses what a request line cannot carry as is. Go's client re-escapes a path but sends the raw query
+// verbatim, so a space or a quote there would corrupt the request sent upstream.
+func isSeparator(r rune) bool { return r == '/' || r == '\\' }
+
+func checkQuery(q string) string {
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return "control character in query"
+		case c == '#':
+			return `fragment ("#") in query`
+		case c == '\\':
+			return "backslash in query"
+		case c == ' ' || c >= 0x80 || strings.IndexByte(`"<>{}|^`+"`", c) >= 0:
+			return "character " + quote(string(rune(c))) + " in query must be percent-encoded"
+		case c == '%':
+			if i+2 >= len(q) || !ishex(q[i+1]) || !ishex(q[i+2]) {
+				return "invalid percent-escape in query"
+			}
+		}
+	}
+	return ""
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// blocked reports whether the method path (no leading "/", no query) is one of cfg.Blocked, compared
+// case-insensitively on the once-decoded path so that encoding cannot dodge the list.
+func blocked(pathPart string, list []string) bool {
+	if len(list) == 0 {
+		return false
+	}
+	dec := pathPart
+	if strings.IndexByte(pathPart, '%') >= 0 {
+		var err error
+		if dec, err = url.PathUnescape(pathPart); err != nil {
+			return false // refused by checkPath anyway
+		}
+	}
+	// Some upstreams treat '\\' as '/'; a substituted value may carry one (escaped), so compare as if they did.
+	if strings.IndexByte(dec, '\\') >= 0 {
+		dec = strings.ReplaceAll(dec, `\`, "/")
+	}
+	for _, b := range list {
+		b = strings.Trim(strings.TrimSpace(b), "/")
+		if b != "" && strings.EqualFold(dec, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// PathTemplate is a compiled method path.
+type PathTemplate struct {
+	text     string // as written, leading "/" removed
+	resolved string // static: the checked path, leading "/" removed, query kept
+	parts    []part // nil when static
+	refs     []ref
+	blocked  []string // Config.Blocked, checked again on the resolved path
+}
+
+// Static reports whether the path holds no placeholder; Resolve then returns it without looking at r.
+func (t *PathTemplate) Static() bool { return t.parts == nil }
+
+// String returns the path as written, without its leading "/".
+func (t *PathTemplate) String() string { return t.text }
+
+// Resolve returns the method path (no leading "/", query kept), each substituted value escaped as one path
+// segment, and checks the result again (a refused path is a *ResolveError with errcode.ResolvedPathRefused).
+// A value in the query is escaped with url.QueryEscape.
+func (t *PathTemplate) Resolve(r Responses) (string, error) {
+	if t.parts == nil {
+		return t.resolved, nil
+	}
+	var w walker
+	b := make([]byte, 0, len(t.text)+16)
+	var val []byte
+	for _, p := range t.parts {
+		b = append(b, p.lit...)
+		if p.ref < 0 {
+			continue
+		}
+		var err error
+		if val, err = w.appendText(val[:0], &t.refs[p.ref], r); err != nil {
+			return "", err
+		}
+		if p.query {
+			b = append(b, url.QueryEscape(string(val))...)
+		} else {
+			b = append(b, url.PathEscape(string(val))...)
+		}
+	}
+	s := string(b)
+	var why string
+	if e := checkPath(s, true); e != nil {
+		why = e.Detail
+	} else if pathPart, _, _ := strings.Cut(s, "?"); blocked(pathPart, t.blocked) {
+		why = "the method is blocked"
+	} else {
+		return s, nil
+	}
+	return "", &ResolveError{
+		Placeholder: t.refs[0].text,
+		Code:        errcode.ResolvedPathRefused,
+		Detail:      "resolved path " + quoteClip(s) + " (from " + quoteClip(t.text) + ") refused: " + why,
+	}
+}

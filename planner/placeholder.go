@@ -1,0 +1,161 @@
+package planner
+
+import (
+	"strings"
+)
+
+// piece is one run of a string that may hold placeholders: literal text, or a reference.
+// A string is split into pieces once, at parse time; the pieces become a template's parts.
+type piece struct {
+	lit   string // literal text, already unescaped ($${ is ${ here)
+	ref   refSpec
+	isRef bool
+}
+
+// refSpec is a placeholder as written: ${key.path}.
+type refSpec struct {
+	text string // "${A.result.0.id}", for messages and ResolveError.Placeholder
+	key  string // "A"
+	// path is the segments after the key, still joined by "." ("result.0.id"); empty for ${A}. Segments cannot
+	// contain '.', so splitting at resolve time is a cheap strings.Cut and a ref needs no slice of its own.
+	path string
+}
+
+// hasTemplate is the cheap gate: a string without "${" has neither a placeholder nor a $${ escape.
+func hasTemplate(s string) bool { return strings.Contains(s, "${") }
+
+// splitTemplate splits s into literal pieces and references, scanning left to right: "$${" is always the literal
+// "${" (so "$$${A}" is "$" + literal "${A}"), "${…}" is a placeholder, any other '$' is literal. Malformed
+// placeholders are returned as messages; the scan resumes after them so that every one is reported.
+func splitTemplate(s string) (pieces []piece, problems []string) {
+	litStart := 0
+	i := 0
+	for i < len(s) {
+		j := strings.IndexByte(s[i:], '$')
+		if j < 0 {
+			break
+		}
+		i += j
+		switch {
+		case strings.HasPrefix(s[i:], "$${"):
+			if litStart < i {
+				pieces = append(pieces, piece{lit: s[litStart:i]})
+			}
+			pieces = append(pieces, piece{lit: "${"})
+			i += 3
+			litStart = i
+		case strings.HasPrefix(s[i:], "${"):
+			spec, end, msg := scanPlaceholder(s, i)
+			if msg != "" {
+				problems = append(problems, msg)
+				if end <= i {
+					// Unterminated: nothing after it can be a placeholder.
+					return pieces, problems
+				}
+				i = end
+				continue
+			}
+			if litStart < i {
+				pieces = append(pieces, piece{lit: s[litStart:i]})
+			}
+			pieces = append(pieces, piece{ref: spec, isRef: true})
+			i = end
+			litStart = i
+		default:
+			i++
+		}
+	}
+	if litStart < len(s) {
+		pieces = append(pieces, piece{lit: s[litStart:]})
+	}
+	return pieces, problems
+}
+
+// scanPlaceholder reads the placeholder starting at s[i:] ("${"). It returns the index just after its "}", or,
+// when malformed, a message and the index to resume at (≤ i when the placeholder is unterminated).
+func scanPlaceholder(s string, i int) (spec refSpec, end int, msg string) {
+	k := i + 2
+	for ; k < len(s); k++ {
+		c := s[k]
+		if c == '}' {
+			break
+		}
+		if c == '$' || c == '{' || c < 0x20 || c == 0x7f {
+			// A '$' or '{' inside means a nested or broken placeholder; report up to the next '}' if any.
+			close := strings.IndexByte(s[k:], '}')
+			if close < 0 {
+				return spec, i, "malformed placeholder " + quoteClip(s[i:]) + ": unterminated"
+			}
+			text := s[i : k+close+1]
+			return spec, k + close + 1, "malformed placeholder " + quoteClip(text) + ": " + describeChar(c) + " not allowed in a placeholder"
+		}
+	}
+	if k >= len(s) {
+		return spec, i, "malformed placeholder " + quoteClip(s[i:]) + ": unterminated (no closing \"}\")"
+	}
+	text := s[i : k+1]
+	content := s[i+2 : k]
+	key, path, dotted := strings.Cut(content, ".")
+	switch {
+	case content == "":
+		return spec, k + 1, "malformed placeholder " + quoteClip(text) + ": empty"
+	case !validKey(key):
+		return spec, k + 1, "malformed placeholder " + quoteClip(text) + ": step key must match [A-Za-z0-9_-]{1,64}"
+	case dotted && (path == "" || path[0] == '.' || path[len(path)-1] == '.' || strings.Contains(path, "..")):
+		return spec, k + 1, "malformed placeholder " + quoteClip(text) + ": empty segment"
+	}
+	return refSpec{text: text, key: key, path: path}, k + 1, ""
+}
+
+func describeChar(c byte) string {
+	switch c {
+	case '$':
+		return `"$"`
+	case '{':
+		return `"{"`
+	}
+	return "control character"
+}
+
+// validKey reports whether k matches [A-Za-z0-9_-]{1,64}.
+func validKey(k string) bool {
+	if len(k) == 0 || len(k) > 64 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// arrayIndex parses a segment as an array index: decimal, no sign, no leading zero except "0".
+func arrayIndex(seg string) (int, bool) {
+	if seg == "" || len(seg) > 9 || (seg[0] == '0' && len(seg) > 1) {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(seg); i++ {
+		c := seg[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+// quoteClip quotes s for a message, shortened so that a hostile body cannot blow up the 400 answer.
+func quoteClip(s string) string {
+	const limit = 80
+	if len(s) > limit {
+		cut := limit
+		for cut > 0 && s[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
+			cut--
+		}
+		return quote(s[:cut] + "…")
+	}
+	return quote(s)
+}
