@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.upstream == "" {
 		api := demoapi.New(demoapi.Config{})
 		demo, mode = api, "demo"
-		known = append(known, api.Methods()...)
+		known = append(known, demoapi.Methods()...)
 		inv = transport.NewInProcessInvoker(api, int64(cfg.maxResponse))
 	} else {
 		base, _ := url.Parse(cfg.upstream) // validated by parseConfig
