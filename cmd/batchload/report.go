@@ -106,7 +106,7 @@ func (r *textReporter) footer(results []scenarioResult) {
 	fmt.Fprintln(r.w)
 	for _, res := range results {
 		for _, t := range res.Targets {
-			fmt.Fprintf(r.w, "%-7s %s  %s (%.3f)\n", res.Name, passFail(t.Pass), t.Desc, t.Value)
+			fmt.Fprintf(r.w, "%-7s %s  %s (%.3f%s)\n", res.Name, passFail(t.Pass), t.Desc, t.Value, t.Unit)
 		}
 		if len(res.Failures) > 0 {
 			fmt.Fprintf(r.w, "%-7s CHECK FAILED\n", res.Name)
@@ -147,7 +147,7 @@ func (r *mdReporter) scenario(res scenarioResult) {
 	}
 	fmt.Fprintln(r.w)
 	for _, t := range res.Targets {
-		fmt.Fprintf(r.w, "- target: %s — **%s**\n", t, passFail(t.Pass))
+		fmt.Fprintf(r.w, "- target: %s — **%s**\n", t.line(), passFail(t.Pass))
 	}
 	fmt.Fprintf(r.w, "- %s\n", verdictLine(res))
 	for _, n := range res.Notes {

@@ -28,16 +28,16 @@ type target struct {
 	Pass   bool    `json:"pass"`
 }
 
-func (t target) String() string {
+// String is the target line with its verdict.
+func (t target) String() string { return t.line() + " " + passFail(t.Pass) }
+
+// line is the target line without the verdict.
+func (t target) line() string {
 	op := "≥"
 	if t.AtMost {
 		op = "≤"
 	}
-	verdict := "FAIL"
-	if t.Pass {
-		verdict = "PASS"
-	}
-	return fmt.Sprintf("%s: %s = %.3f%s (target %s %.2f%s) %s", t.Desc, t.Detail, t.Value, t.Unit, op, t.Limit, t.Unit, verdict)
+	return fmt.Sprintf("%s: %s = %.3f%s (target %s %.2f%s)", t.Desc, t.Detail, t.Value, t.Unit, op, t.Limit, t.Unit)
 }
 
 // ratioTarget builds a target on num/den; a zero denominator (the baseline was not measured) fails it.
