@@ -149,12 +149,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", http.MethodPost)
 		ans = fail(errcode.MethodNotAllowed, name+" accepts POST only")
 	default:
-		body, err := io.ReadAll(io.LimitReader(r.Body, MaxPayloadBytes+1))
+		body, err := readPayload(r)
 		switch {
+		case errors.Is(err, errTooLarge):
+			ans = invalid("payload larger than %d bytes", MaxPayloadBytes)
 		case err != nil:
 			ans = invalid("reading payload: %v", err)
-		case len(body) > MaxPayloadBytes:
-			ans = invalid("payload larger than %d bytes", MaxPayloadBytes)
 		default:
 			ans = handle(a, r.Context(), body)
 		}
@@ -162,6 +162,36 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(ans.status)
 	_, _ = w.Write(ans.body)
+}
+
+var errTooLarge = errors.New("payload too large")
+
+// readPayload reads at most MaxPayloadBytes of the body, in one allocation when the length is known.
+func readPayload(r *http.Request) ([]byte, error) {
+	if r.ContentLength > MaxPayloadBytes {
+		return nil, errTooLarge
+	}
+	size := int64(512)
+	if r.ContentLength >= 0 {
+		size = r.ContentLength + 1 // +1: room to see EOF without growing
+	}
+	b := make([]byte, 0, size)
+	for {
+		n, err := r.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if len(b) > MaxPayloadBytes {
+			return nil, errTooLarge
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 func truncate(s string, n int) string {

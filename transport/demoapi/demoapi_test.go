@@ -3,6 +3,7 @@ package demoapi_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -320,5 +321,26 @@ func TestConcurrentAddsGetUniqueIDs(t *testing.T) {
 	_, out := call(t, api, http.MethodPost, "/Producer/Get", `{}`)
 	if out["total"] != float64(workers*perWorker) {
 		t.Fatalf("total %v, want %d", out["total"], workers*perWorker)
+	}
+}
+
+func TestPayloadOfUnknownLength(t *testing.T) {
+	for _, tt := range []struct {
+		size int
+		want string
+	}{
+		{10, `"ok":true`},
+		{demoapi.MaxPayloadBytes + 1, `payload larger than`},
+	} {
+		body := io.MultiReader(strings.NewReader(`"`), strings.NewReader(strings.Repeat("x", tt.size-2)), strings.NewReader(`"`))
+		req := httptest.NewRequest(http.MethodPost, "/Demo/Echo", body)
+		if req.ContentLength != -1 {
+			t.Fatalf("ContentLength %d: the test needs an unknown length", req.ContentLength)
+		}
+		rec := httptest.NewRecorder()
+		newAPI().ServeHTTP(rec, req)
+		if !strings.Contains(rec.Body.String(), tt.want) {
+			t.Errorf("size %d: got %.100s, want %s", tt.size, rec.Body.String(), tt.want)
+		}
 	}
 }
