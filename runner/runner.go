@@ -271,6 +271,7 @@ func (b *batch) exec(i int, res *Result) {
 	}
 	defer b.release()
 
+	b.timeouts[i] = StepTimeoutError{Key: step.Key, Timeout: b.r.cfg.StepTimeout}
 	sctx, cancel := context.WithTimeoutCause(b.ctx, b.r.cfg.StepTimeout, &b.timeouts[i])
 	defer cancel()
 	if rec := b.r.cfg.Recorder; rec != nil {

@@ -394,7 +394,7 @@ func TestPlaceholderResolution(t *testing.T) {
 
 func TestResolvedPathRefused(t *testing.T) {
 	f := &fakeInvoker{Step: map[string]func(context.Context, runner.Call) (runner.Response, error){
-		"A": reply(200, `{"ok":true,"result":{"id":"a/b","n":5}}`),
+		"A": reply(200, `{"ok":true,"result":{"id":"..","n":5}}`),
 	}}
 	results := run(t, f, runner.Config{}, `{"requests":[
 		{"key":"A","path":"Demo/Echo"},
@@ -404,7 +404,7 @@ func TestResolvedPathRefused(t *testing.T) {
 	m := byKey(results)
 	requireOK(t, m["B"])
 	assert.Equal(t, "items/5", f.Calls("B")[0].Path)
-	// "a/b" is escaped as one segment, and a "/" that decoding produces is refused (CONTRACT.md §3–4).
+	// A substituted value is checked again as a path segment: ".." is refused (CONTRACT.md §3–4).
 	e := requireDecided(t, m["C"], errcode.ResolvedPathRefused, runner.OutcomeSkipped, false)
 	assert.Contains(t, e.Result.Description, "${A.result.id}")
 	assert.Equal(t, []string{"A", "B"}, f.Started())
