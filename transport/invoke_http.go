@@ -156,11 +156,15 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 	}
 	defer resp.Body.Close()
 
-	if resp.ContentLength > h.maxBytes && method != http.MethodHead {
-		return runner.Response{}, &runner.InvokeError{Kind: "too_large",
-			Err: fmt.Errorf("response of %d bytes is over the %d-byte cap", resp.ContentLength, h.maxBytes)}
+	length := resp.ContentLength // -1 when unknown
+	if method == http.MethodHead {
+		length = 0 // the length of the body a GET would have had; none comes
 	}
-	buf := make([]byte, 0, initialBufSize(resp.ContentLength, h.maxBytes))
+	if length > h.maxBytes {
+		return runner.Response{}, &runner.InvokeError{Kind: "too_large",
+			Err: fmt.Errorf("response of %d bytes is over the %d-byte cap", length, h.maxBytes)}
+	}
+	buf := make([]byte, 0, initialBufSize(length, h.maxBytes))
 	buf, err = readAll(io.LimitReader(resp.Body, h.maxBytes+1), buf)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {

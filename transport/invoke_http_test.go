@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -656,4 +657,30 @@ func BenchmarkHTTPInvoke(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestHTTPInvokerHead(t *testing.T) {
+	srv, _ := recordingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "67108864") // what a GET would carry: not over the cap for a HEAD
+		w.WriteHeader(http.StatusOK)
+	})
+	h := newInvoker(t, srv.URL, HTTPConfig{MaxResponseBytes: 1000})
+	resp, err := h.Invoke(context.Background(), runner.Call{Method: http.MethodHead, Path: "x"})
+	if err != nil || resp.Status != 200 || string(resp.Body) != "null" {
+		t.Fatalf("HEAD: %d %s %v", resp.Status, resp.Body, err)
+	}
+}
+
+func TestHTTPInvokerTLSFailureIsConnect(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the failed handshake is expected
+	srv.StartTLS()
+	defer srv.Close()
+	h := newInvoker(t, srv.URL, HTTPConfig{}) // the default client does not trust the test certificate
+	_, err := h.Invoke(context.Background(), runner.Call{Path: "x", Body: []byte(`{}`)})
+	wantInvokeError(t, err, "connect")
+	if hits.Load() != 0 {
+		t.Fatal("the request reached the handler")
+	}
 }
