@@ -68,8 +68,9 @@ var RejectReasons = []string{
 const reasonFallback = "invalid"
 
 // UpstreamErrorKinds is the closed set of the kind label of batchd_upstream_errors_total: the runner.InvokeError
-// kinds, "unreachable" for a call that failed some other way, and "other" for a kind this list does not know.
-var UpstreamErrorKinds = []string{"connect", "reset", "too_large", "protocol", "unreachable", "other"}
+// kinds, and "other" for a call that failed some other way (the runner's own label for an error that is not an
+// *InvokeError) or with a kind this list does not know.
+var UpstreamErrorKinds = []string{"connect", "reset", "too_large", "protocol", "other"}
 
 const kindFallback = "other"
 
@@ -314,9 +315,11 @@ func (m *Metrics) StepStarted(string) {
 
 // StepDone records a step's end, executed or not.
 //
-// batchd_steps_in_flight assumes the runner's pairing: every StepStarted is followed by exactly one StepDone whose
-// Outcome is not skipped (a step cancelled while running ends as timeout or error), and a skipped step never had
-// a StepStarted. A runner that broke this would drift the gauge, never any other series.
+// batchd_steps_in_flight relies on the runner's pairing: every StepStarted is followed by exactly one StepDone,
+// and a step had a StepStarted exactly when its StepDone has a non-zero Duration or an outcome other than skipped.
+// Duration is what tells the two skipped cases apart: the runner reports a step cancelled while running (the
+// client went away) as skipped with the time it ran, and a step never started as skipped with zero Duration. A
+// runner that broke this pairing would drift the gauge, never any other series.
 func (m *Metrics) StepDone(ev runner.StepEvent) {
 	if m == nil {
 		return
@@ -327,7 +330,7 @@ func (m *Metrics) StepDone(ev runner.StepEvent) {
 	if o == outTimeout {
 		s.timeouts.Inc()
 	}
-	if o != outSkipped {
+	if o != outSkipped || ev.Duration > 0 {
 		m.stepsInFlight.Dec()
 	}
 	if ev.UpstreamError != "" {

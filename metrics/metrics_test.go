@@ -138,6 +138,8 @@ func TestStepSeries(t *testing.T) {
 	m.StepStarted("Nope/Nothing")
 	m.StepDone(runner.StepEvent{Name: "Nope/Nothing", Outcome: runner.OutcomeError, Duration: time.Millisecond, UpstreamError: "connect"})
 	m.StepDone(runner.StepEvent{Name: "Demo/Echo", Outcome: runner.OutcomeSkipped}) // never started
+	m.StepStarted("Demo/Sleep")
+	m.StepDone(runner.StepEvent{Name: "Demo/Sleep", Outcome: runner.OutcomeSkipped, Duration: time.Millisecond}) // client left
 	m.StepStarted("Demo/Fail")
 	m.StepDone(runner.StepEvent{Name: "Demo/Fail", Outcome: "weird", Duration: time.Millisecond, UpstreamError: "martian"})
 
@@ -232,10 +234,13 @@ func TestCardinalityBounded(t *testing.T) {
 			name = string(b)
 		}
 		o := outcomes[rng.IntN(len(outcomes))]
-		if o != runner.OutcomeSkipped {
+		d := time.Duration(1 + rng.IntN(1e9))
+		if o == runner.OutcomeSkipped && i%2 == 0 {
+			d = 0 // never started
+		} else {
 			m.StepStarted(name)
 		}
-		m.StepDone(runner.StepEvent{Name: name, Outcome: o, Duration: time.Duration(rng.IntN(1e9)), UpstreamError: name})
+		m.StepDone(runner.StepEvent{Name: name, Outcome: o, Duration: d, UpstreamError: name})
 		m.BatchRejected(name, time.Millisecond)
 	}
 	for _, f := range families {
