@@ -259,8 +259,8 @@ func TestStrictDecodingCatchesMistakes(t *testing.T) {
 		},
 		"wrong kind":    func(s string) string { return strings.Replace(s, "kind: Deployment", "kind: StatefulSet", 1) },
 		"two documents": func(s string) string { return s + "\n---\n" + s },
-		"misnested probe": func(s string) string {
-			return strings.Replace(s, "            httpGet:\n              path: /readyz", "            httpGet:\n            path: /readyz", 1)
+		"field at the wrong level": func(s string) string {
+			return strings.Replace(s, "              path: /readyz\n              port: http", "            path: /readyz\n            port: http", 1)
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
