@@ -43,10 +43,11 @@ func compileJSON(raw string, baseDepth, maxDepth int) (t JSONTemplate, problems 
 					s = string(b)
 				}
 				if hasTemplate(s) {
+					// A malformed placeholder is reported, and the well-formed ones around it are still compiled
+					// so that their references are checked too.
 					pieces, perrs := splitTemplate(s)
-					if perrs != nil {
-						problems = append(problems, perrs...)
-					} else {
+					problems = append(problems, perrs...)
+					{
 						lit = append(lit, raw[last:i]...)
 						last = end
 						switch {
@@ -84,8 +85,6 @@ func compileJSON(raw string, baseDepth, maxDepth int) (t JSONTemplate, problems 
 		return JSONTemplate{}, problems, d
 	}
 	switch {
-	case problems != nil:
-		return JSONTemplate{}, problems, 0
 	case segs == nil && last == 0:
 		t.raw = raw
 	case segs == nil:
@@ -93,7 +92,7 @@ func compileJSON(raw string, baseDepth, maxDepth int) (t JSONTemplate, problems 
 	default:
 		t.segs = append(segs, jseg{lit: string(append(lit, raw[last:]...)), ref: -1})
 	}
-	return t, nil, 0
+	return t, problems, 0
 }
 
 // nestDepth returns the deepest nesting of a valid JSON text.
@@ -220,6 +219,8 @@ func compileHeader(name, value string) (t StringTemplate, reasons []Reason, deta
 		}
 	}
 	if reasons != nil {
+		// Keep the well-formed references so that they are checked too; the batch is refused anyway.
+		t.parts = textParts(pieces, &t.refs, false, false)
 		return t, reasons, details
 	}
 	if !anyRef(pieces) {
@@ -237,6 +238,8 @@ func compilePath(text string, list []string) (t PathTemplate, name string, reaso
 	}
 	pieces, perrs := splitTemplate(text)
 	if perrs != nil {
+		// Keep the well-formed references so that they are checked too; the batch is refused anyway.
+		t.parts = textParts(pieces, &t.refs, false, true)
 		return t, "", ReasonPlaceholder, "path: " + strings.Join(perrs, "; ")
 	}
 	if !anyRef(pieces) {

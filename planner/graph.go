@@ -105,11 +105,11 @@ func (p *parser) bindRefs(keys map[string]int) [][]int {
 			}
 		}
 		bindAll(d.path.refs)
-		for h := range d.headers {
-			bindAll(d.headers[h].value.refs)
+		for _, h := range p.headers[d.hdr0:d.hdr1] {
+			bindAll(h.value.refs)
 		}
 		bindAll(d.body.refs)
-		for _, key := range d.depends {
+		for _, key := range p.depends[d.dep0:d.dep1] {
 			bind(key, "depends_on "+quoteClip(key))
 		}
 		mine := all[start:]
@@ -345,43 +345,26 @@ func (p *parser) refusal(labels []string) *Error {
 	return &Error{Problems: out}
 }
 
-// build assembles the Plan, allocating templates in blocks rather than one by one.
+// build assembles the Plan. Steps point into the drafts' templates, which nothing changes any more.
 func (p *parser) build(deps, dependents [][]int, depth int) *Plan {
-	n := len(p.steps)
-	nb, nh := 0, 0
-	for i := range p.steps {
-		if p.steps[i].hasBody {
-			nb++
-		}
-		nh += len(p.steps[i].headers)
-	}
-	plan := &Plan{Form: p.form, StopOnError: p.stop, Steps: make([]Step, n), Depth: depth}
-	paths := make([]PathTemplate, n)
-	bodies := make([]JSONTemplate, nb)
+	plan := &Plan{Form: p.form, StopOnError: p.stop, Steps: make([]Step, len(p.steps)), Depth: depth}
 	var headers []Header
-	var values []StringTemplate
-	if nh > 0 {
-		headers = make([]Header, nh)
-		values = make([]StringTemplate, nh)
+	if len(p.headers) > 0 {
+		headers = make([]Header, len(p.headers))
+		for k := range p.headers {
+			headers[k] = Header{Name: p.headers[k].name, Value: &p.headers[k].value}
+		}
 	}
 	for i := range p.steps {
 		d := &p.steps[i]
 		s := &plan.Steps[i]
 		s.Index, s.Key, s.Method, s.Name = i, d.key, d.method, d.name
-		paths[i] = d.path
-		s.Path = &paths[i]
+		s.Path = &d.path
 		if d.hasBody {
-			bodies[0] = d.body
-			s.Body = &bodies[0]
-			bodies = bodies[1:]
+			s.Body = &d.body
 		}
-		if k := len(d.headers); k > 0 {
-			s.Headers = headers[:k:k]
-			for j, h := range d.headers {
-				values[j] = h.value
-				s.Headers[j] = Header{Name: h.name, Value: &values[j]}
-			}
-			headers, values = headers[k:], values[k:]
+		if d.hdr1 > d.hdr0 {
+			s.Headers = headers[d.hdr0:d.hdr1:d.hdr1]
 		}
 		s.Deps, s.Dependents = deps[i], dependents[i]
 	}

@@ -54,7 +54,9 @@ type parser struct {
 	stepsField string
 	stepsBad   bool
 	probs      []problem
-	blocked    []string // cfg.Blocked, copied once if a templated path needs it at run time
+	headers    []draftHeader // every step's headers, in order
+	depends    []string      // every step's depends_on keys, in order
+	blocked    []string      // cfg.Blocked, copied once if a templated path needs it at run time
 }
 
 // problem is a Problem before step labels are known. idx is the step index, -1 for the batch; phase orders a
@@ -76,18 +78,21 @@ func (p *parser) problem(idx, phase int, r Reason, detail string) {
 	p.probs = append(p.probs, problem{idx: idx, phase: phase, Problem: Problem{Reason: r, Detail: detail}})
 }
 
-// draft is a step as decoded, before keys are checked and references bound.
+// draft is a step as decoded, before keys are checked and references bound. The Plan's steps point into the drafts
+// (their templates) rather than copying them: a Plan is read-only, so sharing is safe and saves copying.
 type draft struct {
-	key      string
-	keyState uint8
-	method   string
-	name     string
-	path     PathTemplate
-	pathOK   bool
-	headers  []draftHeader
-	body     JSONTemplate
-	hasBody  bool
-	depends  []string
+	key    string
+	method string
+	name   string
+	path   PathTemplate
+	body   JSONTemplate
+	// The step's headers are parser.headers[hdr0:hdr1] and its depends_on keys parser.depends[dep0:dep1]: one
+	// backing array for the batch instead of one per step.
+	hdr0, hdr1 int32
+	dep0, dep1 int32
+	keyState   uint8
+	pathOK     bool
+	hasBody    bool
 }
 
 const (
@@ -267,7 +272,8 @@ func (p *parser) readSteps() error {
 		return err
 	}
 	if p.steps == nil {
-		p.steps = make([]draft, 0, min(p.cfg.MaxSteps, 64))
+		// Every step has a "path": counting them sizes the drafts in one allocation for any valid batch.
+		p.steps = make([]draft, 0, min(max(strings.Count(p.src, `"path"`), 1), p.cfg.MaxSteps+1))
 	}
 	for i := 0; ; i++ {
 		more, err := p.next()
@@ -299,9 +305,10 @@ func (p *parser) readStep(i int) error {
 	}
 	depth := p.dec.StackDepth()
 	var (
-		pathText             string
-		pathGiven, pathBad   bool
-		payloadField, method string
+		pathText, method   string
+		pathGiven, pathBad bool
+		methodGiven        bool
+		payloadField       string
 	)
 	for {
 		more, err := p.next()
@@ -337,7 +344,7 @@ func (p *parser) readStep(i int) error {
 			case "path":
 				pathText, pathGiven = s, true
 			default:
-				method = s
+				method, methodGiven = s, true
 			}
 		case "payload", "body":
 			if payloadField != "" {
@@ -356,11 +363,17 @@ func (p *parser) readStep(i int) error {
 				p.readPayload(i, d, p.raw(v), depth, name)
 			}
 		case "headers":
-			if err := p.readHeaders(i, d); err != nil {
+			d.hdr0 = int32(len(p.headers))
+			err := p.readHeaders(i)
+			d.hdr1 = int32(len(p.headers))
+			if err != nil {
 				return err
 			}
 		case "depends_on":
-			if err := p.readDepends(i, d); err != nil {
+			d.dep0 = int32(len(p.depends))
+			err := p.readDepends(i)
+			d.dep1 = int32(len(p.depends))
+			if err != nil {
 				return err
 			}
 		default:
@@ -371,7 +384,7 @@ func (p *parser) readStep(i int) error {
 		}
 	}
 	// Checked after the loop so that a step's problems come in the same order whatever the order of its members.
-	if method != "" {
+	if methodGiven {
 		p.setMethod(i, d, method)
 	}
 	switch {
@@ -379,6 +392,7 @@ func (p *parser) readStep(i int) error {
 		t, name, reason, detail := compilePath(pathText, p.cfg.Blocked)
 		if reason != "" {
 			p.problem(i, phaseStep, reason, detail)
+			d.path = t // its references are still checked
 			break
 		}
 		if t.blocked != nil && p.blocked == nil {
@@ -410,9 +424,7 @@ func (p *parser) readPayload(i int, d *draft, raw string, depth int, field strin
 	for _, e := range perrs {
 		p.problem(i, phaseStep, ReasonPlaceholder, field+": "+e)
 	}
-	if perrs == nil {
-		d.body, d.hasBody = t, true
-	}
+	d.body, d.hasBody = t, true
 }
 
 // setMethod stores an HTTP method upper-cased. CONNECT and TRACE are refused: CONNECT would turn the upstream
@@ -451,7 +463,7 @@ func forbiddenHeader(name string) bool {
 	return false
 }
 
-func (p *parser) readHeaders(i int, d *draft) error {
+func (p *parser) readHeaders(i int) error {
 	if k := p.dec.PeekKind(); k != '{' {
 		if k != jsontext.KindInvalid {
 			p.typeProblem(i, "headers", "an object of strings", k)
@@ -461,6 +473,11 @@ func (p *parser) readHeaders(i int, d *draft) error {
 	if err := p.open(); err != nil {
 		return err
 	}
+	if p.headers == nil {
+		// Most batches give each step the same few headers: size for one per "headers" object, grow from there.
+		p.headers = make([]draftHeader, 0, min(strings.Count(p.src, `"headers"`), p.cfg.MaxSteps+1)+4)
+	}
+	mine := len(p.headers)
 	for {
 		more, err := p.next()
 		if err != nil || !more {
@@ -489,7 +506,7 @@ func (p *parser) readHeaders(i int, d *draft) error {
 			continue
 		}
 		dup := false
-		for _, h := range d.headers {
+		for _, h := range p.headers[mine:] {
 			dup = dup || h.name == name
 		}
 		if dup {
@@ -500,13 +517,11 @@ func (p *parser) readHeaders(i int, d *draft) error {
 		for j := range reasons {
 			p.problem(i, phaseStep, reasons[j], details[j])
 		}
-		if reasons == nil {
-			d.headers = append(d.headers, draftHeader{name: name, value: t})
-		}
+		p.headers = append(p.headers, draftHeader{name: name, value: t})
 	}
 }
 
-func (p *parser) readDepends(i int, d *draft) error {
+func (p *parser) readDepends(i int) error {
 	if k := p.dec.PeekKind(); k != '[' {
 		if k != jsontext.KindInvalid {
 			p.typeProblem(i, "depends_on", "an array of step keys", k)
@@ -529,7 +544,7 @@ func (p *parser) readDepends(i int, d *draft) error {
 			p.typeProblem(i, "depends_on", "an array of step keys", v.Kind())
 			continue
 		}
-		d.depends = append(d.depends, p.str(v))
+		p.depends = append(p.depends, p.str(v))
 	}
 }
 

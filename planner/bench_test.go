@@ -1,0 +1,108 @@
+package planner
+
+import (
+	"encoding/json"
+	"strconv"
+	"testing"
+)
+
+// benchBody builds a batch of n steps in the canonical form. shape is "independent" (no references), "chain" (each
+// step uses the previous one's result.new_id) or "diamond" (layers of 10, each step using two of the layer before).
+func benchBody(shape string, n int) []byte {
+	b := []byte(`{"stop_on_error":false,"requests":[`)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		key := "Step" + strconv.Itoa(i)
+		b = append(b, `{"key":"`+key+`","path":"Producer/Add","headers":{"X-Trace":"t`+strconv.Itoa(i)+`"},"payload":`...)
+		switch {
+		case shape == "chain" && i > 0:
+			b = append(b, `{"name":"Coca-Cola","parent":"${Step`+strconv.Itoa(i-1)+`.result.new_id}","tags":["a","b"]}`...)
+		case shape == "diamond" && i >= 10:
+			prev := (i/10 - 1) * 10
+			a, c := prev+i%10, prev+(i+1)%10
+			b = append(b, `{"name":"copy of ${Step`+strconv.Itoa(a)+`.result.name}","ids":["${Step`+strconv.Itoa(c)+
+				`.result.new_id}"],"tags":["a","b"]}`...)
+		default:
+			b = append(b, `{"name":"Coca-Cola","parent":7,"tags":["a","b"]}`...)
+		}
+		b = append(b, '}')
+	}
+	return append(b, "]}"...)
+}
+
+func BenchmarkPlan(b *testing.B) {
+	cases := []struct {
+		name  string
+		shape string
+		n     int
+	}{
+		{"independent", "independent", 50},
+		{"chain", "chain", 50},
+		{"diamond", "diamond", 50},
+		{"independent-10", "independent", 10},
+		{"independent-50", "independent", 50},
+		{"independent-200", "independent", 200},
+	}
+	for _, c := range cases {
+		body := benchBody(c.shape, c.n)
+		cfg := Config{MaxSteps: max(c.n, DefaultMaxSteps)}
+		if _, err := Parse(body, cfg); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := Parse(body, cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkJSONFloorDecode is the yardstick: decoding the same 50-step body with encoding/json into any, which
+// checks nothing.
+func BenchmarkJSONFloorDecode(b *testing.B) {
+	body := benchBody("independent", 50)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		var v any
+		if err := json.Unmarshal(body, &v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchResponses serves every step the same small REGOS answer.
+type benchResponses struct{ body []byte }
+
+func (r benchResponses) Response(int) []byte { return r.body }
+
+func BenchmarkAppend(b *testing.B) {
+	plan, err := Parse(benchBody("diamond", 50), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := benchResponses{[]byte(`{"ok":true,"result":{"new_id":4,"name":"Coca-Cola","last_update":1758289402},"total":1}`)}
+	step := plan.Steps[len(plan.Steps)-1]
+	buf := make([]byte, 0, 256)
+	b.Run("templated", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if buf, err = step.Body.Append(buf[:0], r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	static := plan.Steps[0]
+	b.Run("static", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf, _ = static.Body.Append(buf[:0], r)
+		}
+	})
+}

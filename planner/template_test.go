@@ -1,0 +1,375 @@
+package planner
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchd/batchd/errcode"
+)
+
+// srcResponse is the response of step "A" (index 0) in the payload tests.
+const srcResponse = `{
+	"ok": true,
+	"result": {"new_id": 4, "name": "Coca-Cola", "price": -1.5e2, "active": true, "deleted": false, "note": null,
+		"tags": ["a", "b"], "owner": {"id": 9, "name": "Ann"}, "empty": "",
+		"quote": "say \"hi\"\\now", "uni": "Grüße \u2603 😀", "esc": "tab\there\u0001",
+		"inject": "${B.x}", "dollar": "$${x}",
+		"list": [{"id": 10}, {"id": 11, "deep": [[7]]}]},
+	"next_offset": 0
+}`
+
+// resolvePayload parses a two-step batch where step B's payload is payload and step A answered srcResponse,
+// and returns B's resolved payload.
+func resolvePayload(t *testing.T, payload string) (string, error) {
+	t.Helper()
+	p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":`+payload+`}]`, Config{})
+	out, err := p.Steps[1].Body.Append([]byte("prefix:"), responses{0: srcResponse})
+	if err != nil {
+		assert.Equal(t, "prefix:", string(out), "on error dst keeps its original content")
+		return "", err
+	}
+	require.True(t, strings.HasPrefix(string(out), "prefix:"))
+	s := strings.TrimPrefix(string(out), "prefix:")
+	require.True(t, json.Valid([]byte(s)), "not valid JSON: %s", s)
+	return s, nil
+}
+
+func TestPayloadWholeStringKeepsType(t *testing.T) {
+	cases := []struct{ name, payload, want string }{
+		{"number", `{"ids":["${A.result.new_id}"]}`, `{"ids":[4]}`},
+		{"float", `{"p":"${A.result.price}"}`, `{"p":-1.5e2}`},
+		{"string", `{"n":"${A.result.name}"}`, `{"n":"Coca-Cola"}`},
+		{"true", `{"b":"${A.result.active}"}`, `{"b":true}`},
+		{"false", `{"b":"${A.result.deleted}"}`, `{"b":false}`},
+		{"null", `{"b":"${A.result.note}"}`, `{"b":null}`},
+		{"object", `{"o":"${A.result.owner}"}`, `{"o":{"id": 9, "name": "Ann"}}`},
+		{"array", `{"t":"${A.result.tags}"}`, `{"t":["a", "b"]}`},
+		{"array index", `{"id":"${A.result.list.1.id}"}`, `{"id":11}`},
+		{"nested arrays", `{"id":"${A.result.list.1.deep.0.0}"}`, `{"id":7}`},
+		{"whole response", `{"all":"${A}"}`, `{"all":` + srcResponse + `}`},
+		{"payload is the placeholder", `"${A.result.new_id}"`, `4`},
+		{"escaped string kept escaped", `["${A.result.quote}"]`, `["say \"hi\"\\now"]`},
+		{"unicode string", `["${A.result.uni}"]`, `["Grüße \u2603 😀"]`},
+		{"placeholder written with escapes", `["\u0024{A.result.new_id}"]`, `[4]`},
+		{"member name is literal", `{"${A.result.name}":"${A.result.new_id}"}`, `{"${A.result.name}":4}`},
+		{"several holes", `{"a":"${A.result.new_id}", "b": [1, "${A.result.name}", {"c": "x ${A.result.new_id}"}], "d": "plain"}`,
+			`{"a":4, "b": [1, "Coca-Cola", {"c": "x 4"}], "d": "plain"}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := resolvePayload(t, c.payload)
+			require.NoError(t, err)
+			assert.Equal(t, c.want, got)
+		})
+	}
+}
+
+func TestPayloadEmbeddedInterpolation(t *testing.T) {
+	cases := []struct{ name, payload, want string }{
+		{"string", `{"n":"copy of ${A.result.name}"}`, `{"n":"copy of Coca-Cola"}`},
+		{"number", `{"n":"id=${A.result.new_id}!"}`, `{"n":"id=4!"}`},
+		{"float as written", `{"n":"p=${A.result.price}"}`, `{"n":"p=-1.5e2"}`},
+		{"true", `{"n":"${A.result.active}?"}`, `{"n":"true?"}`},
+		{"false", `{"n":"-${A.result.deleted}"}`, `{"n":"-false"}`},
+		{"null", `{"n":"x${A.result.note}"}`, `{"n":"xnull"}`},
+		{"empty string", `{"n":"[${A.result.empty}]"}`, `{"n":"[]"}`},
+		{"two placeholders", `{"n":"${A.result.name}#${A.result.new_id}"}`, `{"n":"Coca-Cola#4"}`},
+		{"escapes in value stay valid", `{"n":"q: ${A.result.quote}"}`, `{"n":"q: say \"hi\"\\now"}`},
+		{"control chars in value", `{"n":"e: ${A.result.esc}"}`, `{"n":"e: tab\there\u0001"}`},
+		{"unicode value", `{"n":"u: ${A.result.uni}"}`, `{"n":"u: Grüße \u2603 😀"}`},
+		{"literal escapes around", `{"n":"\"${A.result.name}\"\n\u00e9"}`, `{"n":"\"Coca-Cola\"\né"}`},
+		{"escape $${", `{"n":"$${A.result.name} is ${A.result.name}"}`, `{"n":"${A.result.name} is Coca-Cola"}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := resolvePayload(t, c.payload)
+			require.NoError(t, err)
+			assert.Equal(t, c.want, got)
+			var want, have any
+			require.NoError(t, json.Unmarshal([]byte(c.want), &want))
+			require.NoError(t, json.Unmarshal([]byte(got), &have))
+			assert.Equal(t, want, have)
+		})
+	}
+}
+
+func TestPayloadEscapes(t *testing.T) {
+	cases := []struct{ name, payload, want string }{
+		{"only an escape is static", `{"n":"$${A.x}"}`, `{"n":"${A.x}"}`},
+		{"dollar alone", `{"n":"$5 and $$ and ${"}`, ``},
+		{"leftmost $${ wins", `{"n":"$$${A.x}"}`, `{"n":"$${A.x}"}`},
+		{"escape next to placeholder", `{"n":"$${${A.result.new_id}"}`, `{"n":"${4"}`},
+		{"no placeholder at all", `{"n":"$ {A.x} {A} $"}`, `{"n":"$ {A.x} {A} $"}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.want == "" {
+				_, err := Parse([]byte(`[{"key":"A","path":"a"},{"key":"B","path":"b","payload":`+c.payload+`}]`), Config{})
+				require.Error(t, err, "a lone ${ is unterminated")
+				return
+			}
+			got, err := resolvePayload(t, c.payload)
+			require.NoError(t, err)
+			assert.Equal(t, c.want, got)
+		})
+	}
+	p := mustParse(t, `[{"path":"b","payload":{"n":"$${A.x}", "m": 1}}]`, Config{})
+	assert.True(t, p.Steps[0].Body.Static(), "escapes alone need no responses")
+	assert.Nil(t, p.Steps[0].Deps)
+	got, err := p.Steps[0].Body.Append(nil, nil)
+	require.NoError(t, err)
+	assert.Equal(t, `{"n":"${A.x}", "m": 1}`, string(got))
+}
+
+func TestPayloadNoInjection(t *testing.T) {
+	// A's value is the text "${B.x}": it comes through literally, whole or embedded, and B is never asked for.
+	for _, payload := range []string{`{"v":"${A.result.inject}"}`, `{"v":"<${A.result.inject}>"}`, `{"v":"${A.result.dollar}"}`} {
+		p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b"},{"key":"C","path":"c","payload":`+payload+`}]`, Config{})
+		assert.Equal(t, []int{0}, p.Steps[2].Deps)
+		out, err := p.Steps[2].Body.Append(nil, responses{0: srcResponse, 1: `{"x":"INJECTED"}`})
+		require.NoError(t, err)
+		assert.NotContains(t, string(out), "INJECTED")
+		assert.True(t, strings.Contains(string(out), "${B.x}") || strings.Contains(string(out), "$${x}"), string(out))
+	}
+}
+
+func TestPayloadResolveErrors(t *testing.T) {
+	cases := []struct {
+		name, payload, placeholder string
+		code                       errcode.Code
+		detail                     string
+	}{
+		{"missing member", `{"x":"${A.result.nope}"}`, "${A.result.nope}", errcode.Unresolvable, `no member "nope" at "A.result"`},
+		{"missing top member", `{"x":"${A.nope.id}"}`, "${A.nope.id}", errcode.Unresolvable, `no member "nope" at the top`},
+		{"index out of range", `{"x":"${A.result.list.5.id}"}`, "${A.result.list.5.id}", errcode.Unresolvable, "index 5 out of range (length 2)"},
+		{"not an index", `{"x":"${A.result.list.first}"}`, "${A.result.list.first}", errcode.Unresolvable, `"first" is not an array index`},
+		{"leading zero index", `{"x":"${A.result.list.01}"}`, "${A.result.list.01}", errcode.Unresolvable, "not an array index"},
+		{"negative index", `{"x":"${A.result.list.-1}"}`, "${A.result.list.-1}", errcode.Unresolvable, "not an array index"},
+		{"into a scalar", `{"x":"${A.result.new_id.x}"}`, "${A.result.new_id.x}", errcode.Unresolvable, `cannot take "x" of a number`},
+		{"into a string", `{"x":"${A.result.name.0}"}`, "${A.result.name.0}", errcode.Unresolvable, "of a string"},
+		{"embedded object", `{"x":"owner: ${A.result.owner}"}`, "${A.result.owner}", errcode.NotEmbeddable, "is an object"},
+		{"embedded array", `{"x":"tags: ${A.result.tags}"}`, "${A.result.tags}", errcode.NotEmbeddable, "is an array"},
+		{"embedded whole response", `{"x":"all: ${A}"}`, "${A}", errcode.NotEmbeddable, "is an object"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := resolvePayload(t, c.payload)
+			var re *ResolveError
+			require.ErrorAs(t, err, &re)
+			assert.Equal(t, c.code, re.Code)
+			assert.Equal(t, c.placeholder, re.Placeholder)
+			assert.Contains(t, re.Detail, c.placeholder)
+			assert.Contains(t, re.Detail, c.detail)
+			assert.Equal(t, re.Detail, err.Error())
+		})
+	}
+	t.Run("no response", func(t *testing.T) {
+		p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":"${A.x}"}]`, Config{})
+		for _, r := range []Responses{nil, responses{}} {
+			_, err := p.Steps[1].Body.Append(nil, r)
+			var re *ResolveError
+			require.ErrorAs(t, err, &re)
+			assert.Equal(t, errcode.Unresolvable, re.Code)
+		}
+	})
+	t.Run("broken response", func(t *testing.T) {
+		p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":"${A.x}"}]`, Config{})
+		for _, body := range []string{`{"x":`, `{"y":1,`, `[`, `{"x"}`} {
+			_, err := p.Steps[1].Body.Append(nil, responses{0: body})
+			var re *ResolveError
+			require.ErrorAs(t, err, &re, body)
+			assert.Equal(t, errcode.Unresolvable, re.Code)
+		}
+	})
+}
+
+func TestPayloadTolerantResponses(t *testing.T) {
+	p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":["${A.x}","${A.s}","v=${A.s}","${A.k\u00e9}"]}]`, Config{})
+	// Duplicate names: the first wins. Invalid UTF-8 is repaired so the payload stays valid JSON.
+	out, err := p.Steps[1].Body.Append(nil, responses{0: "{\"x\":1,\"x\":2,\"s\":\"a\xffb\",\"k\\u00e9\":3}"})
+	require.NoError(t, err)
+	assert.Equal(t, "[1,\"a\uFFFDb\",\"v=a\uFFFDb\",3]", string(out))
+}
+
+func TestHeaderInterpolation(t *testing.T) {
+	p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","headers":{
+		"Authorization":"Bearer ${A.result.token}", "X-Id":"${A.result.id}", "X-Obj":"${A.result}",
+		"X-Lit":"$${A}", "X-Bad":"${A.result.crlf}"}}]`, Config{})
+	h := p.Steps[1].Headers
+	r := responses{0: `{"result":{"token":"t\u00e9k","id":12,"crlf":"a\r\nHost: evil"}}`}
+	v, err := h[0].Value.Resolve(r)
+	require.NoError(t, err)
+	assert.Equal(t, "Bearer ték", v)
+	assert.Equal(t, "Bearer ${A.result.token}", h[0].Value.String())
+	v, err = h[1].Value.Resolve(r)
+	require.NoError(t, err)
+	assert.Equal(t, "12", v)
+	_, err = h[2].Value.Resolve(r)
+	var re *ResolveError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, errcode.NotEmbeddable, re.Code)
+	assert.True(t, h[3].Value.Static())
+	v, err = h[3].Value.Resolve(nil)
+	require.NoError(t, err)
+	assert.Equal(t, "${A}", v)
+	_, err = h[4].Value.Resolve(r)
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, errcode.Unresolvable, re.Code)
+	assert.Equal(t, "${A.result.crlf}", re.Placeholder)
+	assert.Contains(t, re.Detail, "control character")
+	assert.Equal(t, []int{0}, p.Steps[1].Deps)
+}
+
+func TestPathSubstitution(t *testing.T) {
+	cases := []struct {
+		name, path, value string // value is the JSON of A.v
+		want              string
+		code              errcode.Code // 0: resolves
+	}{
+		{"number", "users/${A.v}", `42`, "users/42", 0},
+		{"string", "/users/${A.v}/orders", `"u1"`, "users/u1/orders", 0},
+		{"slash is escaped in one segment", "users/${A.v}", `"a/b"`, "users/a%2Fb", 0},
+		{"space and percent", "users/${A.v}", `"a b%"`, "users/a%20b%25", 0},
+		{"question mark in path value", "users/${A.v}", `"x?admin=1"`, "users/x%3Fadmin=1", 0},
+		{"hash in path value", "users/${A.v}", `"x#y"`, "users/x%23y", 0},
+		{"inside a segment", "users/id-${A.v}", `7`, "users/id-7", 0},
+		{"first segment", "${A.v}/Get", `"Producer"`, "Producer/Get", 0},
+		{"query value", "users?name=${A.v}&x=1", `"a b&c=d"`, "users?name=a+b%26c%3Dd&x=1", 0},
+		{"dot-dot refused", "users/${A.v}", `".."`, "", errcode.ResolvedPathRefused},
+		{"dot refused", "users/${A.v}", `"."`, "", errcode.ResolvedPathRefused},
+		{"empty refused", "users/${A.v}", `""`, "", errcode.ResolvedPathRefused},
+		{"traversal in value refused", "users/${A.v}", `"../admin"`, "", errcode.ResolvedPathRefused},
+		{"backslash traversal refused", "users/${A.v}", `"..\\admin"`, "", errcode.ResolvedPathRefused},
+		{"scheme refused", "${A.v}/x", `"https:"`, "", errcode.ResolvedPathRefused},
+		{"user info refused", "${A.v}", `"@evil"`, "", errcode.ResolvedPathRefused},
+		{"control char refused", "users/${A.v}", `"a\nb"`, "", errcode.ResolvedPathRefused},
+		{"nested batch refused", "v1/${A.v}", `"BATCH"`, "", errcode.ResolvedPathRefused},
+		{"nested batch through slash refused", "api/${A.v}", `"v1/batch"`, "", errcode.ResolvedPathRefused},
+		{"blocked refused", "Item/${A.v}", `"import"`, "", errcode.ResolvedPathRefused},
+		{"blocked through slash refused", "${A.v}", `"Item/Import"`, "", errcode.ResolvedPathRefused},
+		{"object not embeddable", "users/${A.v}", `{"a":1}`, "", errcode.NotEmbeddable},
+		{"missing", "users/${A.w}", `1`, "", errcode.Unresolvable},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":`+quote(c.path)+`}]`,
+				Config{Blocked: []string{"Item/Import"}})
+			assert.False(t, p.Steps[1].Path.Static())
+			assert.Equal(t, []int{0}, p.Steps[1].Deps)
+			got, err := p.Steps[1].Path.Resolve(responses{0: `{"v":` + c.value + `}`})
+			if c.code == 0 {
+				require.NoError(t, err)
+				assert.Equal(t, c.want, got)
+				return
+			}
+			var re *ResolveError
+			require.ErrorAs(t, err, &re)
+			assert.Equal(t, c.code, re.Code)
+			assert.NotEmpty(t, re.Placeholder)
+		})
+	}
+	t.Run("blocked list is copied", func(t *testing.T) {
+		list := []string{"Item/Import"}
+		p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"${A.v}"}]`, Config{Blocked: list})
+		list[0] = "other"
+		_, err := p.Steps[1].Path.Resolve(responses{0: `{"v":"Item/Import"}`})
+		require.Error(t, err)
+	})
+	t.Run("static path with escape", func(t *testing.T) {
+		p := mustParse(t, `[{"key":"A","path":"/a$${b}"}]`, Config{})
+		assert.True(t, p.Steps[0].Path.Static())
+		got, err := p.Steps[0].Path.Resolve(nil)
+		require.NoError(t, err)
+		assert.Equal(t, "a${b}", got)
+	})
+}
+
+func TestSplitTemplate(t *testing.T) {
+	cases := []struct {
+		in       string
+		refs     []string // texts of the references found
+		literal  string   // the literal text with references removed
+		problems int
+	}{
+		{"plain", nil, "plain", 0},
+		{"${A}", []string{"${A}"}, "", 0},
+		{"a${A.b.c}d", []string{"${A.b.c}"}, "ad", 0},
+		{"${A.ü ber.0}", []string{"${A.ü ber.0}"}, "", 0},
+		{"${A.x-y_z}", []string{"${A.x-y_z}"}, "", 0},
+		{"$${A}", nil, "${A}", 0},
+		{"$$${A}", nil, "$${A}", 0},
+		{"$", nil, "$", 0},
+		{"$$", nil, "$$", 0},
+		{"a$b", nil, "a$b", 0},
+		{"{A}", nil, "{A}", 0},
+		{"${", nil, "", 1},
+		{"x ${A.b", nil, "", 1},
+		{"${}", nil, "", 1},
+		{"${.a}", nil, "", 1},
+		{"${A.}", nil, "", 1},
+		{"${A..b}", nil, "", 1},
+		{"${A b}", nil, "", 1},
+		{"${A.b{c}", nil, "", 1},
+		{"${A.b\nc}", nil, "", 1},
+		{"${A}${}${B}", []string{"${A}", "${B}"}, "", 1},
+		{"${" + strings.Repeat("k", 65) + "}", nil, "", 1},
+	}
+	for _, c := range cases {
+		t.Run(c.in, func(t *testing.T) {
+			pieces, problems := splitTemplate(c.in)
+			assert.Len(t, problems, c.problems, "%q", problems)
+			var refs []string
+			for _, p := range pieces {
+				if p.isRef {
+					refs = append(refs, p.ref.text)
+				}
+			}
+			assert.Equal(t, c.refs, refs)
+			if c.problems == 0 { // the literal text of a refused string does not matter
+				assert.Equal(t, c.literal, literalText(pieces, ""))
+			}
+		})
+	}
+}
+
+// TestConcurrentResolve resolves one plan from many goroutines; run with -race.
+func TestConcurrentResolve(t *testing.T) {
+	p := mustParse(t, string(benchBody("diamond", 50)), Config{})
+	r := responses{}
+	for i := range p.Steps {
+		r[i] = `{"result":{"new_id":` + string(rune('0'+i%10)) + `,"name":"n"}}`
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Go(func() {
+			for _, s := range p.Steps {
+				b, err := s.Body.Append(nil, r)
+				if err != nil || !json.Valid(b) {
+					t.Error(err, string(b))
+				}
+				if _, err := s.Path.Resolve(r); err != nil {
+					t.Error(err)
+				}
+				for _, h := range s.Headers {
+					if _, err := h.Value.Resolve(r); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestResolveErrorIsTyped(t *testing.T) {
+	p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":"${A.x}"}]`, Config{})
+	_, err := p.Steps[1].Body.Append(nil, responses{0: `{}`})
+	var re *ResolveError
+	assert.True(t, errors.As(err, &re))
+}
