@@ -71,53 +71,88 @@ func (p *phaseResult) fail(err error) {
 	}
 }
 
-// runSequential sends warmup+count groups one after another from one client and records the latency of the last
-// count. With an upstream it also checks the number of calls each group made.
-func runSequential(ctx context.Context, mode string, steps, count, warmup int, up *upstream, o op) phaseResult {
-	res := phaseResult{Mode: mode, Steps: steps, Clients: 1, Warmup: warmup}
-	var chk *callCheck
-	var before upstreamStats
-	if up != nil {
-		chk = &callCheck{PerGroup: int64(steps), MinPerGroup: 1 << 62, MaxPerGroup: -1}
-		before = up.stats()
+// seqPhase is one row of a latency scenario: count measured groups after warmup ones, sent by one client.
+type seqPhase struct {
+	mode          string
+	steps         int
+	count, warmup int
+	op            op
+}
+
+// runInterleaved runs latency phases from one client, one group at a time, in rounds: round i sends group i of
+// every phase that still has one. Interleaving spreads any change of the machine's background load over all rows
+// alike, so the ratios between rows stay meaningful on a shared machine. Groups never overlap, so the upstream's
+// count is checked per group. Throughput is measured groups over the wall time they took.
+func runInterleaved(ctx context.Context, up *upstream, phases []seqPhase) []phaseResult {
+	res := make([]phaseResult, len(phases))
+	lats := make([][]time.Duration, len(phases))
+	rounds := 0
+	for i, ph := range phases {
+		res[i] = phaseResult{Mode: ph.mode, Steps: ph.steps, Clients: 1, Warmup: ph.warmup}
+		if up != nil {
+			res[i].Upstream = &callCheck{PerGroup: int64(ph.steps), MinPerGroup: 1 << 62, MaxPerGroup: -1}
+		}
+		lats[i] = make([]time.Duration, 0, ph.count)
+		rounds = max(rounds, ph.warmup+ph.count)
 	}
-	lat := make([]time.Duration, 0, count)
-	var start time.Time
-	for i := 0; i < warmup+count; i++ {
-		if ctx.Err() != nil {
-			res.Aborted = true
-			break
-		}
-		if i == warmup {
-			start = time.Now()
-		}
-		var s0 upstreamStats
-		if up != nil {
-			s0 = up.stats()
-		}
-		d, err := o(ctx)
-		res.Sent++
-		if up != nil {
-			n := up.stats().sub(s0).Calls
-			chk.MinPerGroup = min(chk.MinPerGroup, n)
-			chk.MaxPerGroup = max(chk.MaxPerGroup, n)
-		}
-		if err != nil {
+	aborted := false
+	for r := 0; r < rounds && !aborted; r++ {
+		for i, ph := range phases {
+			if r >= ph.warmup+ph.count {
+				continue
+			}
 			if ctx.Err() != nil {
-				res.Aborted = true
+				aborted = true
 				break
 			}
-			res.fail(err)
-			continue
-		}
-		if i >= warmup {
-			lat = append(lat, d)
+			row := &res[i]
+			var s0 upstreamStats
+			if up != nil {
+				s0 = up.stats()
+			}
+			t0 := time.Now()
+			d, err := ph.op(ctx)
+			wall := time.Since(t0)
+			row.Sent++
+			if c := row.Upstream; c != nil {
+				delta := up.stats().sub(s0)
+				c.Total += delta.Calls
+				c.Bad += delta.Bad
+				c.MinPerGroup = min(c.MinPerGroup, delta.Calls)
+				c.MaxPerGroup = max(c.MaxPerGroup, delta.Calls)
+				if delta.Bad > 0 {
+					c.LastBad = up.lastBadCall()
+				}
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					aborted = true
+					break
+				}
+				row.fail(err)
+				continue
+			}
+			if r >= ph.warmup {
+				lats[i] = append(lats[i], d)
+				row.Elapsed += wall
+			}
 		}
 	}
-	if !start.IsZero() {
-		res.Elapsed = time.Since(start)
+	for i := range res {
+		row := &res[i]
+		row.Aborted = aborted && row.Sent < phases[i].warmup+phases[i].count
+		row.Lat = summarize(lats[i])
+		row.Measured = len(lats[i])
+		if row.Elapsed > 0 {
+			row.Throughput = float64(row.Measured) / row.Elapsed.Seconds()
+		}
+		if c := row.Upstream; c != nil {
+			c.Expected = c.PerGroup * int64(row.Sent)
+			if c.MaxPerGroup < 0 {
+				c.MinPerGroup = -1
+			}
+		}
 	}
-	res.finish(lat, chk, up, before)
 	return res
 }
 
@@ -206,13 +241,9 @@ func runConcurrent(ctx context.Context, mode string, steps, clients int, warm, d
 	return res
 }
 
-// finish computes the row's statistics and the upstream's count since before. A sequential phase leaves Measured
-// at 0: it is the number of latencies recorded.
+// finish computes the row's statistics and the upstream's count since before.
 func (res *phaseResult) finish(lat []time.Duration, chk *callCheck, up *upstream, before upstreamStats) {
 	res.Lat = summarize(lat)
-	if res.Measured == 0 {
-		res.Measured = len(lat)
-	}
 	if res.Elapsed > 0 {
 		res.Throughput = float64(res.Measured) / res.Elapsed.Seconds()
 	}

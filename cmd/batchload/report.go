@@ -78,11 +78,19 @@ func verdictLine(res scenarioResult) string {
 	return "checks: 0 errors, upstream calls exact"
 }
 
+func (i runInfo) machine() string {
+	m := fmt.Sprintf("nproc %d, GOMAXPROCS %d, %s, %s", i.NProc, i.GoMaxProc, i.GoVersion, i.Platform)
+	if i.LoadAvg != "" {
+		m += ", load average " + i.LoadAvg + " at the start"
+	}
+	return m
+}
+
 type textReporter struct{ w io.Writer }
 
 func (r *textReporter) header(i runInfo) {
-	fmt.Fprintf(r.w, "batchload %s\ncommand: %s\ncommit:  %s\nbatchd:  %s\nmachine: nproc %d, GOMAXPROCS %d, %s %s\nsettings: %s\n",
-		i.Date, i.Command, i.Commit, i.Batchd, i.NProc, i.GoMaxProc, i.GoVersion, i.Platform, strings.Join(i.Settings, "; "))
+	fmt.Fprintf(r.w, "batchload %s\ncommand: %s\ncommit:  %s\nbatchd:  %s\nmachine: %s\nsettings: %s\n",
+		i.Date, i.Command, i.Commit, i.Batchd, i.machine(), strings.Join(i.Settings, "; "))
 }
 
 func (r *textReporter) scenario(res scenarioResult) {
@@ -128,7 +136,7 @@ func (r *mdReporter) header(i runInfo) {
 	fmt.Fprintf(r.w, "- command: `%s`\n", i.Command)
 	fmt.Fprintf(r.w, "- commit: `%s`\n", i.Commit)
 	fmt.Fprintf(r.w, "- batchd: %s\n", i.Batchd)
-	fmt.Fprintf(r.w, "- machine: nproc %d, GOMAXPROCS %d, %s, %s\n", i.NProc, i.GoMaxProc, i.GoVersion, i.Platform)
+	fmt.Fprintf(r.w, "- machine: %s\n", i.machine())
 	for _, s := range i.Settings {
 		fmt.Fprintf(r.w, "- %s\n", s)
 	}

@@ -44,6 +44,7 @@ type runInfo struct {
 	GoMaxProc int      `json:"gomaxprocs"`
 	GoVersion string   `json:"go_version"`
 	Platform  string   `json:"platform"`
+	LoadAvg   string   `json:"loadavg,omitempty"` // 1, 5, 15 min at the start (Linux): other work on a shared machine
 	Settings  []string `json:"settings"`
 }
 
@@ -184,25 +185,29 @@ func probe(ctx context.Context, c *http.Client, base string, up *upstream) error
 func (r *runner) runProxyScenario(ctx context.Context, name, base string, up *upstream) scenarioResult {
 	cfg := r.cfg
 	res := scenarioResult{Name: name}
-	seq := func(mode string, spec batchSpec, count int, o op) {
-		w := cfg.warmupFor(count)
-		r.progress("%s %s: %d groups + %d warm-up", name, mode, count, w)
-		res.Rows = append(res.Rows, runSequential(ctx, mode, spec.steps, count, w, up, o))
+	latency := func(phases ...seqPhase) {
+		for i := range phases {
+			phases[i].warmup = cfg.warmupFor(phases[i].count)
+			r.progress("%s %s: %d groups + %d warm-up", name, phases[i].mode, phases[i].count, phases[i].warmup)
+		}
+		res.Rows = append(res.Rows, runInterleaved(ctx, up, phases)...)
 	}
 	conc := func(mode string, spec batchSpec, o op) {
 		r.progress("%s %s: %d clients for %v + %v warm-up", name, mode, cfg.concurrency, cfg.duration, cfg.warmWindow())
 		res.Rows = append(res.Rows, runConcurrent(ctx, mode, spec.steps, cfg.concurrency, cfg.warmWindow(), cfg.duration, up, o))
 	}
-	latencyNote := "latency: from sending the batch (or the group's first call) to the last byte of the last answer; warm-up groups excluded"
+	latencyNote := "latency: from sending the batch (or the group's first call) to the last byte of the last answer; warm-up groups excluded; the rows' groups are interleaved (one of each in turn)"
 	delay := fmtMS(cfg.delay)
 	switch name {
 	case "a50":
 		spec := batchSpec{kind: batchIndependent, steps: 50, prefix: fastPrefix}
 		n := cfg.latencyCount(false)
 		res.Title = "50 independent steps, upstream 0 ms, batches one after another"
-		seq(modeBatchd, spec, n, batchdOp(r.client, base, spec))
-		seq(modeSeq, spec, n, seqOp(r.client, up.url, spec))
-		seq(modePar, spec, n, parOp(r.client, up.url, spec))
+		latency(
+			seqPhase{mode: modeBatchd, steps: 50, count: n, op: batchdOp(r.client, base, spec)},
+			seqPhase{mode: modeSeq, steps: 50, count: n, op: seqOp(r.client, up.url, spec)},
+			seqPhase{mode: modePar, steps: 50, count: n, op: parOp(r.client, up.url, spec)},
+		)
 		res.Notes = append(res.Notes, latencyNote)
 	case "b50":
 		spec := batchSpec{kind: batchIndependent, steps: 50, prefix: slowPrefix}
@@ -212,16 +217,20 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base string, up *up
 			ns = min(n, 20)
 		}
 		res.Title = "50 independent steps, upstream " + delay + ", batches one after another"
-		seq(modeBatchd, spec, n, batchdOp(r.client, base, spec))
-		seq(modeSeq, spec, ns, seqOp(r.client, up.url, spec))
-		seq(modePar, spec, n, parOp(r.client, up.url, spec))
+		latency(
+			seqPhase{mode: modeBatchd, steps: 50, count: n, op: batchdOp(r.client, base, spec)},
+			seqPhase{mode: modeSeq, steps: 50, count: ns, op: seqOp(r.client, up.url, spec)},
+			seqPhase{mode: modePar, steps: 50, count: n, op: parOp(r.client, up.url, spec)},
+		)
 		res.Notes = append(res.Notes, latencyNote, fmt.Sprintf("seq measures %d groups: each takes 50 × %s", ns, delay))
 	case "c10":
 		spec := batchSpec{kind: batchChain, steps: 10, prefix: slowPrefix}
 		n := cfg.latencyCount(true)
 		res.Title = "chain of 10 steps, each using the previous step's new_id in its path, upstream " + delay
-		seq(modeBatchd, spec, n, batchdOp(r.client, base, spec))
-		seq(modeSeq, spec, n, seqOp(r.client, up.url, spec))
+		latency(
+			seqPhase{mode: modeBatchd, steps: 10, count: n, op: batchdOp(r.client, base, spec)},
+			seqPhase{mode: modeSeq, steps: 10, count: n, op: seqOp(r.client, up.url, spec)},
+		)
 		res.Notes = append(res.Notes, latencyNote, "no par row: a chain cannot run in parallel, seq is its floor")
 	case "d10":
 		spec := batchSpec{kind: batchIndependent, steps: 10, prefix: fastPrefix}
@@ -254,17 +263,11 @@ func (r *runner) runDemo(ctx context.Context) (scenarioResult, error) {
 	res := scenarioResult{Name: "demo10", Title: fmt.Sprintf("demo mode: 10-step %s batches vs the same calls one by one on POST /v1/%s", echoPath, echoPath)}
 	n := cfg.latencyCount(false)
 	w := cfg.warmupFor(n)
-	for _, ph := range []struct {
-		mode  string
-		steps int
-		o     op
-	}{
-		{modeBatch1, 10, batchdOp(r.client, base, spec)},
-		{modeSingle1, 1, directDemoOp(r.client, base)},
-	} {
-		r.progress("demo10 %s: %d groups + %d warm-up", ph.mode, n, w)
-		res.Rows = append(res.Rows, runSequential(ctx, ph.mode, ph.steps, n, w, nil, ph.o))
-	}
+	r.progress("demo10 %s and %s: %d groups + %d warm-up each", modeBatch1, modeSingle1, n, w)
+	res.Rows = append(res.Rows, runInterleaved(ctx, nil, []seqPhase{
+		{mode: modeBatch1, steps: 10, count: n, warmup: w, op: batchdOp(r.client, base, spec)},
+		{mode: modeSingle1, steps: 1, count: n, warmup: w, op: directDemoOp(r.client, base)},
+	})...)
 	for _, ph := range []struct {
 		mode  string
 		steps int
@@ -278,7 +281,7 @@ func (r *runner) runDemo(ctx context.Context) (scenarioResult, error) {
 	}
 	res.Notes = append(res.Notes,
 		"no upstream: steps run in batchd's embedded demo API, so calls are not counted; every answer is checked (status 200, ok, the echoed payload)",
-		"added latency: p50 of a 10-step batch minus p50 of one call, both from one client, one after another")
+		"added latency: p50 of a 10-step batch minus p50 of one call, both from one client, interleaved")
 	r.judge(&res)
 	return res, nil
 }
@@ -315,6 +318,7 @@ func describeRun(ctx context.Context, args []string, cfg config) runInfo {
 		GoMaxProc: runtime.GOMAXPROCS(0),
 		GoVersion: runtime.Version(),
 		Platform:  runtime.GOOS + "/" + runtime.GOARCH,
+		LoadAvg:   loadAvg(),
 	}
 	switch {
 	case cfg.target != "" && (cfg.demoTarget != "" || !slices.Contains(cfg.scenarios, "demo10")):
@@ -332,6 +336,19 @@ func describeRun(ctx context.Context, args []string, cfg config) runInfo {
 		"client, upstream and batchd share this machine, on loopback",
 	}
 	return info
+}
+
+// loadAvg reads the 1, 5 and 15 minute load averages where the system has them.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // commandLine renders the command as one would type it again; under `go run` the binary's name is a temporary
@@ -375,9 +392,13 @@ func gitCommit(ctx context.Context) string {
 // binaryVersion reads the VCS stamp go build put in the batchd binary: the commit it was built from, which may
 // differ from the checkout's HEAD.
 func binaryVersion(path string) string {
+	built := ""
+	if st, err := os.Stat(path); err == nil {
+		built = ", file written " + st.ModTime().UTC().Format(time.RFC3339)
+	}
 	bi, err := buildinfo.ReadFile(path)
 	if err != nil {
-		return path + " (no build info: " + err.Error() + ")"
+		return path + " (no build info: " + err.Error() + built + ")"
 	}
 	var rev, modified string
 	for _, s := range bi.Settings {
@@ -389,7 +410,7 @@ func binaryVersion(path string) string {
 		}
 	}
 	if rev == "" {
-		return path + " (built without VCS information)"
+		return path + " (built without VCS information, e.g. GOFLAGS=-buildvcs=false" + built + ")"
 	}
 	if len(rev) > 12 {
 		rev = rev[:12]
@@ -398,5 +419,5 @@ func binaryVersion(path string) string {
 	if modified == "true" {
 		out += " with uncommitted changes"
 	}
-	return out
+	return out + " (" + strings.TrimPrefix(built, ", ") + ")"
 }

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// callsOp makes n calls to the upstream per group (n may vary per group) and records its name.
+func callsOp(t *testing.T, c *http.Client, up *upstream, name string, trace *[]string, n func() int) op {
+	return func(ctx context.Context) (time.Duration, error) {
+		*trace = append(*trace, name)
+		for range n() {
+			status, _, err := post(ctx, c, up.url+"fast/Item/Add", []byte(`{}`))
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, status)
+		}
+		return time.Millisecond, nil
+	}
+}
+
+func TestRunInterleavedOrderAndCounts(t *testing.T) {
+	up := newTestUpstream(t, 0)
+	c := newTestClient(t)
+	var trace []string
+	three := func() int { return 3 }
+	flip := 0
+	twoOrThree := func() int { flip++; return 2 + flip%2 } // a "batch" that sometimes makes one call too few
+	rows := runInterleaved(context.Background(), up, []seqPhase{
+		{mode: "a", steps: 3, count: 3, warmup: 1, op: callsOp(t, c, up, "a", &trace, three)},
+		{mode: "b", steps: 3, count: 1, warmup: 0, op: callsOp(t, c, up, "b", &trace, three)},
+		{mode: "c", steps: 3, count: 2, warmup: 0, op: callsOp(t, c, up, "c", &trace, twoOrThree)},
+	})
+	assert.Equal(t, []string{"a", "b", "c", "a", "c", "a", "a"}, trace, "one group of each phase per round")
+	require.Len(t, rows, 3)
+
+	a := rows[0]
+	assert.Equal(t, 4, a.Sent)
+	assert.Equal(t, 3, a.Measured, "warm-up not measured")
+	assert.Equal(t, time.Millisecond, a.Lat.P50)
+	assert.True(t, a.ok())
+	assert.Equal(t, callCheck{PerGroup: 3, Total: 12, Expected: 12, MinPerGroup: 3, MaxPerGroup: 3}, *a.Upstream)
+
+	assert.True(t, rows[1].ok())
+	assert.Equal(t, 1, rows[1].Measured)
+
+	cRow := rows[2]
+	assert.False(t, cRow.ok(), "a group with the wrong number of calls invalidates the row")
+	assert.Equal(t, callCheck{PerGroup: 3, Total: 5, Expected: 6, MinPerGroup: 2, MaxPerGroup: 3}, *cRow.Upstream)
+}
+
+func TestRunInterleavedErrorsAndCancel(t *testing.T) {
+	n := 0
+	failing := func(context.Context) (time.Duration, error) {
+		n++
+		if n%2 == 0 {
+			return 0, errors.New("boom")
+		}
+		return time.Millisecond, nil
+	}
+	rows := runInterleaved(context.Background(), nil, []seqPhase{{mode: "x", steps: 1, count: 4, op: failing}})
+	assert.Equal(t, 2, rows[0].Errors)
+	assert.Equal(t, "boom", rows[0].FirstError)
+	assert.Equal(t, 2, rows[0].Measured)
+	assert.Nil(t, rows[0].Upstream)
+	assert.False(t, rows[0].ok())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stopping := func(context.Context) (time.Duration, error) { cancel(); return time.Millisecond, nil }
+	rows = runInterleaved(ctx, nil, []seqPhase{{mode: "y", steps: 1, count: 1000, op: stopping}})
+	assert.True(t, rows[0].Aborted)
+	assert.Equal(t, 1, rows[0].Sent, "no group starts after the context ends")
+}
+
+func TestRunConcurrentCountsEveryGroupItStarts(t *testing.T) {
+	up := newTestUpstream(t, 0)
+	c := newTestClient(t)
+	var mu sync.Mutex
+	groups := 0
+	o := func(ctx context.Context) (time.Duration, error) {
+		mu.Lock()
+		groups++
+		mu.Unlock()
+		for range 2 {
+			if _, _, err := post(ctx, c, up.url+"fast/Item/Add", []byte(`{}`)); err != nil {
+				return 0, err
+			}
+		}
+		return time.Millisecond, nil
+	}
+	row := runConcurrent(context.Background(), "x", 2, 4, 50*time.Millisecond, 500*time.Millisecond, up, o)
+	assert.Equal(t, groups, row.Sent)
+	assert.Zero(t, row.Errors)
+	assert.LessOrEqual(t, row.Measured+row.Warmup, row.Sent)
+	assert.Positive(t, row.Measured)
+	assert.Equal(t, 500*time.Millisecond, row.Elapsed)
+	assert.InDelta(t, float64(row.Measured)/0.5, row.Throughput, 1e-9)
+	assert.Equal(t, callCheck{PerGroup: 2, Total: int64(2 * groups), Expected: int64(2 * groups), MinPerGroup: -1, MaxPerGroup: -1}, *row.Upstream)
+	assert.True(t, row.ok())
+}
