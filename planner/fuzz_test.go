@@ -1,0 +1,300 @@
+package planner
+
+import (
+	"encoding/json"
+	"errors"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/batchd/batchd/errcode"
+)
+
+// seedBodies are batch bodies from the tests, accepted and refused, for the fuzzers' corpora.
+var seedBodies = []string{
+	`{"stop_on_error":false,"requests":[{"key":"ProducerAdd","path":"Producer/Add","payload":{"name":"Coca-Cola"}},` +
+		`{"key":"ProducerGet","path":"Producer/Get","payload":{"ids":["${ProducerAdd.result.new_id}"]}}]}`,
+	`{"batch":[{"path":"a"},{"key":"K","path":"b","payload":"${0}"}],"stop_on_error":true}`,
+	`[{"method":"POST","path":"/users","body":{"name":"x"}},{"method":"get","path":"/users/${0.id}?q=${0.name}"}]`,
+	`[{"path":"a","headers":{"authorization":"Bearer x","x-request-id":"r-${b.id}"}},{"key":"b","path":"b","depends_on":["0"]}]`,
+	`[{"key":"A","path":"a","payload":{"x":"copy of ${B.name} $${x}","${A}":["${B.list.0}"]}},{"key":"B","path":"b"}]`,
+	`[{"key":"A","path":"a","depends_on":["B"]},{"key":"B","path":"b","depends_on":["A"]}]`,
+	`[{"key":"A","path":"a","payload":"${C.x}"},{"key":"B","path":"b","payload":"${A.x}"},{"key":"C","path":"c","payload":"${B.x}"}]`,
+	`{"stop_on_error":true,"stop_on_error":false,"requests":[]}`,
+	`[{"key":"1","path":"a"},{"path":"b"}]`,
+	`[{"key":"A","path":"v1/batch"},{"key":"B","path":"Item/Import"},{"key":"C","path":"%2e%2e/x"}]`,
+	`[{"key":"A","path":"a","headers":{"Host":"x","X":"a\r\nb"},"method":"connect"}]`,
+	`[{"key":"A","path":"a","payload":{"a":"\u0024{B.x}","b":"${B..x}","c":"${"}},{"key":"B","path":"b"}]`,
+	`{"requests":[{"path":"a"}],"batch":[],"x":1}`,
+	`[[[[[[[[[[]]]]]]]]]]`,
+	`[{"key":"A","path":"a","payload":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}]`,
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range seedBodies {
+		f.Add([]byte(s))
+	}
+	f.Add(benchBody("diamond", 20))
+	f.Add(benchBody("chain", 5))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		cfg := Config{Blocked: []string{"Item/Import"}}
+		plan, err := Parse(body, cfg)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || len(e.Problems) == 0 || plan != nil {
+				t.Fatalf("refusal is %T %v with plan %v", err, err, plan)
+			}
+			for _, p := range e.Problems {
+				if p.Reason == "" || p.Detail == "" {
+					t.Fatalf("empty problem %+v", p)
+				}
+				if p.Key != "" && !validKey(p.Key) && !strings.HasPrefix(p.Key, "#") {
+					t.Fatalf("problem names %q", p.Key)
+				}
+			}
+			return
+		}
+		checkPlan(t, plan)
+	})
+}
+
+// checkPlan verifies the invariants every accepted plan must hold, independently of how Parse computed them.
+func checkPlan(t *testing.T, plan *Plan) {
+	n := len(plan.Steps)
+	if n == 0 || n > DefaultMaxSteps {
+		t.Fatalf("%d steps", n)
+	}
+	keys := map[string]bool{}
+	for i, s := range plan.Steps {
+		if s.Index != i {
+			t.Fatalf("step %d has index %d", i, s.Index)
+		}
+		if !validKey(s.Key) || s.Key == "self" || keys[s.Key] {
+			t.Fatalf("step %d: bad or duplicate key %q", i, s.Key)
+		}
+		keys[s.Key] = true
+		if !isToken(s.Method) || s.Method != strings.ToUpper(s.Method) {
+			t.Fatalf("step %d: method %q", i, s.Method)
+		}
+		if s.Path == nil {
+			t.Fatalf("step %d: no path", i)
+		}
+		if s.Path.Static() {
+			p, err := s.Path.Resolve(nil)
+			if err != nil || CheckPath(p) != nil || strings.HasPrefix(p, "/") {
+				t.Fatalf("step %d: static path %q: %v", i, p, err)
+			}
+		}
+		for _, list := range [][]int{s.Deps, s.Dependents} {
+			for k, j := range list {
+				if j < 0 || j >= n || j == i || (k > 0 && list[k-1] >= j) {
+					t.Fatalf("step %d: deps %v dependents %v", i, s.Deps, s.Dependents)
+				}
+			}
+		}
+		for _, j := range s.Deps {
+			if !slices.Contains(plan.Steps[j].Dependents, i) {
+				t.Fatalf("step %d waits for %d, which does not list it as dependent", i, j)
+			}
+		}
+		for _, j := range s.Dependents {
+			if !slices.Contains(plan.Steps[j].Deps, i) {
+				t.Fatalf("step %d lists dependent %d, which does not wait for it", i, j)
+			}
+		}
+		// Every reference is to a dependency.
+		var refs []ref
+		refs = append(refs, s.Path.refs...)
+		for _, h := range s.Headers {
+			refs = append(refs, h.Value.refs...)
+		}
+		if s.Body != nil {
+			refs = append(refs, s.Body.refs...)
+		}
+		for _, r := range refs {
+			if !slices.Contains(s.Deps, r.step) {
+				t.Fatalf("step %d: %s refers to step %d, not in %v", i, r.text, r.step, s.Deps)
+			}
+		}
+		// Whatever the responses, a payload that resolves is valid JSON.
+		if s.Body != nil {
+			out, err := s.Body.Append(nil, fuzzResponses{})
+			if err == nil && !json.Valid(out) {
+				t.Fatalf("step %d: invalid payload %s", i, out)
+			}
+			if s.Body.Static() && err != nil {
+				t.Fatalf("step %d: static payload failed: %v", i, err)
+			}
+		}
+	}
+	// Acyclic and Depth, by a depth-first topological sort of our own.
+	const (
+		unseen = iota
+		active
+		done
+	)
+	state := make([]int, n)
+	longest := make([]int, n)
+	var visit func(i int) int
+	visit = func(i int) int {
+		switch state[i] {
+		case active:
+			t.Fatalf("cycle through step %d", i)
+		case done:
+			return longest[i]
+		}
+		state[i] = active
+		l := 1
+		for _, j := range plan.Steps[i].Deps {
+			l = max(l, visit(j)+1)
+		}
+		state[i], longest[i] = done, l
+		return l
+	}
+	depth := 0
+	for i := range plan.Steps {
+		depth = max(depth, visit(i))
+	}
+	if plan.Depth != depth || depth < 1 {
+		t.Fatalf("Depth %d, want %d", plan.Depth, depth)
+	}
+}
+
+// fuzzResponses answers every step with a response that has a bit of everything.
+type fuzzResponses struct{}
+
+func (fuzzResponses) Response(int) []byte {
+	return []byte(`{"id":1,"name":"n\"\u00e9","x":{"y":[true,null,"${A.x}"]},"list":[{"id":2}],"result":{"new_id":3,"name":"z"}}`)
+}
+
+func FuzzResolve(f *testing.F) {
+	seeds := []struct{ payload, response string }{
+		{`{"ids":["${A.result.new_id}"]}`, `{"result":{"new_id":4}}`},
+		{`{"n":"copy of ${A.result.name} $${x}"}`, `{"result":{"name":"a\"b\\c\u0000"}}`},
+		{`["${A}", "${A.0}", "x${A.1}"]`, `[1, "s", {"o":1}]`},
+		{`{"a":"${A.x.y}","b":"${A.x}"}`, `{"x":{"y":null}}`},
+		{`"${A.s}"`, "{\"s\":\"\xff\xfe\"}"},
+		{`{"a":"${A.x}"}`, `{"x":1,"x":2}`},
+		{`{"a":"<${A.x}>"}`, `{"x":[1,2]}`},
+		{`{"a":"${A.ü.0}"}`, `{"ü":["${B.x}"]}`},
+		{`{"a":"${A.x}"}`, `{"x":`},
+		{`{"a":"\u0024{A.x}\n"}`, ` {"x" : "v" } `},
+	}
+	for _, s := range seeds {
+		f.Add(s.payload, []byte(s.response))
+	}
+	base, _ := url.Parse("http://upstream.test/api/")
+	f.Fuzz(func(t *testing.T, payload string, response []byte) {
+		r := responses{0: string(response)}
+		body := `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":` + payload + `}]`
+		if plan, err := Parse([]byte(body), Config{}); err == nil && plan.Steps[1].Body != nil {
+			out, err := plan.Steps[1].Body.Append(nil, r)
+			checkResolveError(t, err)
+			if err == nil && !json.Valid(out) {
+				t.Fatalf("payload %s with response %q gave invalid JSON %s", payload, response, out)
+			}
+		}
+
+		// The same text as a header value and inside a path.
+		var text string
+		if json.Unmarshal([]byte(payload), &text) != nil {
+			text = payload
+		}
+		q, _ := json.Marshal(text)
+		pq, _ := json.Marshal("x/" + text)
+		body = `[{"key":"A","path":"a"},{"key":"B","path":` + string(pq) + `,"headers":{"X-T":` + string(q) + `}}]`
+		plan, err := Parse([]byte(body), Config{Blocked: []string{"Item/Import"}})
+		if err != nil {
+			return
+		}
+		step := plan.Steps[1]
+		if v, err := step.Headers[0].Value.Resolve(r); err == nil {
+			if badHeaderByte(v) >= 0 {
+				t.Fatalf("header value %q", v)
+			}
+		} else {
+			checkResolveError(t, err)
+		}
+		p, err := step.Path.Resolve(r)
+		if err != nil {
+			checkResolveError(t, err)
+			return
+		}
+		if e := checkPath(p, true); e != nil {
+			t.Fatalf("resolved path %q: %v", p, e)
+		}
+		if pathPart, _, _ := strings.Cut(p, "?"); blocked(pathPart, []string{"Item/Import"}) {
+			t.Fatalf("resolved path %q is blocked", p)
+		}
+		checkJoin(t, base, p)
+	})
+}
+
+func checkResolveError(t *testing.T, err error) {
+	if err == nil {
+		return
+	}
+	var re *ResolveError
+	if !errors.As(err, &re) || re.Placeholder == "" || re.Detail == "" {
+		t.Fatalf("resolve error %T %v", err, err)
+	}
+	switch re.Code {
+	case errcode.Unresolvable, errcode.NotEmbeddable, errcode.ResolvedPathRefused:
+	default:
+		t.Fatalf("resolve error code %d", re.Code)
+	}
+}
+
+func FuzzCheckPath(f *testing.F) {
+	for _, s := range []string{
+		"Producer/Add", "/Producer/Add", "users/42", "users?active=1", "a/%41", "a/%252e%252e", "a b/c", "Grüße/ü",
+		"https://evil.test/x", "//evil.test/x", "@evil", "a/../b", "a/%2e%2e/b", "a%2Fb", "a%5Cb", `a\b`, "a/%00",
+		"a#f", "a?x=#", "batch", "v1/batch", "%62atch", "a/%zz", "a//b", "a/", "a?x=%zz", "a;b/c", "?x", "/",
+		"a/b:c", "a/%3a", "http:", "a/.%2E", "a/%u002e",
+	} {
+		f.Add(s)
+	}
+	base, _ := url.Parse("http://upstream.test/api/")
+	f.Fuzz(func(t *testing.T, p string) {
+		err := CheckPath(p)
+		if err != nil {
+			var pe *PathError
+			if !errors.As(err, &pe) || pe.Detail == "" || (pe.Reason != ReasonInvalidPath && pe.Reason != ReasonNestedBatch) {
+				t.Fatalf("CheckPath(%q) = %T %v", p, err, err)
+			}
+			return
+		}
+		checkJoin(t, base, strings.TrimPrefix(p, "/"))
+	})
+}
+
+// checkJoin verifies that an accepted method path, joined under base by the two usual ways, stays on base's host
+// and under base's path, names no dot segment, and is not the batch endpoint.
+func checkJoin(t *testing.T, base *url.URL, p string) {
+	joined, err := url.Parse(base.String() + p)
+	if err != nil {
+		t.Fatalf("accepted path %q does not join: %v", p, err)
+	}
+	ref, err := url.Parse(p)
+	if err != nil {
+		t.Fatalf("accepted path %q does not parse: %v", p, err)
+	}
+	resolved := base.ResolveReference(ref)
+	for _, u := range []*url.URL{joined, resolved} {
+		if u.Scheme != "http" || u.Host != "upstream.test" || u.User != nil || u.Opaque != "" || u.Fragment != "" {
+			t.Fatalf("path %q escapes: %#v", p, u)
+		}
+		if !strings.HasPrefix(u.EscapedPath(), "/api/") || !strings.HasPrefix(u.RequestURI(), "/api/") ||
+			!strings.HasPrefix(u.Path, "/api/") || path.Clean(u.Path) != u.Path && !strings.Contains(p, "%2F") {
+			t.Fatalf("path %q leaves /api/: path %q escaped %q", p, u.Path, u.EscapedPath())
+		}
+		if strings.EqualFold(strings.TrimSuffix(u.Path, "/"), "/api/v1/batch") || strings.EqualFold(u.Path, "/api/batch") {
+			t.Fatalf("path %q reaches the batch endpoint", p)
+		}
+	}
+	if joined.String() != resolved.String() {
+		t.Fatalf("path %q joins as %q but resolves as %q", p, joined, resolved)
+	}
+}
