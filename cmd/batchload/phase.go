@@ -25,7 +25,7 @@ type phaseResult struct {
 	Sent       int           `json:"sent_groups"`   // warm-up included
 	Measured   int           `json:"measured_groups"`
 	Lat        latencyStats  `json:"latency"`
-	Elapsed    time.Duration `json:"measured_wall"`     // wall time of the measured part
+	Elapsed    time.Duration `json:"measured_wall_ns"`  // wall time of the measured part
 	Throughput float64       `json:"groups_per_second"` // measured groups / Elapsed
 	Errors     int           `json:"errors"`
 	FirstError string        `json:"first_error,omitempty"`

@@ -30,13 +30,13 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[rank-1]
 }
 
-// latencyStats summarises one phase's recorded latencies.
+// latencyStats summarises one phase's recorded latencies (in JSON, in nanoseconds).
 type latencyStats struct {
-	N    int
-	P50  time.Duration
-	P99  time.Duration
-	Mean time.Duration
-	Max  time.Duration
+	N    int           `json:"n"`
+	P50  time.Duration `json:"p50_ns"`
+	P99  time.Duration `json:"p99_ns"`
+	Mean time.Duration `json:"mean_ns"`
+	Max  time.Duration `json:"max_ns"`
 }
 
 // summarize sorts a copy of lat and computes its statistics.
