@@ -90,8 +90,9 @@ var stepOutcomes = [numOutcomes]string{
 	outSkipped: string(runner.OutcomeSkipped),
 }
 
-// maxCache bounds the name → series cache. Past it the cache is emptied and refilled: a client sending endless
-// random method names costs a re-fold per name, never memory.
+// maxCache bounds the name → series cache, whose keys are at most maxNameLen bytes: at most about 2 MiB of keys.
+// Past it the cache is emptied and refilled: a client sending endless random method names costs a re-fold per
+// name, never memory.
 const maxCache = 4096
 
 // Config configures Metrics.
@@ -113,6 +114,7 @@ type Metrics struct {
 	batchesInFlight prometheus.Gauge
 	stepsInFlight   prometheus.Gauge
 	rejected        map[string]prometheus.Counter // by reason
+	abandoned       prometheus.Counter
 	upstreamErrors  map[string]prometheus.Counter // by kind
 
 	exact    map[string]*methodSeries // by folded name
@@ -177,6 +179,11 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		Namespace: Namespace, Name: "batches_rejected_total",
 		Help: "Batch requests refused before any step ran, by reason.",
 	}, []string{"reason"})
+	m.abandoned = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "batches_abandoned_total",
+		Help: "Accepted batches whose client went away before the answer: steps not yet started were not started, " +
+			"running ones were cancelled, and no answer was written.",
+	})
 	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "upstream_errors_total",
 		Help: "Step calls that got no usable response from the upstream, by kind (connect, reset, too_large, …).",
@@ -219,7 +226,7 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 
 	if reg != nil {
 		for _, c := range []prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration,
-			stepTimeouts, m.batchesInFlight, m.stepsInFlight, rejected, upstream} {
+			stepTimeouts, m.batchesInFlight, m.stepsInFlight, rejected, m.abandoned, upstream} {
 			if err := reg.Register(c); err != nil {
 				return nil, errors.Join(errors.New("metrics: registering batchd metrics"), err)
 			}
@@ -273,6 +280,9 @@ func (m *Metrics) Label(name string) string {
 // series returns the series of a step name, through a bounded cache: StepDone runs once per step and most
 // batches repeat a few names.
 func (m *Metrics) series(name string) *methodSeries {
+	if len(name) > maxNameLen {
+		return m.other // not cached: the cache's bound is in entries, and each key must stay small
+	}
 	if v, ok := m.cache.Load(name); ok {
 		return v.(*methodSeries)
 	}
@@ -407,4 +417,13 @@ func (m *Metrics) BatchRejected(reason string, d time.Duration) {
 	}
 	c.Inc()
 	m.batchDuration[BatchRejected].Observe(d.Seconds())
+}
+
+// BatchAbandoned records an accepted batch whose client went away before its answer was written
+// (batchd_batches_abandoned_total). The batch's steps are still recorded by StepDone and BatchDone as they ended.
+func (m *Metrics) BatchAbandoned() {
+	if m == nil {
+		return
+	}
+	m.abandoned.Inc()
 }
