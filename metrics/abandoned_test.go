@@ -21,7 +21,7 @@ batchd_batches_abandoned_total 0
 `), "batchd_batches_abandoned_total"))
 	m.BatchAbandoned()
 	m.BatchAbandoned()
-	assert.Equal(t, 2.0, testutil.ToFloat64(m.AbandonedCounter()))
+	assert.Equal(t, 2.0, counterValue(t, reg, "batchd_batches_abandoned_total"))
 
 	problems, err := testutil.GatherAndLint(reg, "batchd_batches_abandoned_total")
 	require.NoError(t, err)
