@@ -222,6 +222,7 @@ func (b *batch) Response(step int) []byte { return b.results[step].Body }
 
 // run is step i's goroutine.
 func (b *batch) run(i int) {
+	growStack()
 	res := &b.results[i]
 	res.Index = i
 	res.Key = b.plan.Steps[i].Key
@@ -559,3 +560,19 @@ func (r *Runner) logPanic(key string, v any) {
 	r.log.Error("runner: step panicked", slog.String("key", key), slog.Any("panic", v),
 		slog.String("stack", string(debug.Stack())))
 }
+
+// growStack grows a new step goroutine's stack in one go, while it is shallow. A goroutine starts with a 2 KiB
+// stack that a step outgrows (the select on its dependencies already does); growing it there copies and adjusts
+// every frame below, about a fifth of BenchmarkRun's CPU time. Growing it here, four frames deep, cut the CPU time
+// of a 50-step batch by 20–25% (measured with -cpu 1: chain 0.93s→0.70s, independent 0.61s→0.51s for 5000 runs).
+//
+//go:noinline
+func growStack() {
+	var pad [stackPad]byte
+	keep(&pad)
+}
+
+const stackPad = 3 << 10
+
+//go:noinline
+func keep(*[stackPad]byte) {}
