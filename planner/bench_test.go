@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"testing"
+
+	"github.com/heimdalr/dag"
 )
 
 // benchBody builds a batch of n steps in the canonical form. shape is "independent" (no references), "chain" (each
@@ -105,4 +107,46 @@ func BenchmarkAppend(b *testing.B) {
 			buf, _ = static.Body.Append(buf[:0], r)
 		}
 	})
+}
+
+// BenchmarkDAGLibrary measures what validating the accepted plans' graphs with heimdalr/dag would cost (vertices
+// by key, one AddEdge per dependency), against the linear pass Parse uses; see longestChain.
+func BenchmarkDAGLibrary(b *testing.B) {
+	for _, shape := range []string{"independent", "chain", "diamond"} {
+		plan, err := Parse(benchBody(shape, 50), Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("heimdalr/"+shape, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				g := dag.NewDAG()
+				for i, s := range plan.Steps {
+					if err := g.AddVertexByID(s.Key, i); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for _, s := range plan.Steps {
+					for _, d := range s.Deps {
+						if err := g.AddEdge(plan.Steps[d].Key, s.Key); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			}
+		})
+		deps := make([][]int, len(plan.Steps))
+		for i, s := range plan.Steps {
+			deps[i] = s.Deps
+		}
+		dependents := invert(deps)
+		b.Run("linear/"+shape, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, remaining := longestChain(deps, dependents); remaining != nil {
+					b.Fatal("cycle")
+				}
+			}
+		})
+	}
 }

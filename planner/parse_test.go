@@ -370,3 +370,22 @@ func TestErrorText(t *testing.T) {
 	assert.Equal(t, "planner: step A: x", (&Error{Problems: []Problem{{Key: "A", Detail: "x"}}}).Error())
 	assert.Equal(t, "planner: x (and more)", (&Error{Problems: []Problem{{Detail: "x"}, {Detail: "y"}}}).Error())
 }
+
+func TestParseCycleReportsBeyondDAGLimit(t *testing.T) {
+	// A ring of dagLimit+10 steps plus a small cycle: reported by the library-free search, same shape of report.
+	n := dagLimit + 10
+	var b strings.Builder
+	b.WriteString(`[`)
+	for i := 0; i < n; i++ {
+		b.WriteString(`{"key":"S` + strconv.Itoa(i) + `","path":"a","depends_on":["S` + strconv.Itoa((i+n-1)%n) + `"]},`)
+	}
+	b.WriteString(`{"key":"X","path":"x","payload":"${Y}"},{"key":"Y","path":"y","payload":"${X}"}]`)
+	probs := refusal(t, b.String(), Config{MaxSteps: n + 2})
+	require.Len(t, probs, 2, "%+v", probs)
+	last := "S" + strconv.Itoa(n-1) // its edge is the one that closes the ring
+	assert.Equal(t, last, probs[0].Key)
+	assert.Equal(t, ReasonCycle, probs[0].Reason)
+	assert.True(t, strings.HasPrefix(probs[0].Detail, "dependency cycle: "+last+" → S"+strconv.Itoa(n-2)+" → "), probs[0].Detail)
+	assert.True(t, strings.HasSuffix(probs[0].Detail, " → S1 → S0 → "+last+" (each step waits for the next)"), probs[0].Detail)
+	assert.Equal(t, Problem{Key: "Y", Reason: ReasonCycle, Detail: "dependency cycle: Y → X → Y (each step waits for the next)"}, probs[1])
+}

@@ -51,6 +51,9 @@ type Config struct {
 	Runner  Batcher
 	// MaxBody is the largest batch request body in bytes; default 1 MiB.
 	MaxBody int64
+	// RateLimiter, optional, charges each caller a batch's step count after planning and before anything runs; a
+	// caller over its limit gets 429 with Retry-After.
+	RateLimiter RateLimiter
 	// ForwardHeaders are batch-level request headers forwarded to every step in addition to the defaults.
 	ForwardHeaders []string
 	Observer       Observer     // optional
@@ -93,6 +96,7 @@ func New(cfg Config) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.IPExtractor = echo.ExtractIPDirect() // the connection's address: a client cannot pick its identity by header
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 			s.log.Error("panic in handler", "path", c.Request().URL.Path, "err", err, "stack", string(stack))
@@ -188,6 +192,9 @@ func (s *Server) handleBatch(c echo.Context) error {
 		}
 		return s.refuse(c, start, reason, errcode.InvalidBatch, describe(pe), pe.Problems)
 	}
+	if limited, err := s.rateLimit(c, start, plan); limited {
+		return err
+	}
 
 	s.obs.BatchStarted()
 	results := s.cfg.Runner.Run(r.Context(), plan, runner.Options{Header: s.forwarded(r.Header)})
@@ -202,6 +209,7 @@ func (s *Server) handleBatch(c echo.Context) error {
 	attrs := []any{"request_id", reqID, "steps", len(results), "failed", failed, "duration_ms", msSince(start)}
 	if r.Context().Err() != nil {
 		s.log.Info("batch abandoned: client closed", attrs...)
+		s.abandoned()
 		return nil
 	}
 	s.log.Info("batch", attrs...)
