@@ -41,8 +41,9 @@ type Decision struct {
 	Allowed bool
 	// RetryAfter, when not Allowed, is how long until the bucket holds the cost (zero when OverBurst).
 	RetryAfter time.Duration
-	// OverBurst: the cost exceeds the bucket's capacity, so no wait helps.
+	// OverBurst: the cost exceeds the bucket's capacity, Burst, so no wait helps.
 	OverBurst bool
+	Burst     int
 }
 
 // RetryAfterSeconds is d as a Retry-After header value: whole seconds, rounded up, at least 1.
@@ -121,7 +122,7 @@ func (l *Limiter) Allow(key string, cost int) Decision {
 		return Decision{Allowed: true}
 	}
 	if float64(cost) > l.burst {
-		return Decision{OverBurst: true}
+		return Decision{OverBurst: true, Burst: l.burstN}
 	}
 	now := l.now()
 	l.mu.Lock()

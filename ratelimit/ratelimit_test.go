@@ -100,6 +100,7 @@ func TestOverBurstIsRefusedWithoutWait(t *testing.T) {
 	d := l.Allow("a", 11)
 	assert.False(t, d.Allowed)
 	assert.True(t, d.OverBurst)
+	assert.Equal(t, 10, d.Burst)
 	assert.Zero(t, d.RetryAfter)
 	assert.True(t, l.Allow("a", 10).Allowed, "the refused batch took nothing")
 	assert.Equal(t, 10, l.Burst())

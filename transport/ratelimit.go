@@ -1,0 +1,58 @@
+package transport
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/planner"
+	"github.com/batchd/batchd/ratelimit"
+)
+
+// RateLimiter charges a caller for a batch; *ratelimit.Limiter implements it.
+type RateLimiter interface {
+	// Allow charges caller cost steps if it has them.
+	Allow(caller string, cost int) ratelimit.Decision
+}
+
+var _ RateLimiter = (*ratelimit.Limiter)(nil)
+
+// AbandonObserver is an optional extension of Observer: told once per accepted batch whose client went away before
+// the answer was written. *metrics.Metrics implements it.
+type AbandonObserver interface {
+	BatchAbandoned()
+}
+
+// rateLimit charges the batch's caller for its steps, after planning (when the cost is known) and before anything
+// runs. It answers 429 and returns true when the batch may not run.
+//
+// The caller is a digest of the request's Authorization when it has one, else the client address as the connection
+// gives it: the server uses echo.ExtractIPDirect, so X-Forwarded-For and X-Real-IP cannot pick an identity.
+func (s *Server) rateLimit(c echo.Context, start time.Time, plan *planner.Plan) (bool, error) {
+	lim := s.cfg.RateLimiter
+	if lim == nil {
+		return false, nil
+	}
+	cost := len(plan.Steps)
+	d := lim.Allow(ratelimit.Identity(c.Request().Header.Get("Authorization"), c.RealIP()), cost)
+	switch {
+	case d.Allowed:
+		return false, nil
+	case d.OverBurst:
+		return true, s.refuse(c, start, "rate_limited", errcode.RateLimited, "batch of "+strconv.Itoa(cost)+
+			" steps is over the rate limit's burst of "+strconv.Itoa(d.Burst)+" steps: it can never run as one batch; split it", nil)
+	}
+	secs := d.RetryAfterSeconds()
+	c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
+	return true, s.refuse(c, start, "rate_limited", errcode.RateLimited, "rate limit exceeded: this batch costs "+
+		strconv.Itoa(cost)+" steps; retry after "+strconv.Itoa(secs)+"s", nil)
+}
+
+// abandoned counts a batch whose client went away.
+func (s *Server) abandoned() {
+	if o, ok := s.obs.(AbandonObserver); ok {
+		o.BatchAbandoned()
+	}
+}
