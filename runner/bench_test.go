@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -202,4 +203,27 @@ func BenchmarkLayered10ms(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed())/float64(b.N)/float64(layers*step), "x-critical-path")
 	b.ReportMetric(float64(worst)/float64(layers*step), "x-critical-path-worst")
+}
+
+// BenchmarkSleepFloor10ms is BenchmarkLayered10ms's floor on this machine without a runner: 5 layers of 10
+// concurrent 10ms calls, each layer waiting for the one before. Its x-critical-path is the lateness of the timers and
+// of the scheduler alone; the runner's own overhead is the difference between the two.
+func BenchmarkSleepFloor10ms(b *testing.B) {
+	const layers, width, step = 5, 10, 10 * time.Millisecond
+	inv := sleepInvoker{step}
+	ctx := context.Background()
+	for b.Loop() {
+		for range layers {
+			var wg sync.WaitGroup
+			for range width {
+				wg.Go(func() {
+					if _, err := inv.Invoke(ctx, runner.Call{}); err != nil {
+						b.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed())/float64(b.N)/float64(layers*step), "x-critical-path")
 }

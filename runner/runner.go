@@ -242,6 +242,11 @@ func (b *batch) exec(i int, res *Result) {
 	step := &b.plan.Steps[i]
 
 	for _, d := range step.Deps {
+		select { // a dependency often ended already: skip the two-channel select and its locks
+		case <-b.done[d]:
+			continue
+		default:
+		}
 		select {
 		case <-b.done[d]:
 		case <-b.ctxDone:
