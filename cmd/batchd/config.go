@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -23,6 +24,8 @@ type config struct {
 	maxBody        byteSize
 	maxResponse    byteSize
 	maxInflight    int
+	rateLimit      float64 // steps per second per caller; 0: off
+	rateBurst      int     // 0: max(50, rateLimit)
 	forwardHeaders string
 	metricMethods  string
 	logFormat      string
@@ -62,6 +65,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	bind(&c.maxBody, "max-body", "BATCHD_MAX_BODY", "largest batch request body (e.g. 1MiB); larger gets 413")
 	bind(&c.maxResponse, "max-response", "BATCHD_MAX_RESPONSE", "largest step response read from the upstream; larger fails the step with 502")
 	bind((*intValue)(&c.maxInflight), "max-upstream-inflight", "BATCHD_MAX_UPSTREAM_INFLIGHT", "most upstream calls in flight across all batches; 0: no limit")
+	bind((*floatValue)(&c.rateLimit), "rate-limit", "BATCHD_RATE_LIMIT", "steps per second each caller (its Authorization, else its address) may run, a batch costing its step count; over it: 429 with Retry-After; 0: no limit")
+	bind((*intValue)(&c.rateBurst), "rate-burst", "BATCHD_RATE_BURST", "most steps a caller may run at once under -rate-limit (and the largest batch it accepts); 0: max(50, -rate-limit)")
 	bind((*stringValue)(&c.forwardHeaders), "forward-headers", "BATCHD_FORWARD_HEADERS", "comma-separated extra request headers forwarded to every step")
 	bind((*stringValue)(&c.metricMethods), "metric-methods", "BATCHD_METRIC_METHODS", "comma-separated known method patterns for the metrics method label, '*' wildcards (e.g. Producer/*)")
 	bind((*stringValue)(&c.logFormat), "log-format", "BATCHD_LOG_FORMAT", "auto, json or text")
@@ -94,6 +99,8 @@ func (c config) validate() error {
 	check(c.maxBody > 0, "-max-body must be positive")
 	check(c.maxResponse > 0, "-max-response must be positive")
 	check(c.maxInflight >= 0, "-max-upstream-inflight must not be negative")
+	check(c.rateLimit >= 0 && !math.IsInf(c.rateLimit, 0), "-rate-limit must be a finite number of steps per second, 0 or more")
+	check(c.rateBurst >= 0, "-rate-burst must not be negative")
 	check(c.logFormat == "auto" || c.logFormat == "json" || c.logFormat == "text", "-log-format must be auto, json or text")
 	if c.upstream != "" {
 		u, err := url.Parse(c.upstream)
@@ -131,6 +138,18 @@ func (v *intValue) Set(s string) error {
 		return errors.New("not a whole number")
 	}
 	*v = intValue(n)
+	return nil
+}
+
+type floatValue float64
+
+func (v *floatValue) String() string { return strconv.FormatFloat(float64(*v), 'g', -1, 64) }
+func (v *floatValue) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) {
+		return errors.New("not a number")
+	}
+	*v = floatValue(f)
 	return nil
 }
 

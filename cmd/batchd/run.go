@@ -17,6 +17,7 @@ import (
 
 	"github.com/batchd/batchd/metrics"
 	"github.com/batchd/batchd/planner"
+	"github.com/batchd/batchd/ratelimit"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport"
 	"github.com/batchd/batchd/transport/demoapi"
@@ -76,6 +77,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Limit:        limit,
 		Logger:       log,
 	})
+	var rateLimiter transport.RateLimiter // nil interface when off
+	if cfg.rateLimit > 0 {
+		rl, err := ratelimit.New(ratelimit.Config{Rate: cfg.rateLimit, Burst: cfg.rateBurst})
+		if err != nil {
+			return &usageError{err}
+		}
+		rateLimiter = rl
+	}
 	srv := transport.New(transport.Config{
 		Planner: planner.Config{
 			MaxSteps: cfg.maxSteps,
@@ -83,6 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		},
 		Runner:         rn,
 		MaxBody:        int64(cfg.maxBody),
+		RateLimiter:    rateLimiter,
 		ForwardHeaders: list(cfg.forwardHeaders),
 		Observer:       m,
 		Metrics:        metrics.Handler(reg),
