@@ -254,7 +254,9 @@ func (b *batch) exec(i int, res *Result) {
 			return
 		}
 	}
-	res.Queued = time.Since(b.start)
+	if len(step.Deps) > 0 { // a step without dependencies is ready at the start: Queued 0, one clock read fewer
+		res.Queued = time.Since(b.start)
+	}
 	if b.ctx.Err() != nil {
 		b.notStarted(res)
 		return
@@ -277,13 +279,13 @@ func (b *batch) exec(i int, res *Result) {
 	}
 	defer b.release()
 
-	b.timeouts[i] = StepTimeoutError{Key: step.Key, Timeout: b.r.cfg.StepTimeout}
-	sctx, cancel := context.WithTimeoutCause(b.ctx, b.r.cfg.StepTimeout, &b.timeouts[i])
-	defer cancel()
 	if rec := b.r.cfg.Recorder; rec != nil {
 		rec.StepStarted(step.Name)
 	}
-	t0 := time.Now()
+	b.timeouts[i] = StepTimeoutError{Key: step.Key, Timeout: b.r.cfg.StepTimeout}
+	t0 := time.Now() // WithTimeoutCause would read the clock again
+	sctx, cancel := context.WithDeadlineCause(b.ctx, t0.Add(b.r.cfg.StepTimeout), &b.timeouts[i])
+	defer cancel()
 	res.Executed = true
 	res.Started = t0.Sub(b.start)
 	resp, err, panicked := b.invoke(sctx, call)
