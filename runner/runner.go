@@ -96,6 +96,8 @@ type Runner struct {
 	cfg Config
 	log *slog.Logger
 
+	batchTimeout *BatchTimeoutError // every batch's timeout cause: read-only, classified by type
+
 	// ErrorResult bodies that do not depend on the step, built once. Shared read-only by every Result.
 	bodyStepTimeout  []byte
 	bodyBatchTimeout []byte
@@ -128,6 +130,7 @@ func New(inv Invoker, cfg Config) *Runner {
 		inv:              inv,
 		cfg:              cfg,
 		log:              log,
+		batchTimeout:     &BatchTimeoutError{Timeout: cfg.BatchTimeout},
 		bodyStepTimeout:  body(errcode.StepTimeout, "step timed out after "+cfg.StepTimeout.String()),
 		bodyBatchTimeout: body(errcode.BatchTimeout, "batch timed out after "+cfg.BatchTimeout.String()),
 		bodyCancelled:    body(errcode.Cancelled, "cancelled: the client went away or the server is shutting down"),
@@ -174,7 +177,7 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 		timeouts: make([]StepTimeoutError, n),
 	}
 	var cancel context.CancelFunc
-	b.ctx, cancel = context.WithTimeoutCause(ctx, r.cfg.BatchTimeout, &BatchTimeoutError{Timeout: r.cfg.BatchTimeout})
+	b.ctx, cancel = context.WithTimeoutCause(ctx, r.cfg.BatchTimeout, r.batchTimeout)
 	defer cancel()
 	b.ctxDone = b.ctx.Done()
 	if n > r.cfg.MaxParallel {
