@@ -1,10 +1,34 @@
 package planner
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
+
+// jsonScratch is working space for compileJSON, reused across the payloads of one Parse so that compiling a
+// templated payload costs a fixed few allocations (its literal text, holes and references) whatever its shape.
+type jsonScratch struct {
+	pieces []piece
+	segs   []jseg
+	refs   []ref
+	arena  []byte    // every literal of the template, in order
+	spans  []int     // start and end of each seg's literal in arena
+	start  int       // start in arena of the literal before the next hole
+	fix    []partFix // where each embedded part's literal is in arena
+}
+
+// endSeg closes the literal before a hole.
+func (sc *jsonScratch) endSeg(hole jseg) {
+	sc.spans = append(sc.spans, sc.start, len(sc.arena))
+	sc.segs = append(sc.segs, hole)
+}
+
+type partFix struct {
+	p    *part
+	a, b int
+}
 
 // compileJSON compiles a payload. raw is the payload exactly as received, already validated by the decoder (syntax,
 // UTF-8, duplicate names), so the scan here only has to tell strings from structure. baseDepth is the nesting depth
@@ -13,7 +37,7 @@ import (
 //
 // Only string values are templates: a "${" in an object member name is literal text, because names are not
 // values and substituting one could forge or collide members.
-func compileJSON(raw string, baseDepth, maxDepth int) (t JSONTemplate, problems []string, tooDeep int) {
+func compileJSON(raw string, baseDepth, maxDepth int, sc *jsonScratch) (t JSONTemplate, problems []string, tooDeep int) {
 	maybe := strings.IndexByte(raw, '$') >= 0 || strings.Contains(raw, `\u0024`)
 	if !maybe {
 		// Nesting is bounded by the count of openers; counting is much cheaper than scanning.
@@ -25,11 +49,12 @@ func compileJSON(raw string, baseDepth, maxDepth int) (t JSONTemplate, problems 
 		return JSONTemplate{raw: raw}, nil, 0
 	}
 
+	sc.segs, sc.refs, sc.arena, sc.spans, sc.fix = sc.segs[:0], sc.refs[:0], sc.arena[:0], sc.spans[:0], sc.fix[:0]
+	sc.start = 0
 	var (
-		segs        []jseg
-		lit         []byte // pending literal, only materialised once something differs from raw
-		last        int    // raw[last:] is not yet in lit
+		last        int // raw[last:] is not yet in the arena
 		depth, maxd int
+		changed     bool // some string was rewritten: the arena differs from raw
 	)
 	for i := 0; i < len(raw); {
 		switch raw[i] {
@@ -45,28 +70,12 @@ func compileJSON(raw string, baseDepth, maxDepth int) (t JSONTemplate, problems 
 				if hasTemplate(s) {
 					// A malformed placeholder is reported, and the well-formed ones around it are still compiled
 					// so that their references are checked too.
-					pieces, perrs := splitTemplate(s)
+					var perrs []string
+					sc.pieces, perrs = splitTemplate(sc.pieces[:0], s)
 					problems = append(problems, perrs...)
-					{
-						lit = append(lit, raw[last:i]...)
-						last = end
-						switch {
-						case len(pieces) == 1 && pieces[0].isRef:
-							segs = append(segs, jseg{lit: string(lit), ref: int32(len(t.refs))})
-							t.refs = append(t.refs, ref{refSpec: pieces[0].ref})
-							lit = lit[:0]
-						case !anyRef(pieces):
-							// Only $${ escapes: the string is a constant, precomputed into the literal.
-							lit = append(lit, '"')
-							for _, p := range pieces {
-								lit = appendJSONText(lit, p.lit, false)
-							}
-							lit = append(lit, '"')
-						default:
-							segs = append(segs, jseg{lit: string(lit), ref: -1, text: textParts(pieces, &t.refs, true, false)})
-							lit = lit[:0]
-						}
-					}
+					sc.arena = append(sc.arena, raw[last:i]...)
+					last, changed = end, true
+					sc.compileString(sc.pieces)
 				}
 			}
 			i = end
@@ -85,14 +94,61 @@ func compileJSON(raw string, baseDepth, maxDepth int) (t JSONTemplate, problems 
 		return JSONTemplate{}, problems, d
 	}
 	switch {
-	case segs == nil && last == 0:
+	case !changed:
 		t.raw = raw
-	case segs == nil:
-		t.raw = string(append(lit, raw[last:]...))
+	case len(sc.segs) == 0:
+		t.raw = string(append(sc.arena, raw[last:]...))
 	default:
-		t.segs = append(segs, jseg{lit: string(append(lit, raw[last:]...)), ref: -1})
+		sc.arena = append(sc.arena, raw[last:]...)
+		sc.endSeg(jseg{ref: -1})
+		lits := string(sc.arena)
+		t.segs = slices.Clone(sc.segs)
+		t.refs = slices.Clone(sc.refs)
+		for k := range t.segs {
+			t.segs[k].lit = lits[sc.spans[2*k]:sc.spans[2*k+1]]
+		}
+		for _, f := range sc.fix {
+			f.p.lit = lits[f.a:f.b]
+		}
 	}
 	return t, problems, 0
+}
+
+// compileString adds one templated string value: a whole-value hole, a precomputed literal (only $${ escapes), or
+// a hole that builds a JSON string from literal parts and interpolated values.
+func (sc *jsonScratch) compileString(pieces []piece) {
+	switch {
+	case len(pieces) == 1 && pieces[0].isRef:
+		sc.endSeg(jseg{ref: int32(len(sc.refs))})
+		sc.refs = append(sc.refs, ref{refSpec: pieces[0].ref})
+		sc.start = len(sc.arena)
+	case !anyRef(pieces):
+		sc.arena = append(sc.arena, '"')
+		for _, p := range pieces {
+			sc.arena = appendJSONText(sc.arena, p.lit, false)
+		}
+		sc.arena = append(sc.arena, '"')
+	default:
+		parts := make([]part, 0, len(pieces)) // never grows: pointers into it stay valid
+		sc.endSeg(jseg{ref: -1})              // its text is set below, once parts is complete
+		a := len(sc.arena)
+		for _, p := range pieces {
+			if !p.isRef {
+				sc.arena = appendJSONText(sc.arena, p.lit, false)
+				continue
+			}
+			parts = append(parts, part{ref: int32(len(sc.refs))})
+			sc.refs = append(sc.refs, ref{refSpec: p.ref})
+			sc.fix = append(sc.fix, partFix{&parts[len(parts)-1], a, len(sc.arena)})
+			a = len(sc.arena)
+		}
+		if len(sc.arena) > a {
+			parts = append(parts, part{ref: -1})
+			sc.fix = append(sc.fix, partFix{&parts[len(parts)-1], a, len(sc.arena)})
+		}
+		sc.segs[len(sc.segs)-1].text = parts
+		sc.start = len(sc.arena)
+	}
 }
 
 // nestDepth returns the deepest nesting of a valid JSON text.
@@ -206,7 +262,7 @@ func compileHeader(name, value string) (t StringTemplate, reasons []Reason, deta
 		}
 		return StringTemplate{text: value}, nil, nil
 	}
-	pieces, perrs := splitTemplate(value)
+	pieces, perrs := splitTemplate(nil, value)
 	for _, e := range perrs {
 		reasons = append(reasons, ReasonPlaceholder)
 		details = append(details, "header "+quote(name)+": "+e)
@@ -236,7 +292,7 @@ func compilePath(text string, list []string) (t PathTemplate, name string, reaso
 	if !hasTemplate(text) {
 		return compileStaticPath(text, text, list)
 	}
-	pieces, perrs := splitTemplate(text)
+	pieces, perrs := splitTemplate(nil, text)
 	if perrs != nil {
 		// Keep the well-formed references so that they are checked too; the batch is refused anyway.
 		t.parts = textParts(pieces, &t.refs, false, true)

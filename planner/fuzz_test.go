@@ -1,13 +1,18 @@
 package planner
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/url"
 	"path"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/batchd/batchd/errcode"
 )
@@ -195,6 +200,18 @@ func FuzzResolve(f *testing.F) {
 			if err == nil && !json.Valid(out) {
 				t.Fatalf("payload %s with response %q gave invalid JSON %s", payload, response, out)
 			}
+			// Differential check against a naive resolver on decoded values, for responses without duplicate
+			// names or invalid UTF-8 (where the tolerant walk may legitimately differ from encoding/json).
+			// The payload text could also have closed the step and added others: compare only a lone value.
+			if len(plan.Steps) == 2 && json.Valid([]byte(payload)) && jsontext.Value(response).IsValid() {
+				want, ok := referenceResolve(decode(t, []byte(payload)), decode(t, response))
+				switch {
+				case ok != (err == nil):
+					t.Fatalf("payload %s, response %s: reference ok=%v, Append error %v", payload, response, ok, err)
+				case ok && !reflect.DeepEqual(want, decode(t, out)):
+					t.Fatalf("payload %s, response %s: got %s, want %#v", payload, response, out, want)
+				}
+			}
 		}
 
 		// The same text as a header value and inside a path.
@@ -230,6 +247,100 @@ func FuzzResolve(f *testing.F) {
 		}
 		checkJoin(t, base, p)
 	})
+}
+
+func decode(t *testing.T, b []byte) any {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+	return v
+}
+
+// referenceResolve resolves a payload the slow, obvious way: on decoded values, every string value (not member
+// names) parsed for placeholders, all of which name the one response given.
+func referenceResolve(payload, response any) (any, bool) {
+	switch v := payload.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, x := range v {
+			r, ok := referenceResolve(x, response)
+			if !ok {
+				return nil, false
+			}
+			out[k] = r
+		}
+		return out, true
+	case []any:
+		out := make([]any, len(v))
+		for i, x := range v {
+			r, ok := referenceResolve(x, response)
+			if !ok {
+				return nil, false
+			}
+			out[i] = r
+		}
+		return out, true
+	case string:
+		pieces, problems := splitTemplate(nil, v)
+		if problems != nil {
+			panic("accepted payload with malformed placeholder")
+		}
+		if len(pieces) == 1 && pieces[0].isRef {
+			return referenceLookup(response, pieces[0].ref.path)
+		}
+		var b strings.Builder
+		for _, p := range pieces {
+			if !p.isRef {
+				b.WriteString(p.lit)
+				continue
+			}
+			x, ok := referenceLookup(response, p.ref.path)
+			if !ok {
+				return nil, false
+			}
+			switch x := x.(type) {
+			case string:
+				b.WriteString(x)
+			case json.Number:
+				b.WriteString(x.String())
+			case bool:
+				b.WriteString(strconv.FormatBool(x))
+			case nil:
+				b.WriteString("null")
+			default:
+				return nil, false
+			}
+		}
+		return b.String(), true
+	}
+	return payload, true
+}
+
+func referenceLookup(v any, path string) (any, bool) {
+	if path == "" {
+		return v, true
+	}
+	for _, seg := range strings.Split(path, ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			var ok bool
+			if v, ok = x[seg]; !ok {
+				return nil, false
+			}
+		case []any:
+			i, ok := arrayIndex(seg)
+			if !ok || i >= len(x) {
+				return nil, false
+			}
+			v = x[i]
+		default:
+			return nil, false
+		}
+	}
+	return v, true
 }
 
 func checkResolveError(t *testing.T, err error) {

@@ -57,6 +57,7 @@ type parser struct {
 	headers    []draftHeader // every step's headers, in order
 	depends    []string      // every step's depends_on keys, in order
 	blocked    []string      // cfg.Blocked, copied once if a templated path needs it at run time
+	scratch    jsonScratch
 }
 
 // problem is a Problem before step labels are known. idx is the step index, -1 for the batch; phase orders a
@@ -415,7 +416,7 @@ func (p *parser) readPayload(i int, d *draft, raw string, depth int, field strin
 			strconv.Itoa(p.cfg.MaxPayload)+" allowed")
 		return
 	}
-	t, perrs, tooDeep := compileJSON(raw, depth, p.cfg.MaxDepth)
+	t, perrs, tooDeep := compileJSON(raw, depth, p.cfg.MaxDepth, &p.scratch)
 	if tooDeep > 0 {
 		p.problem(i, phaseStep, ReasonInvalidJSON, quote(field)+" nests "+strconv.Itoa(tooDeep)+
 			" levels deep in the body; at most "+strconv.Itoa(p.cfg.MaxDepth)+" allowed")

@@ -27,7 +27,10 @@ func hasTemplate(s string) bool { return strings.Contains(s, "${") }
 // splitTemplate splits s into literal pieces and references, scanning left to right: "$${" is always the literal
 // "${" (so "$$${A}" is "$" + literal "${A}"), "${…}" is a placeholder, any other '$' is literal. Malformed
 // placeholders are returned as messages; the scan resumes after them so that every one is reported.
-func splitTemplate(s string) (pieces []piece, problems []string) {
+//
+// Pieces are appended to dst, which lets a caller reuse one slice for many strings.
+func splitTemplate(dst []piece, s string) (pieces []piece, problems []string) {
+	pieces = dst
 	litStart := 0
 	i := 0
 	for i < len(s) {

@@ -322,7 +322,7 @@ func TestSplitTemplate(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.in, func(t *testing.T) {
-			pieces, problems := splitTemplate(c.in)
+			pieces, problems := splitTemplate(nil, c.in)
 			assert.Len(t, problems, c.problems, "%q", problems)
 			var refs []string
 			for _, p := range pieces {
