@@ -27,4 +27,16 @@
 //     never while waiting for dependencies.
 //   - A Runner is safe for concurrent use; OnResult and Recorder methods may be called from several goroutines at
 //     once and must not block for long (OnResult runs on the critical path of the step's dependents).
+//
+// Where CONTRACT.md is silent, this package decides:
+//   - With stop_on_error, a step whose dependency was not executed (412) is not executed either (412), unless
+//     another of its dependencies really failed (424 naming that one).
+//   - An invocation whose context ended before it returned is classified by the context's cause even if the
+//     Invoker produced a response: 504 StepTimeout or BatchTimeout (outcome timeout), or 499 Cancelled (outcome
+//     skipped) when the caller's context ended.
+//   - A step never started because the batch timed out is 504 BatchTimeout with outcome skipped (it did not run).
+//   - A business failure is detected from the first top-level "ok" member of a JSON object body, without decoding
+//     the body; REGOS puts it first.
+//   - An upstream error's description is fixed per kind ("upstream unreachable", …): the Invoker's error text may
+//     hold addresses and is never returned.
 package runner
