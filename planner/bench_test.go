@@ -89,7 +89,7 @@ func BenchmarkAppend(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := benchResponses{[]byte(`{"ok":true,"result":{"new_id":4,"name":"Coca-Cola","last_update":1758289402},"total":1}`)}
+	var r Responses = benchResponses{[]byte(`{"ok":true,"result":{"new_id":4,"name":"Coca-Cola","last_update":1758289402},"total":1}`)}
 	step := plan.Steps[len(plan.Steps)-1]
 	buf := make([]byte, 0, 256)
 	b.Run("templated", func(b *testing.B) {

@@ -82,7 +82,7 @@ func checkPath(p string, substituted bool) *PathError {
 				}
 			}
 		}
-		if dec == "." || dec == ".." {
+		if route := routeSegment(dec); route == "." || route == ".." {
 			return refuse(`"." or ".." segment`)
 		}
 		if n == 0 {
@@ -94,11 +94,12 @@ func checkPath(p string, substituted bool) *PathError {
 			}
 		}
 		if !substituted || strings.IndexAny(dec, `/\`) < 0 {
-			prev, last = last, dec
+			prev, last = last, routeSegment(dec)
 			n++
 			continue
 		}
 		for part := range strings.FieldsFuncSeq(dec, isSeparator) {
+			part = routeSegment(part)
 			if part == "." || part == ".." {
 				return refuse(`a substituted value holds a "." or ".." part in segment ` + quoteClip(seg))
 			}
@@ -110,6 +111,15 @@ func checkPath(p string, substituted bool) *PathError {
 		return &PathError{Path: p, Reason: ReasonNestedBatch, Detail: "a step may not call the batch endpoint"}
 	}
 	return nil
+}
+
+// routeSegment is a decoded segment as servers that take path parameters route it: without the ";…" that follows
+// it (RFC 3986 §3.3; Tomcat and Spring drop it before matching, so "Item/Import;x" is Item/Import and "..;" is "..").
+func routeSegment(seg string) string {
+	if i := strings.IndexByte(seg, ';'); i >= 0 {
+		return seg[:i]
+	}
+	return seg
 }
 
 // checkQuery refuses what a request line cannot carry as is. Go's client re-escapes a path but sends the raw query
@@ -157,6 +167,18 @@ func blocked(pathPart string, list []string) bool {
 	// Some upstreams treat '\\' as '/'; a substituted value may carry one (escaped), so compare as if they did.
 	if strings.IndexByte(dec, '\\') >= 0 {
 		dec = strings.ReplaceAll(dec, `\`, "/")
+	}
+	// Path parameters (";…" after a segment) are dropped before routing by some servers: compare without them, and
+	// without the empty segments that dropping can leave ("Item/;x/Import").
+	if strings.IndexByte(dec, ';') >= 0 {
+		segs := strings.Split(dec, "/")
+		kept := segs[:0]
+		for _, seg := range segs {
+			if seg = routeSegment(seg); seg != "" {
+				kept = append(kept, seg)
+			}
+		}
+		dec = strings.Join(kept, "/")
 	}
 	for _, b := range list {
 		b = strings.Trim(strings.TrimSpace(b), "/")

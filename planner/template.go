@@ -180,6 +180,7 @@ func notEmbeddable(rf *ref, v []byte) *ResolveError {
 type walker struct {
 	bb      bytes.Buffer
 	dec     jsontext.Decoder
+	opts    [2]jsontext.Options // held here so that each Reset does not allocate its variadic slice
 	scratch []byte
 }
 
@@ -195,7 +196,10 @@ func (w *walker) lookup(rf *ref, r Responses) (jsontext.Value, *ResolveError) {
 		return nil, unresolvable(rf, "step "+quote(rf.key)+" has no response")
 	}
 	w.bb = *bytes.NewBuffer(body)
-	w.dec.Reset(&w.bb, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	if w.opts[0] == nil {
+		w.opts = [2]jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+	}
+	w.dec.Reset(&w.bb, w.opts[:]...)
 	d := &w.dec
 	rest := rf.path
 	walked := 0 // length of rf.path already walked, for messages

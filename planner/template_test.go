@@ -373,3 +373,71 @@ func TestResolveErrorIsTyped(t *testing.T) {
 	var re *ResolveError
 	assert.True(t, errors.As(err, &re))
 }
+
+// TestAllocations pins the allocation budget of the hot paths, so that a regression shows up as a failure.
+func TestAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts")
+	}
+	var sc jsonScratch
+	cases := []struct {
+		name string
+		max  float64
+		f    func()
+	}{
+		{"compile static payload", 0, func() { compileJSON(`{"name":"Coca-Cola","parent":7,"tags":["a","b"]}`, 3, 64, &sc) }},
+		{"compile whole-value placeholder", 3, func() {
+			compileJSON(`{"name":"Coca-Cola","parent":"${Step1.result.new_id}","tags":["a","b"]}`, 3, 64, &sc)
+		}},
+		{"compile embedded placeholders", 5, func() { // 3, plus the parts of each of the 2 embedded strings
+			compileJSON(`{"name":"copy of ${S.result.name}","ids":["${T.result.new_id}"],"n":"${S.a}-${S.b}"}`, 3, 64, &sc)
+		}},
+		{"compile static path", 0, func() { compilePath("/Producer/Add?x=1", nil) }},
+		{"compile static header", 0, func() { compileHeader("X-Trace", "t1") }},
+		{"check path", 0, func() { _ = CheckPath("Producer/Add?x=1") }},
+		{"check encoded path", 1, func() { _ = CheckPath("Producer/%41dd?x=1") }},
+	}
+	p := mustParse(t, string(benchBody("diamond", 50)), Config{})
+	many := mustParse(t, `[{"path":"a"},{"path":"b","payload":["${0.result.new_id}","${0.result.name}","x${0.result.name}",
+		"${0.result}","${0.result.new_id}-${0.result.new_id}"]}]`, Config{})
+	var r Responses = byteResponses{0: []byte(`{"result":{"new_id":4,"name":"Coca-Cola"}}`), 1: []byte(`{"result":{"new_id":5}}`)}
+	buf := make([]byte, 0, 512)
+	cases = append(cases,
+		struct {
+			name string
+			max  float64
+			f    func()
+		}{"append static", 0, func() { buf, _ = p.Steps[0].Body.Append(buf[:0], r) }},
+		struct {
+			name string
+			max  float64
+			f    func()
+		}{"append templated", 5, func() { buf, _ = p.Steps[10].Body.Append(buf[:0], r) }}, // the walker and its decoder's stacks
+		struct {
+			name string
+			max  float64
+			f    func()
+		}{"append with many placeholders", 5, func() { buf, _ = many.Steps[1].Body.Append(buf[:0], r) }},
+		struct {
+			name string
+			max  float64
+			f    func()
+		}{"resolve static path and header", 0, func() {
+			_, _ = p.Steps[0].Path.Resolve(r)
+			_, _ = p.Steps[0].Headers[0].Value.Resolve(r)
+		}},
+	)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			assert.LessOrEqual(t, testing.AllocsPerRun(50, c.f), c.max)
+		})
+	}
+	got, err := p.Steps[10].Body.Append(nil, r)
+	require.NoError(t, err)
+	assert.Equal(t, `{"name":"copy of Coca-Cola","ids":[5],"tags":["a","b"]}`, string(got))
+}
+
+// byteResponses serves responses without converting them on each call, for allocation counts.
+type byteResponses map[int][]byte
+
+func (r byteResponses) Response(i int) []byte { return r[i] }
