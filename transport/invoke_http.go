@@ -287,8 +287,11 @@ func splitStepPath(stepPath string) (rawPath, decoded, rawQuery string, err erro
 	return rawPath, decoded, escapeKeeping(q, true), nil
 }
 
+// hasDotSegment reports a "." or ".." segment, also with path parameters (".."+";x"), which servers that drop
+// parameters before routing resolve as "..".
 func hasDotSegment(p string) bool {
 	for seg := range strings.SplitSeq(p, "/") {
+		seg, _, _ = strings.Cut(seg, ";")
 		if seg == "." || seg == ".." {
 			return true
 		}
