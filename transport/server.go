@@ -61,6 +61,9 @@ type Config struct {
 	Demo           http.Handler // optional: the demo API, served at POST /v1/<Method>
 	OpenAPI        []byte       // optional: served at GET /openapi.yaml
 	Logger         *slog.Logger // optional
+	// BatchMiddleware wraps POST /v1/batch only, first entry outermost, inside the server-wide Recover (e.g.
+	// tracing.Middleware, whose span the handler's request context then carries to every step). Optional.
+	BatchMiddleware []echo.MiddlewareFunc
 }
 
 // DefaultForwardHeaders reach every step of a batch unless the step sets its own.
@@ -110,7 +113,7 @@ func New(cfg Config) *Server {
 
 // routes is the one place every endpoint is mounted.
 func (s *Server) routes() {
-	s.e.POST("/v1/batch", s.handleBatch)
+	s.e.POST("/v1/batch", s.handleBatch, s.cfg.BatchMiddleware...)
 	s.e.GET("/healthz", func(c echo.Context) error { return c.JSONBlob(http.StatusOK, []byte(`{"ok":true}`)) })
 	s.e.GET("/readyz", s.handleReady)
 	if s.cfg.Metrics != nil {
