@@ -76,32 +76,43 @@ func (p *parser) bindKeys() (map[string]int, []string) {
 // bindRefs points every placeholder at its step and returns each step's dependencies, ascending and unique.
 func (p *parser) bindRefs(keys map[string]int) [][]int {
 	deps := make([][]int, len(p.steps))
-	var all []int // one backing array for every Deps
+	total := len(p.depends)
+	for i := range p.steps {
+		total += len(p.steps[i].path.refs) + len(p.steps[i].body.refs)
+	}
+	for _, h := range p.headers {
+		total += len(h.value.refs)
+	}
+	all := make([]int, 0, total) // one backing array for every Deps
 	ends := make([]int, len(p.steps))
 	var reported []string // keys already reported unknown for the current step
 	for i := range p.steps {
 		d := &p.steps[i]
 		start := len(all)
 		reported = reported[:0]
-		bind := func(key, where string) int {
+		// rf is the placeholder, nil for a depends_on entry; the problem text is only built for a problem.
+		bind := func(key string, rf *ref) int {
 			j, ok := keys[key]
-			switch {
-			case !ok:
-				if !slices.Contains(reported, key) {
-					reported = append(reported, key)
-					p.problem(i, phaseRefs, ReasonUnknownRef, where+" names no step of this batch")
-				}
-				return -1
-			case j == i:
-				p.problem(i, phaseRefs, ReasonSelfRef, where+" names the step itself")
-				return -1
+			if ok && j != i {
+				all = append(all, j)
+				return j
 			}
-			all = append(all, j)
-			return j
+			what := "depends_on " + quoteClip(key)
+			if rf != nil {
+				what = "placeholder " + rf.text
+			}
+			switch {
+			case !ok && !slices.Contains(reported, key):
+				reported = append(reported, key)
+				p.problem(i, phaseRefs, ReasonUnknownRef, what+" names no step of this batch")
+			case ok:
+				p.problem(i, phaseRefs, ReasonSelfRef, what+" names the step itself")
+			}
+			return -1
 		}
 		bindAll := func(refs []ref) {
 			for k := range refs {
-				refs[k].step = bind(refs[k].key, "placeholder "+refs[k].text)
+				refs[k].step = bind(refs[k].key, &refs[k])
 			}
 		}
 		bindAll(d.path.refs)
@@ -110,7 +121,7 @@ func (p *parser) bindRefs(keys map[string]int) [][]int {
 		}
 		bindAll(d.body.refs)
 		for _, key := range p.depends[d.dep0:d.dep1] {
-			bind(key, "depends_on "+quoteClip(key))
+			bind(key, nil)
 		}
 		mine := all[start:]
 		slices.Sort(mine)
