@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -95,59 +96,74 @@ func post(ctx context.Context, c *http.Client, url string, body []byte) (int, []
 	return resp.StatusCode, b, nil
 }
 
-// apiResult is the REGOS envelope every call answers.
-type apiResult struct {
-	OK     *bool           `json:"ok"`
-	Result json.RawMessage `json:"result"`
+// stepBody is the REGOS envelope of every answer the scenarios expect, decoded in one pass: the upstream's
+// {"ok": true, "result": {"new_id": N}} and Demo/Echo's {"ok": true, "result": {"n": i}}. The client shares the
+// machine's cores with batchd and the upstream, so its checks are kept cheap.
+type stepBody struct {
+	OK     *bool `json:"ok"`
+	Result struct {
+		NewID int64 `json:"new_id"`
+		N     *int  `json:"n"`
+	} `json:"result"`
 }
 
-// newIDResult is the upstream's result.
-type newIDResult struct {
-	NewID int64 `json:"new_id"`
+func (s *stepBody) newID() (int64, error) {
+	if s.OK == nil || !*s.OK {
+		return 0, errors.New("ok is not true")
+	}
+	if s.Result.NewID < 1 {
+		return 0, errors.New("no positive result.new_id")
+	}
+	return s.Result.NewID, nil
 }
 
-// checkNewID verifies one upstream answer {"ok": true, "result": {"new_id": N}} and returns N.
-func checkNewID(body []byte) (int64, error) {
-	var r apiResult
-	if err := json.Unmarshal(body, &r); err != nil {
-		return 0, fmt.Errorf("response is not JSON: %w (%s)", err, clip(body))
+func (s *stepBody) echo(want int) error {
+	if s.OK == nil || !*s.OK {
+		return errors.New("ok is not true")
 	}
-	if r.OK == nil || !*r.OK {
-		return 0, fmt.Errorf("response ok is not true: %s", clip(body))
-	}
-	var res newIDResult
-	if err := json.Unmarshal(r.Result, &res); err != nil || res.NewID < 1 {
-		return 0, fmt.Errorf("response has no positive result.new_id: %s", clip(body))
-	}
-	return res.NewID, nil
-}
-
-// echoResult is what the demo scenario sends and expects back from Demo/Echo.
-type echoResult struct {
-	N *int `json:"n"`
-}
-
-// checkEcho verifies a Demo/Echo answer {"ok": true, "result": {"n": want}}.
-func checkEcho(body []byte, want int) error {
-	var r apiResult
-	if err := json.Unmarshal(body, &r); err != nil {
-		return fmt.Errorf("response is not JSON: %w (%s)", err, clip(body))
-	}
-	if r.OK == nil || !*r.OK {
-		return fmt.Errorf("response ok is not true: %s", clip(body))
-	}
-	var res echoResult
-	if err := json.Unmarshal(r.Result, &res); err != nil || res.N == nil || *res.N != want {
-		return fmt.Errorf("echo result is not {\"n\": %d}: %s", want, clip(body))
+	if s.Result.N == nil || *s.Result.N != want {
+		return fmt.Errorf(`echo result is not {"n": %d}`, want)
 	}
 	return nil
 }
 
-// batchAnswer is batchd's answer to a batch in the canonical form (CONTRACT.md §6).
+// checkNewID verifies one upstream answer {"ok": true, "result": {"new_id": N}} and returns N.
+func checkNewID(body []byte) (int64, error) {
+	var s stepBody
+	if err := json.Unmarshal(body, &s); err != nil {
+		return 0, fmt.Errorf("unexpected answer: %w: %s", err, clip(body))
+	}
+	id, err := s.newID()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s", err, clip(body))
+	}
+	return id, nil
+}
+
+// checkEcho verifies a Demo/Echo answer {"ok": true, "result": {"n": want}}.
+func checkEcho(body []byte, want int) error {
+	var s stepBody
+	if err := json.Unmarshal(body, &s); err != nil {
+		return fmt.Errorf("unexpected answer: %w: %s", err, clip(body))
+	}
+	if err := s.echo(want); err != nil {
+		return fmt.Errorf("%w: %s", err, clip(body))
+	}
+	return nil
+}
+
+// batchAnswer is batchd's answer to a batch in the canonical form (CONTRACT.md §6), decoded in one pass.
 type batchAnswer struct {
 	Responses []struct {
-		Key      string          `json:"key"`
-		Status   int             `json:"status"`
+		Key      string   `json:"key"`
+		Status   int      `json:"status"`
+		Response stepBody `json:"response"`
+	} `json:"responses"`
+}
+
+// rawBatchAnswer keeps each step's body as it came, to quote it in an error message.
+type rawBatchAnswer struct {
+	Responses []struct {
 		Response json.RawMessage `json:"response"`
 	} `json:"responses"`
 }
@@ -160,35 +176,43 @@ func checkBatch(spec batchSpec, status int, body []byte) error {
 	}
 	var a batchAnswer
 	if err := json.Unmarshal(body, &a); err != nil {
-		return fmt.Errorf("batch answer is not JSON: %w (%s)", err, clip(body))
+		return fmt.Errorf("unexpected batch answer: %w: %s", err, clip(body))
 	}
 	if len(a.Responses) != spec.steps {
 		return fmt.Errorf("batch answer has %d results, want %d", len(a.Responses), spec.steps)
 	}
+	// quote returns step i's body as batchd sent it (parsed again, only on failure).
+	quote := func(i int) string {
+		var raw rawBatchAnswer
+		if json.Unmarshal(body, &raw) != nil || i >= len(raw.Responses) {
+			return clip(body)
+		}
+		return clip(raw.Responses[i].Response)
+	}
 	var prev int64
-	for i, r := range a.Responses {
+	for i := range a.Responses {
+		r := &a.Responses[i]
 		if want := stepKey(i); r.Key != want {
 			return fmt.Errorf("result %d has key %q, want %q (request order)", i, r.Key, want)
 		}
 		if r.Status != http.StatusOK {
-			return fmt.Errorf("step %s: status %d: %s", r.Key, r.Status, clip(r.Response))
+			return fmt.Errorf("step %s: status %d: %s", r.Key, r.Status, quote(i))
 		}
-		switch spec.kind {
-		case batchEcho:
-			if err := checkEcho(r.Response, i); err != nil {
-				return fmt.Errorf("step %s: %w", r.Key, err)
+		if spec.kind == batchEcho {
+			if err := r.Response.echo(i); err != nil {
+				return fmt.Errorf("step %s: %w: %s", r.Key, err, quote(i))
 			}
-		default:
-			id, err := checkNewID(r.Response)
-			if err != nil {
-				return fmt.Errorf("step %s: %w", r.Key, err)
-			}
-			// A chained step starts after the step before it answered, so the upstream issued it a larger id.
-			if spec.kind == batchChain && id <= prev {
-				return fmt.Errorf("step %s: new_id %d not after the previous step's %d: the chain did not run in order", r.Key, id, prev)
-			}
-			prev = id
+			continue
 		}
+		id, err := r.Response.newID()
+		if err != nil {
+			return fmt.Errorf("step %s: %w: %s", r.Key, err, quote(i))
+		}
+		// A chained step starts after the step before it answered, so the upstream issued it a larger id.
+		if spec.kind == batchChain && id <= prev {
+			return fmt.Errorf("step %s: new_id %d not after the previous step's %d: the chain did not run in order", r.Key, id, prev)
+		}
+		prev = id
 	}
 	return nil
 }
