@@ -475,8 +475,8 @@ func (p *parser) readHeaders(i int) error {
 		return err
 	}
 	if p.headers == nil {
-		// Most batches give each step the same few headers: size for one per "headers" object, grow from there.
-		p.headers = make([]draftHeader, 0, min(strings.Count(p.src, `"headers"`), p.cfg.MaxSteps+1)+4)
+		// A step that sets headers usually sets one or two: size for one per step, grow from there.
+		p.headers = make([]draftHeader, 0, cap(p.steps)+1)
 	}
 	mine := len(p.headers)
 	for {
