@@ -13,6 +13,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/batchd/batchd"
@@ -20,6 +21,7 @@ import (
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/ratelimit"
 	"github.com/batchd/batchd/runner"
+	"github.com/batchd/batchd/tracing"
 	"github.com/batchd/batchd/transport"
 	"github.com/batchd/batchd/transport/demoapi"
 )
@@ -62,6 +64,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		inv = hi
 	}
+	// Tracing exists only when an OTLP endpoint is configured: otherwise no decorator, middleware or provider at all.
+	tcfg, err := tracing.ConfigFromEnv(getenv)
+	if err != nil {
+		return &usageError{err}
+	}
+	var batchMW []echo.MiddlewareFunc
+	if tcfg.Endpoint != "" {
+		tp, err := tracing.NewProvider(ctx, tcfg)
+		if err != nil {
+			return err
+		}
+		defer func() { // after the drain, so the last batches' spans are flushed; bounded like the drain
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(fctx); err != nil {
+				log.Warn("tracing: flushing spans on exit failed", "err", err)
+			}
+		}()
+		inv = tracing.Invoker(inv, tp)
+		batchMW = append(batchMW, tracing.Middleware(tp))
+		log.Info("tracing", "endpoint", tcfg.Endpoint, "service", tcfg.ServiceName)
+	}
 	m, err := metrics.New(reg, metrics.Config{Methods: known})
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -100,6 +124,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Demo:           demo,
 		OpenAPI:        batchd.OpenAPI(),
 		Logger:         log,
+
+		BatchMiddleware: batchMW, // nil unless tracing is on
 	})
 
 	ln, err := net.Listen("tcp", cfg.addr)
