@@ -92,7 +92,6 @@ type draft struct {
 	hdr0, hdr1 int32
 	dep0, dep1 int32
 	keyState   uint8
-	pathOK     bool
 	hasBody    bool
 }
 
@@ -384,7 +383,7 @@ func (p *parser) readStep(i int) error {
 			}
 		}
 	}
-	// Checked after the loop so that a step's problems come in the same order whatever the order of its members.
+	// Method and path are checked once every member is read: their problems then follow the members' own.
 	if methodGiven {
 		p.setMethod(i, d, method)
 	}
@@ -403,7 +402,7 @@ func (p *parser) readStep(i int) error {
 		if t.blocked != nil {
 			t.blocked = p.blocked
 		}
-		d.path, d.name, d.pathOK = t, name, true
+		d.path, d.name = t, name
 	case !pathBad:
 		p.problem(i, phaseStep, ReasonInvalidPath, `missing "path"`)
 	}

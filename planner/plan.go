@@ -10,6 +10,27 @@
 //     resolving a template at run time walks the referenced response and never re-parses the payload or re-scans
 //     a substituted value. $${ is a literal ${.
 //   - A Plan is immutable once returned and safe for concurrent use.
+//
+// Placeholder rules in detail (CONTRACT.md §4; the Example functions show each):
+//   - ${A} is step A's whole response; ${A.x.0.y} walks members and array indices (decimal, no sign, no leading
+//     zero). A key is [A-Za-z0-9_-]{1,64}; a segment is any text without '.', '{', '}', '$' or control characters.
+//   - Only string values are templates. A "${" in an object member name is literal text: substituting names could
+//     forge or collide members.
+//   - A string that is exactly one placeholder takes the value with its JSON type. Inside a longer string a
+//     string is interpolated as its text, a number, boolean or null as its JSON text; an object or array there is a
+//     *ResolveError with errcode.NotEmbeddable. A missing member, an index out of range, or walking into a scalar is
+//     errcode.Unresolvable. Either way the step fails without being sent.
+//   - "$${" is always a literal "${", scanning left to right ("$$${A}" is "$" followed by the text "${A}").
+//   - In a path, a value is escaped as one segment (url.PathEscape: "a/b" becomes "a%2Fb") or, after the first
+//     '?', as a query value (url.QueryEscape). The resolved path is checked again as CheckPath does, except that an
+//     encoded '/' or '\' coming from a value is allowed; the parts it separates may still not be "." or "..", and
+//     the nested-batch and Config.Blocked checks see them as segments. A refused path is errcode.ResolvedPathRefused.
+//   - In a header value, a resolved value with a control character other than tab (CR, LF, NUL, …) is refused
+//     (errcode.Unresolvable): a response cannot split or add headers.
+//   - Responses are walked tolerantly: with duplicate member names the first one wins, and invalid UTF-8 is
+//     replaced by U+FFFD when copied, so a built payload is always valid JSON.
+//
+// A "payload" (or "body") of null is the same as none. A step's method may not be CONNECT or TRACE.
 package planner
 
 import "github.com/batchd/batchd/errcode"
@@ -28,7 +49,7 @@ type Config struct {
 	MaxSteps   int      // most steps in one batch; default 50
 	Blocked    []string // method paths a batch may not call, compared case-insensitively without leading "/"; e.g. "Item/Import"
 	MaxDepth   int      // deepest JSON nesting accepted; default 64
-	MaxPayload int      // largest payload of one step in bytes, as sent; default 1 MiB
+	MaxPayload int      // largest payload of one step in bytes, as written in the request; default 1 MiB
 }
 
 // Plan is a validated batch. Steps are in request order; Step.Deps index into Steps.
