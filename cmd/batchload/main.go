@@ -21,6 +21,15 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if spec := os.Getenv(childEnv); spec != "" { // re-executed as a child upstream (-upstream-process)
+		err := serveUpstreamChild(ctx, spec, os.Stdin, os.Stdout)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "batchload upstream:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	err := run(ctx, os.Args, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {

@@ -83,7 +83,7 @@ type seqPhase struct {
 // every phase that still has one. Interleaving spreads any change of the machine's background load over all rows
 // alike, so the ratios between rows stay meaningful on a shared machine. Groups never overlap, so the upstream's
 // count is checked per group. Throughput is measured groups over the wall time they took.
-func runInterleaved(ctx context.Context, up *upstream, phases []seqPhase) []phaseResult {
+func runInterleaved(ctx context.Context, up callCounter, phases []seqPhase) []phaseResult {
 	res := make([]phaseResult, len(phases))
 	lats := make([][]time.Duration, len(phases))
 	rounds := 0
@@ -160,7 +160,7 @@ func runInterleaved(ctx context.Context, up *upstream, phases []seqPhase) []phas
 // within dur after the warm-up count towards throughput; those that also started after the warm-up give the
 // latencies. No client starts a group after the end, and every group started is finished, so the upstream's count
 // is exact.
-func runConcurrent(ctx context.Context, mode string, steps, clients int, warm, dur time.Duration, up *upstream, o op) phaseResult {
+func runConcurrent(ctx context.Context, mode string, steps, clients int, warm, dur time.Duration, up callCounter, o op) phaseResult {
 	res := phaseResult{Mode: mode, Steps: steps, Clients: clients}
 	var chk *callCheck
 	var before upstreamStats
@@ -242,7 +242,7 @@ func runConcurrent(ctx context.Context, mode string, steps, clients int, warm, d
 }
 
 // finish computes the row's statistics and the upstream's count since before.
-func (res *phaseResult) finish(lat []time.Duration, chk *callCheck, up *upstream, before upstreamStats) {
+func (res *phaseResult) finish(lat []time.Duration, chk *callCheck, up callCounter, before upstreamStats) {
 	res.Lat = summarize(lat)
 	if res.Elapsed > 0 {
 		res.Throughput = float64(res.Measured) / res.Elapsed.Seconds()

@@ -132,27 +132,41 @@ func (r *runner) progress(format string, a ...any) {
 // runProxyScenarios starts the counting upstream and a proxy-mode batchd in front of it (or uses -target), checks
 // that batchd really calls this upstream, and runs the scenarios.
 func (r *runner) runProxyScenarios(ctx context.Context, names []string, rep reporter) ([]scenarioResult, error) {
-	up, err := startUpstream(r.cfg.upstreamListen, r.cfg.delay)
-	if err != nil {
-		return nil, err
+	var (
+		up    callCounter
+		upURL string
+	)
+	if r.cfg.upstreamProcess {
+		child, err := startChildUpstream(ctx, r.client, r.cfg.upstreamListen, r.cfg.delay)
+		if err != nil {
+			return nil, err
+		}
+		defer child.close()
+		up, upURL = child, child.url
+	} else {
+		inproc, err := startUpstream(r.cfg.upstreamListen, r.cfg.delay)
+		if err != nil {
+			return nil, err
+		}
+		defer inproc.close()
+		up, upURL = inproc, inproc.url
 	}
-	defer up.close()
 	base := r.cfg.target
 	if base == "" {
-		r.progress("starting %s -upstream %s", r.cfg.batchd, up.url)
-		p, err := startBatchd(ctx, r.client, r.cfg.batchd, up.url, r.cfg.maxParallel)
+		r.progress("starting %s -upstream %s", r.cfg.batchd, upURL)
+		p, err := startBatchd(ctx, r.client, r.cfg.batchd, upURL, r.cfg.maxParallel)
 		if err != nil {
 			return nil, err
 		}
 		defer p.stop()
 		base = p.base
 	}
-	if err := probe(ctx, r.client, base, up); err != nil {
+	if err := probe(ctx, r.client, base, up, upURL); err != nil {
 		return nil, err
 	}
 	var results []scenarioResult
 	for _, name := range names {
-		res := r.runProxyScenario(ctx, name, base, up)
+		res := r.runProxyScenario(ctx, name, base, up, upURL)
 		rep.scenario(res)
 		results = append(results, res)
 		if ctx.Err() != nil {
@@ -164,7 +178,7 @@ func (r *runner) runProxyScenarios(ctx context.Context, names []string, rep repo
 
 // probe sends one one-step batch and checks that the upstream saw exactly that call: it tells a batchd that is not
 // wired to this upstream (a wrong -target) from a slow one, before any scenario runs.
-func probe(ctx context.Context, c *http.Client, base string, up *upstream) error {
+func probe(ctx context.Context, c *http.Client, base string, up callCounter, upURL string) error {
 	spec := batchSpec{kind: batchIndependent, steps: 1, prefix: fastPrefix}
 	before := up.stats()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -177,12 +191,12 @@ func probe(ctx context.Context, c *http.Client, base string, up *upstream) error
 		return fmt.Errorf("probe batch to %s: %w", base, err)
 	}
 	if d := up.stats().sub(before); d.Calls != 1 || d.Bad != 0 {
-		return fmt.Errorf("probe batch to %s: the upstream at %s saw %d calls (%d unexpected), want 1: is batchd started with -upstream %s?", base, up.url, d.Calls, d.Bad, up.url)
+		return fmt.Errorf("probe batch to %s: the upstream at %s saw %d calls (%d unexpected), want 1: is batchd started with -upstream %s?", base, upURL, d.Calls, d.Bad, upURL)
 	}
 	return nil
 }
 
-func (r *runner) runProxyScenario(ctx context.Context, name, base string, up *upstream) scenarioResult {
+func (r *runner) runProxyScenario(ctx context.Context, name, base string, up callCounter, upURL string) scenarioResult {
 	cfg := r.cfg
 	res := scenarioResult{Name: name}
 	latency := func(phases ...seqPhase) {
@@ -205,8 +219,8 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base string, up *up
 		res.Title = "50 independent steps, upstream 0 ms, batches one after another"
 		latency(
 			seqPhase{mode: modeBatchd, steps: 50, count: n, op: batchdOp(r.client, base, spec)},
-			seqPhase{mode: modeSeq, steps: 50, count: n, op: seqOp(r.client, up.url, spec)},
-			seqPhase{mode: modePar, steps: 50, count: n, op: parOp(r.client, up.url, spec)},
+			seqPhase{mode: modeSeq, steps: 50, count: n, op: seqOp(r.client, upURL, spec)},
+			seqPhase{mode: modePar, steps: 50, count: n, op: parOp(r.client, upURL, spec)},
 		)
 		res.Notes = append(res.Notes, latencyNote)
 	case "b50":
@@ -219,8 +233,8 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base string, up *up
 		res.Title = "50 independent steps, upstream " + delay + ", batches one after another"
 		latency(
 			seqPhase{mode: modeBatchd, steps: 50, count: n, op: batchdOp(r.client, base, spec)},
-			seqPhase{mode: modeSeq, steps: 50, count: ns, op: seqOp(r.client, up.url, spec)},
-			seqPhase{mode: modePar, steps: 50, count: n, op: parOp(r.client, up.url, spec)},
+			seqPhase{mode: modeSeq, steps: 50, count: ns, op: seqOp(r.client, upURL, spec)},
+			seqPhase{mode: modePar, steps: 50, count: n, op: parOp(r.client, upURL, spec)},
 		)
 		res.Notes = append(res.Notes, latencyNote, fmt.Sprintf("seq measures %d groups: each takes 50 × %s", ns, delay))
 	case "c10":
@@ -229,15 +243,15 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base string, up *up
 		res.Title = "chain of 10 steps, each using the previous step's new_id in its path, upstream " + delay
 		latency(
 			seqPhase{mode: modeBatchd, steps: 10, count: n, op: batchdOp(r.client, base, spec)},
-			seqPhase{mode: modeSeq, steps: 10, count: n, op: seqOp(r.client, up.url, spec)},
+			seqPhase{mode: modeSeq, steps: 10, count: n, op: seqOp(r.client, upURL, spec)},
 		)
 		res.Notes = append(res.Notes, latencyNote, "no par row: a chain cannot run in parallel, seq is its floor")
 	case "d10":
 		spec := batchSpec{kind: batchIndependent, steps: 10, prefix: fastPrefix}
 		res.Title = fmt.Sprintf("10 independent steps, upstream 0 ms, %d concurrent clients for %v", cfg.concurrency, cfg.duration)
 		conc(modeBatchd, spec, batchdOp(r.client, base, spec))
-		conc(modeSeq, spec, seqOp(r.client, up.url, spec))
-		conc(modePar, spec, parOp(r.client, up.url, spec))
+		conc(modeSeq, spec, seqOp(r.client, upURL, spec))
+		conc(modePar, spec, parOp(r.client, upURL, spec))
 		res.Notes = append(res.Notes, "throughput: groups completed in the measured window / its length; latency of the groups started in it")
 	}
 	r.judge(&res)
@@ -334,6 +348,11 @@ func describeRun(ctx context.Context, args []string, cfg config) runInfo {
 		"upstream delays 0 ms and " + fmtMS(cfg.delay),
 		fmt.Sprintf("throughput phases: %d clients, %v measured after %v warm-up", cfg.concurrency, cfg.duration, cfg.warmWindow()),
 		"client, upstream and batchd share this machine, on loopback",
+	}
+	if cfg.upstreamProcess {
+		info.Settings = append(info.Settings, "upstream in a child process (-upstream-process)")
+	} else {
+		info.Settings = append(info.Settings, "upstream in the client's process")
 	}
 	return info
 }

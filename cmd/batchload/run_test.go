@@ -195,6 +195,14 @@ func TestRunAllScenariosAgainstFakeBatchd(t *testing.T) {
 	assert.Equal(t, []string{modeBatch1, modeSingle1, modeBatchC, modeSingleC}, modes["demo10"])
 }
 
+func TestRunWithChildUpstream(t *testing.T) {
+	target, upAddr := startFake(t, 0)
+	rep, err, _ := runJSON(t, "-scenario", "a50,c10", "-requests", "3", "-warmup", "1", "-delay", "1ms",
+		"-target", target, "-upstream-listen", upAddr, "-upstream-process")
+	requireValidRun(t, rep, err, "a50", "c10")
+	assert.Contains(t, rep.Run.Settings, "upstream in a child process (-upstream-process)")
+}
+
 func TestRunFailsOnWrongUpstreamCount(t *testing.T) {
 	target, upAddr := startFake(t, 1)
 	_, err, _ := runJSON(t, "-scenario", "a50", "-requests", "2", "-target", target, "-upstream-listen", upAddr)

@@ -96,6 +96,10 @@ func (u *upstream) refuse(w http.ResponseWriter, r *http.Request, status int, wh
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == statsPath {
+		u.serveStats(w)
+		return
+	}
 	u.calls.Add(1)
 	// Read the whole body so that the connection can be reused.
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))

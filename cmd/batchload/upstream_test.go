@@ -118,3 +118,30 @@ func TestUpstreamRefusesNonLoopbackListen(t *testing.T) {
 	_, err := startUpstream("0.0.0.0:0", 0)
 	assert.ErrorContains(t, err, "not a loopback")
 }
+
+func TestChildUpstreamCountsAcrossProcesses(t *testing.T) {
+	c := newTestClient(t)
+	child, err := startChildUpstream(context.Background(), c, "127.0.0.1:0", 0)
+	require.NoError(t, err)
+	before := child.stats()
+	for range 3 {
+		status, _, err := post(context.Background(), c, child.url+"fast/Item/Add", []byte(`{}`))
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, status)
+	}
+	status, _, err := post(context.Background(), c, child.url+"nope", []byte(`{}`))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNotFound, status)
+	assert.Equal(t, upstreamStats{Calls: 4, Bad: 1}, child.stats().sub(before), "reading the counters is not a call")
+	assert.Contains(t, child.lastBadCall(), "unknown path prefix")
+
+	child.close()
+	select {
+	case <-child.done:
+	default:
+		t.Fatal("child still running after close")
+	}
+	s := child.stats()
+	assert.Positive(t, s.Bad, "counters that cannot be read fail the check")
+	assert.Contains(t, child.lastBadCall(), "cannot read")
+}
