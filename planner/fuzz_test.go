@@ -52,8 +52,8 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("refusal is %T %v with plan %v", err, err, plan)
 			}
 			for _, p := range e.Problems {
-				if p.Reason == "" || p.Detail == "" {
-					t.Fatalf("empty problem %+v", p)
+				if !slices.Contains(Reasons(), p.Reason) || p.Detail == "" {
+					t.Fatalf("problem %+v: unlisted reason or no detail", p)
 				}
 				if p.Key != "" && !validKey(p.Key) && !strings.HasPrefix(p.Key, "#") {
 					t.Fatalf("problem names %q", p.Key)
@@ -123,6 +123,20 @@ func checkPlan(t *testing.T, plan *Plan) {
 				t.Fatalf("step %d: %s refers to step %d, not in %v", i, r.text, r.step, s.Deps)
 			}
 		}
+		// Whatever the responses, a path that resolves is safe and a header value cannot split headers.
+		if p, err := s.Path.Resolve(fuzzResponses{}); err == nil {
+			if e := checkPath(p, true); e != nil {
+				t.Fatalf("step %d: resolved path %q: %v", i, p, e)
+			}
+			checkJoin(t, fuzzBase(), p)
+		} else {
+			checkResolveError(t, err)
+		}
+		for _, h := range s.Headers {
+			if v, err := h.Value.Resolve(fuzzResponses{}); err == nil && badHeaderByte(v) >= 0 {
+				t.Fatalf("step %d: header %s: %q", i, h.Name, v)
+			}
+		}
 		// Whatever the responses, a payload that resolves is valid JSON.
 		if s.Body != nil {
 			out, err := s.Body.Append(nil, fuzzResponses{})
@@ -167,6 +181,12 @@ func checkPlan(t *testing.T, plan *Plan) {
 	}
 }
 
+// fuzzBase is the upstream base URL that resolved paths are joined under.
+func fuzzBase() *url.URL {
+	u, _ := url.Parse("http://upstream.test/api/")
+	return u
+}
+
 // fuzzResponses answers every step with a response that has a bit of everything.
 type fuzzResponses struct{}
 
@@ -190,7 +210,7 @@ func FuzzResolve(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s.payload, []byte(s.response))
 	}
-	base, _ := url.Parse("http://upstream.test/api/")
+	base := fuzzBase()
 	f.Fuzz(func(t *testing.T, payload string, response []byte) {
 		r := responses{0: string(response)}
 		body := `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":` + payload + `}]`
@@ -367,7 +387,7 @@ func FuzzCheckPath(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	base, _ := url.Parse("http://upstream.test/api/")
+	base := fuzzBase()
 	f.Fuzz(func(t *testing.T, p string) {
 		err := CheckPath(p)
 		if err != nil {

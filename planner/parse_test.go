@@ -389,3 +389,14 @@ func TestParseCycleReportsBeyondDAGLimit(t *testing.T) {
 	assert.True(t, strings.HasSuffix(probs[0].Detail, " → S1 → S0 → "+last+" (each step waits for the next)"), probs[0].Detail)
 	assert.Equal(t, Problem{Key: "Y", Reason: ReasonCycle, Detail: "dependency cycle: Y → X → Y (each step waits for the next)"}, probs[1])
 }
+
+func TestReasons(t *testing.T) {
+	rs := Reasons()
+	assert.Len(t, rs, 14)
+	seen := map[Reason]bool{}
+	for _, r := range rs {
+		assert.False(t, seen[r], r)
+		seen[r] = true
+	}
+	assert.True(t, seen[ReasonInvalidMethod])
+}

@@ -122,10 +122,10 @@ func routeSegment(seg string) string {
 	return seg
 }
 
-// checkQuery refuses what a request line cannot carry as is. Go's client re-escapes a path but sends the raw query
-// verbatim, so a space or a quote there would corrupt the request sent upstream.
 func isSeparator(r rune) bool { return r == '/' || r == '\\' }
 
+// checkQuery refuses what a request line cannot carry as is. Go's client re-escapes a path but sends the raw query
+// verbatim, so a space or a quote there would corrupt the request sent upstream.
 func checkQuery(q string) string {
 	for i := 0; i < len(q); i++ {
 		c := q[i]

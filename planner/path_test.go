@@ -27,6 +27,8 @@ func TestCheckPath(t *testing.T) {
 		"a b/c",
 		"a/${x}",
 		"a;b/c",
+		"a/b;c=1",
+		"a/..x;y",
 		"v1/batches",
 		"batch/x",
 		"v2/batch",
@@ -66,6 +68,9 @@ func TestCheckPath(t *testing.T) {
 		{"a/%2e%2e/b", ReasonInvalidPath, `".."`},
 		{"a/%2E%2e", ReasonInvalidPath, `".."`},
 		{"a/.%2e", ReasonInvalidPath, `".."`},
+		{"a/..;x/b", ReasonInvalidPath, `".."`},
+		{"a/.;x", ReasonInvalidPath, `"."`},
+		{"a/..%3Bx", ReasonInvalidPath, `".."`},
 		{"%2e/a", ReasonInvalidPath, `"."`},
 		{"a//b", ReasonInvalidPath, "empty path segment"},
 		{"a/", ReasonInvalidPath, "empty path segment"},
@@ -104,6 +109,9 @@ func TestCheckPath(t *testing.T) {
 		{"v1/batch?x=1", ReasonNestedBatch, ""},
 		{"%62atch", ReasonNestedBatch, ""},
 		{"%76%31/%62%61%74%63%68", ReasonNestedBatch, ""},
+		{"v1/batch;jsessionid=1", ReasonNestedBatch, ""},
+		{"v1;x/batch", ReasonNestedBatch, ""},
+		{"batch;x", ReasonNestedBatch, ""},
 	}
 	for _, c := range refused {
 		t.Run("refused "+c.path, func(t *testing.T) {

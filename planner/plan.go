@@ -117,6 +117,13 @@ const (
 	ReasonInvalidMethod Reason = "invalid_method" // a method that is not an HTTP token, or CONNECT or TRACE
 )
 
+// Reasons returns every Reason a refusal may carry, for a bounded metrics label set.
+func Reasons() []Reason {
+	return []Reason{ReasonInvalidJSON, ReasonNoSteps, ReasonTooManySteps, ReasonInvalidKey, ReasonInvalidPath,
+		ReasonBlocked, ReasonNestedBatch, ReasonInvalidHeader, ReasonPlaceholder, ReasonUnknownRef, ReasonSelfRef,
+		ReasonCycle, ReasonTooLarge, ReasonInvalidMethod}
+}
+
 // Error is the refusal of a batch: every problem found, in request order of the steps.
 type Error struct {
 	Problems []Problem
