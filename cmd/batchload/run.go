@@ -320,6 +320,7 @@ func (r *runner) judge(res *scenarioResult) {
 		}
 	}
 	res.Targets = evalTargets(res.Name, rows)
+	res.Notes = append(res.Notes, contextNotes(res.Name, rows)...)
 }
 
 // describeRun gathers the header: command, commits, machine.

@@ -114,3 +114,40 @@ func evalTargets(scenario string, rows map[string]phaseResult) []target {
 func fmtMS(d time.Duration) string {
 	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
 }
+
+// contextNotes are figures that help read a scenario's target, not targets themselves: what the client alone
+// achieves against the same floor, and batchd's gap in absolute terms.
+func contextNotes(scenario string, rows map[string]phaseResult) []string {
+	valid := func(mode string) (phaseResult, bool) {
+		r, ok := rows[mode]
+		return r, ok && r.ok()
+	}
+	b, okB := valid(modeBatchd)
+	var out []string
+	switch scenario {
+	case "a50":
+		if s, ok := valid(modeSeq); ok && okB {
+			out = append(out, fmt.Sprintf("for scale: batchd p50 − par p50 = %s; seq p50 = %s (%s per call)",
+				fmtMS(b.Lat.P50-rows[modePar].Lat.P50), fmtMS(s.Lat.P50), fmtMS(s.Lat.P50/50)))
+		}
+	case "b50":
+		s, okS := valid(modeSeq)
+		p, okP := valid(modePar)
+		if okS && okP {
+			one := s.Lat.P50 / 50
+			out = append(out, fmt.Sprintf("for scale: the client's own best, par p50 / one call = %s / %s = %.3f; batchd p50 / par p50 = %.3f",
+				fmtMS(p.Lat.P50), fmtMS(one), float64(p.Lat.P50)/float64(one), float64(b.Lat.P50)/float64(p.Lat.P50)))
+		}
+	case "c10":
+		if s, ok := valid(modeSeq); ok && okB {
+			gap := b.Lat.P50 - s.Lat.P50
+			out = append(out, fmt.Sprintf("for scale: batchd p50 − seq p50 = %s over 10 steps (%s per step; the 2%% allowance is %s)",
+				fmtMS(gap), fmtMS(gap/10), fmtMS(s.Lat.P50/50)))
+		}
+	case "d10":
+		if s, ok := valid(modeSeq); ok && okB {
+			out = append(out, fmt.Sprintf("for scale: batchd / seq throughput = %.3f", b.Throughput/s.Throughput))
+		}
+	}
+	return out
+}

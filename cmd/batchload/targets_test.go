@@ -94,3 +94,16 @@ func TestCallCheck(t *testing.T) {
 	assert.False(t, (&callCheck{PerGroup: 10, Total: 101, Expected: 100, MinPerGroup: -1, MaxPerGroup: -1}).OK())
 	assert.False(t, (&callCheck{PerGroup: 10, Total: 100, Expected: 100, MinPerGroup: -1, MaxPerGroup: -1, Bad: 1}).OK())
 }
+
+func TestContextNotes(t *testing.T) {
+	notes := contextNotes("b50", rowsOf(row(modeBatchd, 50, ms(12), 0), row(modeSeq, 50, ms(500), 0), row(modePar, 50, ms(15), 0)))
+	require.Len(t, notes, 1)
+	assert.Contains(t, notes[0], "par p50 / one call = 15.00 ms / 10.00 ms = 1.500")
+	assert.Contains(t, notes[0], "batchd p50 / par p50 = 0.800")
+
+	notes = contextNotes("c10", rowsOf(row(modeBatchd, 10, ms(103), 0), row(modeSeq, 10, ms(100), 0)))
+	require.Len(t, notes, 1)
+	assert.Contains(t, notes[0], "3.00 ms over 10 steps (0.30 ms per step; the 2% allowance is 2.00 ms)")
+
+	assert.Empty(t, contextNotes("c10", rowsOf(row(modeBatchd, 10, ms(103), 0))), "nothing to compare with")
+}
