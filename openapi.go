@@ -1,14 +1,13 @@
-// Package batchd is a dependency-aware batch executor for JSON APIs; CONTRACT.md is its wire contract and README.md
-// its user guide. This root package holds only the OpenAPI description of the HTTP interface, embedded.
+// Package batchd is a dependency-aware batch executor for JSON APIs (CONTRACT.md is the wire contract, README.md the
+// guide); this root package only embeds openapi.yaml, the OpenAPI 3.0.3 description of the HTTP interface. Layout,
+// imports flowing one way (cmd → transport → runner → planner):
 //
-// The module's layout, imports flowing one way (cmd → transport → runner → planner):
-//
-//	cmd/batchd          main and run(): flags with env fallbacks, wiring, graceful drain
-//	planner             batch request → validated, acyclic, immutable Plan (steps, dependencies, placeholders)
-//	runner              executes a Plan through an Invoker; results in request order; the answer's JSON
-//	transport           the HTTP server and its routes, HTTP and in-process invokers; demoapi: the embedded demo API
-//	metrics, errcode    Prometheus metrics (seen by runner through an interface); the ErrorResult code table
-//	deploy, cmd/batchload  Docker, Kubernetes, Prometheus rules, Grafana; the load tool of SCENARIOS.md
+//	cmd/batchd            main and run(): flags with env fallbacks, wiring in dependency order, graceful drain
+//	planner, runner       request → validated acyclic Plan; execution through an Invoker, results in request order
+//	transport             HTTP server, routes, HTTP and in-process invokers; transport/demoapi, the demo API
+//	idempotency, ratelimit, tracing  opt-in guards and OpenTelemetry, wired in run()
+//	metrics, errcode      Prometheus metrics (seen through interfaces); the ErrorResult code table
+//	deploy, cmd/batchload container, Kubernetes, Prometheus and Grafana files; the load tool of SCENARIOS.md
 package batchd
 
 import (

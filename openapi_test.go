@@ -27,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchd/batchd"
+	"github.com/batchd/batchd/ratelimit"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport"
 	"github.com/batchd/batchd/transport/demoapi"
@@ -107,26 +108,34 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 //
 //   - a curl to /v1/batch in a sh block: its headers and -d body must be a valid request of runBatch (so a README
 //     that forgets the JSON Content-Type fails here, as batchd would answer 415);
-//   - the first json block after such a curl is that call's answer: 200 unless it is an ErrorResult, then the
-//     status its code stands for;
+//   - a json block that opens within a few lines of such a curl's block (with at most a line of prose between, such
+//     as "answers (HTTP 200)") is that call's answer: 200 unless it is an ErrorResult, then the status its code
+//     stands for;
 //   - any other json block is classified by shape: a batch request, a batch answer, a refused batch (an ErrorResult
 //     with result.details, validated as that status's answer), or a step's ErrorResult (the component schema).
 //
 // A json block that is not JSON fails. So does one of no known shape, so that a new example cannot go unchecked by
 // accident: teach classify about it. A json block that is exactly one placeholder word in capitals (SEED_OUTPUT,
-// ERROR_OUTPUT) stands for real output that is pasted in later; it is skipped, and logged, until then.
+// ERROR_OUTPUT) stands for real output that is pasted in later; it is skipped, and logged, until then. Likewise a
+// curl whose -d body is only an ellipsis ('…') shows headers, not a batch: it is skipped and logged.
 func TestReadmeExamples(t *testing.T) {
 	s := loadSpec(t)
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
 
+	const answerGap = 4 // most lines between a curl's closing fence and its answer's opening fence
 	var (
 		pending                      *openapi3filter.RequestValidationInput // a curl to /v1/batch waiting for its answer
-		pendingLine                  int
+		pendingLine, pendingEnd      int
 		curls, answers, errorResults int
 	)
 	for _, b := range fencedBlocks(string(readme)) {
 		where := fmt.Sprintf("README.md:%d", b.line)
+		answerOf := pending
+		if b.line-pendingEnd > answerGap {
+			answerOf = nil
+		}
+		pending = nil
 		switch b.lang {
 		case "sh", "bash", "shell", "console":
 			for _, args := range curlCommands(b.text) {
@@ -136,7 +145,7 @@ func TestReadmeExamples(t *testing.T) {
 				}
 				in, err := s.checkRequest(t, req)
 				assert.NoError(t, err, "%s: the curl example is not a valid /v1/batch request", where)
-				pending, pendingLine = in, b.line
+				pending, pendingLine, pendingEnd = in, b.line, b.end
 				curls++
 			}
 			continue
@@ -146,8 +155,6 @@ func TestReadmeExamples(t *testing.T) {
 		}
 
 		text := strings.TrimSpace(b.text)
-		answerOf := pending
-		pending = nil
 		if placeholder.MatchString(text) {
 			t.Logf("%s: skipping placeholder %s until real output is pasted there", where, text)
 			if answerOf != nil {
@@ -190,6 +197,7 @@ func TestReadmeExamples(t *testing.T) {
 				"about it:\n%s", where, text)
 		}
 	}
+	t.Logf("README.md: %d curl requests, %d answers to them, %d ErrorResults checked", curls, answers, errorResults)
 	assert.Positive(t, curls, "README.md has no curl example of /v1/batch")
 	assert.Positive(t, answers, "no curl example of /v1/batch is followed by its answer")
 	assert.Positive(t, errorResults, "README.md has no ErrorResult example")
@@ -200,7 +208,7 @@ var placeholder = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
 
 type block struct {
 	lang, text string
-	line       int // of the opening fence, 1-based
+	line, end  int // of the opening and closing fences, 1-based
 }
 
 // fencedBlocks returns markdown's ``` blocks in order.
@@ -217,7 +225,7 @@ func fencedBlocks(md string) []block {
 			cur = &block{lang: strings.TrimSpace(strings.TrimPrefix(trimmed, "```")), line: i + 1}
 			body.Reset()
 		case cur != nil && trimmed == "```":
-			cur.text = body.String()
+			cur.text, cur.end = body.String(), i+1
 			out = append(out, *cur)
 			cur = nil
 		case cur != nil:
@@ -321,6 +329,10 @@ func curlRequest(t *testing.T, args []string) *http.Request {
 		case "-d", "--data", "--data-raw", "--data-binary":
 			if strings.HasPrefix(v, "@") && a != "--data-raw" {
 				t.Logf("curl reads its body from %s: not checked", v)
+				return nil
+			}
+			if e := strings.TrimSpace(v); e == "…" || e == "..." {
+				t.Logf("curl with an elided body (%s): not checked", e)
 				return nil
 			}
 			data = &v
@@ -618,6 +630,29 @@ func TestDrainingAnswersMatchSpec(t *testing.T) {
 		{name: "readyz", method: "GET", path: "/readyz", status: 503, specAccepts: true},
 		{name: "batch", method: "POST", path: "/v1/batch", body: seed, status: 503, specAccepts: true},
 		{name: "healthz", method: "GET", path: "/healthz", status: 200, specAccepts: true},
+	} {
+		t.Run(x.name, func(t *testing.T) { s.run(t, ts.Client(), ts.URL, x) })
+	}
+}
+
+// TestRateLimitedAnswersMatchSpec checks both 429 answers (with and without Retry-After) of a server wired with a
+// rate limiter as cmd/batchd wires it for -rate-limit.
+func TestRateLimitedAnswersMatchSpec(t *testing.T) {
+	s := loadSpec(t)
+	api := demoapi.New(demoapi.Config{})
+	rn := runner.New(transport.NewInProcessInvoker(api, 8<<20), runner.Config{})
+	rl, err := ratelimit.New(ratelimit.Config{Rate: 0.001, Burst: 2}) // two steps, then (almost) never again
+	require.NoError(t, err)
+	srv := transport.New(transport.Config{Runner: rn, Demo: api, RateLimiter: rl})
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	two := `[{"path":"Demo/Echo"},{"path":"Demo/Echo"}]`
+	for _, x := range []exchange{
+		{name: "over the burst", method: "POST", path: "/v1/batch", body: `[{"path":"Demo/Echo"},{"path":"Demo/Echo"},{"path":"Demo/Echo"}]`, status: 429, specAccepts: true,
+			check: func(t *testing.T, h http.Header, _ []byte) { assert.Empty(t, h.Get("Retry-After")) }},
+		{name: "within", method: "POST", path: "/v1/batch", body: two, status: 200, specAccepts: true},
+		{name: "over the rate", method: "POST", path: "/v1/batch", body: two, status: 429, specAccepts: true,
+			check: func(t *testing.T, h http.Header, _ []byte) { assert.NotEmpty(t, h.Get("Retry-After")) }},
 	} {
 		t.Run(x.name, func(t *testing.T) { s.run(t, ts.Client(), ts.URL, x) })
 	}
