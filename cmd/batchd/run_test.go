@@ -368,9 +368,21 @@ func TestHealthReadyMetrics(t *testing.T) {
 }
 
 // TestGracefulDrain cancels run's context while a batch is in flight: the batch is answered in full and run
-// returns nil.
+// returns nil. The upstream holds the step until batchd has logged that it is draining, so the order of events is
+// forced rather than hoped for.
 func TestGracefulDrain(t *testing.T) {
-	in := start(t)
+	arrived, release := make(chan struct{}), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		select {
+		case <-release:
+		case <-time.After(30 * time.Second):
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ok":true,"result":{"held":true}}`)
+	}))
+	defer up.Close()
+	in := start(t, "-upstream", up.URL)
 	type answer struct {
 		status int
 		body   []byte
@@ -378,7 +390,7 @@ func TestGracefulDrain(t *testing.T) {
 	got := make(chan answer, 1)
 	go func() {
 		resp, err := in.client.Post(in.base+"/v1/batch", "application/json",
-			strings.NewReader(`{"requests":[{"key":"s","path":"Demo/Sleep","payload":{"ms":400}}]}`))
+			strings.NewReader(`{"requests":[{"key":"s","path":"hold"}]}`))
 		if err != nil {
 			got <- answer{status: -1, body: []byte(err.Error())}
 			return
@@ -387,20 +399,18 @@ func TestGracefulDrain(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		got <- answer{resp.StatusCode, b}
 	}()
-	// Wait until the step is running (the in-flight gauge says so), then ask batchd to stop.
-	require.Eventually(t, func() bool {
-		resp, err := in.client.Get(in.base + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), "batchd_steps_in_flight 1")
-	}, 10*time.Second, 5*time.Millisecond)
+	select {
+	case <-arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the step never reached the upstream")
+	}
 	in.stop()
+	require.Eventually(t, func() bool { return strings.Contains(in.logs.String(), `"msg":"draining"`) },
+		30*time.Second, 5*time.Millisecond)
+	close(release)
 	a := <-got
 	require.Equal(t, 200, a.status, "%s", a.body)
-	assert.Contains(t, string(a.body), `"slept_ms":400`)
+	assert.Contains(t, string(a.body), `"held":true`)
 	select {
 	case err := <-in.done:
 		require.NoError(t, err)
@@ -408,7 +418,6 @@ func TestGracefulDrain(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after drain")
 	}
-	assert.Contains(t, in.logs.String(), `"msg":"draining"`)
 }
 
 func TestFlags(t *testing.T) {
