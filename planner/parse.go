@@ -43,12 +43,15 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 
 // parser holds the state of one Parse.
 type parser struct {
-	cfg   Config
-	src   string // the body; every string the Plan keeps is a substring of it unless it had to be unescaped
-	dec   *jsontext.Decoder
-	form  Form
-	stop  bool
-	steps []draft
+	cfg     Config
+	src     string // the body; every string the Plan keeps is a substring of it unless it had to be unescaped
+	dec     *jsontext.Decoder
+	form    Form
+	stop    bool
+	atomic  bool
+	timings bool
+	steps   []draft
+	nrb     int // steps with a rollback
 	// stepsField is the member that held the steps ("requests" or "batch"); "" when none. stepsBad records a
 	// steps member of the wrong type, already reported.
 	stepsField string
@@ -92,6 +95,17 @@ type draft struct {
 	hdr0, hdr1 int32
 	dep0, dep1 int32
 	keyState   uint8
+	hasBody    bool
+	rb         *draftRollback // nil when the step has no "rollback"
+}
+
+// draftRollback is a step's "rollback" as decoded. Its headers are parser.headers[hdr0:hdr1].
+type draftRollback struct {
+	method     string
+	name       string
+	path       PathTemplate
+	body       JSONTemplate
+	hdr0, hdr1 int32
 	hasBody    bool
 }
 
@@ -223,6 +237,10 @@ func (p *parser) readBatchObject() error {
 		switch name {
 		case "stop_on_error":
 			err = p.readBool(&p.stop, name)
+		case "atomic":
+			err = p.readBool(&p.atomic, name)
+		case "timings":
+			err = p.readBool(&p.timings, name)
 		case "requests", "batch":
 			if p.stepsField != "" {
 				p.problem(-1, phaseStep, ReasonInvalidJSON, `both "requests" and "batch" given; send one`)
@@ -272,8 +290,9 @@ func (p *parser) readSteps() error {
 		return err
 	}
 	if p.steps == nil {
-		// Every step has a "path": counting them sizes the drafts in one allocation for any valid batch.
-		p.steps = make([]draft, 0, min(max(strings.Count(p.src, `"path"`), 1), p.cfg.MaxSteps+1))
+		// Size the drafts from the body rather than scanning it twice: a step rarely takes under 64 bytes, and a
+		// batch of more than MaxSteps is refused anyway. Underestimates grow by append.
+		p.steps = make([]draft, 0, min(len(p.src)/64+1, p.cfg.MaxSteps+1))
 	}
 	for i := 0; ; i++ {
 		more, err := p.next()
@@ -360,13 +379,17 @@ func (p *parser) readStep(i int) error {
 				return err
 			}
 			if v.Kind() != 'n' {
-				p.readPayload(i, d, p.raw(v), depth, name)
+				d.body, d.hasBody = p.readPayload(i, p.raw(v), depth, name)
 			}
 		case "headers":
 			d.hdr0 = int32(len(p.headers))
-			err := p.readHeaders(i)
+			err := p.readHeaders(i, name)
 			d.hdr1 = int32(len(p.headers))
 			if err != nil {
+				return err
+			}
+		case "rollback":
+			if err := p.readRollback(i, d); err != nil {
 				return err
 			}
 		case "depends_on":
@@ -385,70 +408,168 @@ func (p *parser) readStep(i int) error {
 	}
 	// Method and path are checked once every member is read: their problems then follow the members' own.
 	if methodGiven {
-		p.setMethod(i, d, method)
+		p.setMethod(i, &d.method, method, "")
 	}
 	switch {
 	case pathGiven:
-		t, name, reason, detail := compilePath(pathText, p.cfg.Blocked)
-		if reason != "" {
-			p.problem(i, phaseStep, reason, detail)
-			d.path = t // its references are still checked
-			break
-		}
-		if t.blocked != nil && p.blocked == nil {
-			// A templated path checks the list again at run time: keep a copy the caller cannot change.
-			p.blocked = append([]string(nil), p.cfg.Blocked...)
-		}
-		if t.blocked != nil {
-			t.blocked = p.blocked
-		}
-		d.path, d.name = t, name
+		d.path, d.name = p.compilePath(i, pathText, "")
 	case !pathBad:
 		p.problem(i, phaseStep, ReasonInvalidPath, `missing "path"`)
 	}
 	return nil
 }
 
-func (p *parser) readPayload(i int, d *draft, raw string, depth int, field string) {
+// compilePath compiles the path of step i (or of its rollback, with what "rollback "), reporting a problem.
+func (p *parser) compilePath(i int, text, what string) (PathTemplate, string) {
+	t, name, reason, detail := compilePath(text, p.cfg.Blocked)
+	if reason != "" {
+		p.problem(i, phaseStep, reason, what+detail)
+		return t, "" // its references are still checked
+	}
+	if t.blocked != nil && p.blocked == nil {
+		// A templated path checks the list again at run time: keep a copy the caller cannot change.
+		p.blocked = append([]string(nil), p.cfg.Blocked...)
+	}
+	if t.blocked != nil {
+		t.blocked = p.blocked
+	}
+	return t, name
+}
+
+// readRollback reads a step's "rollback": {"method"?, "path", "payload" (or "body")?, "headers"?}, compiled like a
+// step. Its references are bound by bindRefs, which knows the step's dependencies.
+func (p *parser) readRollback(i int, d *draft) error {
+	if k := p.dec.PeekKind(); k != '{' {
+		if k != jsontext.KindInvalid {
+			p.typeProblem(i, "rollback", "an object", k)
+		}
+		return p.dec.SkipValue()
+	}
+	if err := p.open(); err != nil {
+		return err
+	}
+	depth := p.dec.StackDepth()
+	rb := &draftRollback{method: "POST"}
+	d.rb = rb
+	p.nrb++
+	var (
+		pathText, method   string
+		pathGiven, pathBad bool
+		methodGiven        bool
+		payloadField       string
+	)
+	for {
+		more, err := p.next()
+		if err != nil {
+			return err
+		}
+		if !more {
+			break
+		}
+		name, err := p.readName()
+		if err != nil {
+			return err
+		}
+		switch name {
+		case "path", "method":
+			v, err := p.dec.ReadValue()
+			if err != nil {
+				return err
+			}
+			if v.Kind() != '"' {
+				p.typeProblem(i, "rollback."+name, "a string", v.Kind())
+				pathBad = pathBad || name == "path"
+				continue
+			}
+			if name == "path" {
+				pathText, pathGiven = p.str(v), true
+			} else {
+				method, methodGiven = p.str(v), true
+			}
+		case "payload", "body":
+			if payloadField != "" {
+				p.problem(i, phaseStep, ReasonInvalidJSON, `rollback: both "payload" and "body" given; they are synonyms, send one`)
+				if err := p.dec.SkipValue(); err != nil {
+					return err
+				}
+				continue
+			}
+			payloadField = name
+			v, err := p.dec.ReadValue()
+			if err != nil {
+				return err
+			}
+			if v.Kind() != 'n' {
+				rb.body, rb.hasBody = p.readPayload(i, p.raw(v), depth, "rollback."+name)
+			}
+		case "headers":
+			rb.hdr0 = int32(len(p.headers))
+			err := p.readHeaders(i, "rollback.headers")
+			rb.hdr1 = int32(len(p.headers))
+			if err != nil {
+				return err
+			}
+		default:
+			p.problem(i, phaseStep, ReasonInvalidJSON, "unknown rollback field "+quoteClip(name))
+			if err := p.dec.SkipValue(); err != nil {
+				return err
+			}
+		}
+	}
+	if methodGiven {
+		p.setMethod(i, &rb.method, method, "rollback ")
+	}
+	switch {
+	case pathGiven:
+		rb.path, rb.name = p.compilePath(i, pathText, "rollback ")
+	case !pathBad:
+		p.problem(i, phaseStep, ReasonInvalidPath, `rollback: missing "path"`)
+	}
+	return nil
+}
+
+// readPayload compiles a payload; ok is false when it was refused (too large or too deep) and must be left out.
+func (p *parser) readPayload(i int, raw string, depth int, field string) (t JSONTemplate, ok bool) {
 	if len(raw) > p.cfg.MaxPayload {
 		p.problem(i, phaseStep, ReasonTooLarge, quote(field)+" is "+strconv.Itoa(len(raw))+" bytes; at most "+
 			strconv.Itoa(p.cfg.MaxPayload)+" allowed")
-		return
+		return t, false
 	}
 	t, perrs, tooDeep := compileJSON(raw, depth, p.cfg.MaxDepth, &p.scratch)
 	if tooDeep > 0 {
 		p.problem(i, phaseStep, ReasonInvalidJSON, quote(field)+" nests "+strconv.Itoa(tooDeep)+
 			" levels deep in the body; at most "+strconv.Itoa(p.cfg.MaxDepth)+" allowed")
-		return
+		return t, false
 	}
 	for _, e := range perrs {
 		p.problem(i, phaseStep, ReasonPlaceholder, field+": "+e)
 	}
-	d.body, d.hasBody = t, true
+	return t, true
 }
 
-// setMethod stores an HTTP method upper-cased. CONNECT and TRACE are refused: CONNECT would turn the upstream
-// call into a tunnel request that drops the path, and TRACE echoes the forwarded headers (Authorization) back.
-func (p *parser) setMethod(i int, d *draft, m string) {
+// setMethod stores an HTTP method upper-cased in dst. CONNECT and TRACE are refused: CONNECT would turn the
+// upstream call into a tunnel request that drops the path, and TRACE echoes the forwarded headers (Authorization)
+// back. what prefixes a problem ("rollback " for a rollback's method).
+func (p *parser) setMethod(i int, dst *string, m, what string) {
 	if !isToken(m) {
-		p.problem(i, phaseStep, ReasonInvalidMethod, "method "+quoteClip(m)+" is not an HTTP token")
+		p.problem(i, phaseStep, ReasonInvalidMethod, what+"method "+quoteClip(m)+" is not an HTTP token")
 		return
 	}
 	switch u := strings.ToUpper(m); u {
 	case "CONNECT", "TRACE":
-		p.problem(i, phaseStep, ReasonInvalidMethod, "method "+u+" may not be used in a batch")
+		p.problem(i, phaseStep, ReasonInvalidMethod, what+"method "+u+" may not be used in a batch")
 	case "POST":
-		d.method = "POST"
+		*dst = "POST"
 	case "GET":
-		d.method = "GET"
+		*dst = "GET"
 	case "PUT":
-		d.method = "PUT"
+		*dst = "PUT"
 	case "PATCH":
-		d.method = "PATCH"
+		*dst = "PATCH"
 	case "DELETE":
-		d.method = "DELETE"
+		*dst = "DELETE"
 	default:
-		d.method = u
+		*dst = u
 	}
 }
 
@@ -463,12 +584,17 @@ func forbiddenHeader(name string) bool {
 	return false
 }
 
-func (p *parser) readHeaders(i int) error {
+// readHeaders reads a step's "headers" (field "headers") or its rollback's ("rollback.headers").
+func (p *parser) readHeaders(i int, field string) error {
 	if k := p.dec.PeekKind(); k != '{' {
 		if k != jsontext.KindInvalid {
-			p.typeProblem(i, "headers", "an object of strings", k)
+			p.typeProblem(i, field, "an object of strings", k)
 		}
 		return p.dec.SkipValue()
+	}
+	what := "" // prefixes problems with the field when it is not the step's own
+	if field != "headers" {
+		what = "rollback "
 	}
 	if err := p.open(); err != nil {
 		return err
@@ -492,17 +618,17 @@ func (p *parser) readHeaders(i int) error {
 			return err
 		}
 		if v.Kind() != '"' {
-			p.typeProblem(i, "headers."+name, "a string", v.Kind())
+			p.typeProblem(i, field+"."+name, "a string", v.Kind())
 			continue
 		}
 		value := p.str(v)
 		if !isToken(name) {
-			p.problem(i, phaseStep, ReasonInvalidHeader, "header name "+quoteClip(name)+" is not an HTTP token")
+			p.problem(i, phaseStep, ReasonInvalidHeader, what+"header name "+quoteClip(name)+" is not an HTTP token")
 			continue
 		}
 		name = textproto.CanonicalMIMEHeaderKey(name)
 		if forbiddenHeader(name) {
-			p.problem(i, phaseStep, ReasonInvalidHeader, "header "+quote(name)+" may not be set by a step")
+			p.problem(i, phaseStep, ReasonInvalidHeader, what+"header "+quote(name)+" may not be set by a step")
 			continue
 		}
 		dup := false
@@ -510,12 +636,12 @@ func (p *parser) readHeaders(i int) error {
 			dup = dup || h.name == name
 		}
 		if dup {
-			p.problem(i, phaseStep, ReasonInvalidHeader, "header "+quote(name)+" given twice")
+			p.problem(i, phaseStep, ReasonInvalidHeader, what+"header "+quote(name)+" given twice")
 			continue
 		}
 		t, reasons, details := compileHeader(name, value)
 		for j := range reasons {
-			p.problem(i, phaseStep, reasons[j], details[j])
+			p.problem(i, phaseStep, reasons[j], what+details[j])
 		}
 		p.headers = append(p.headers, draftHeader{name: name, value: t})
 	}
