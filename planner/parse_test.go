@@ -192,7 +192,7 @@ func TestParseRejects(t *testing.T) {
 		{"too deep payload", `{"requests":[{"key":"A","path":"a","payload":` + deeper + `}]}`, Config{}, "A", ReasonInvalidJSON, "65 levels"},
 		{"too deep templated payload", `{"requests":[{"key":"A","path":"a","payload":[` + deep + `,"${B}"]},{"key":"B","path":"b"}]}`, Config{}, "A", ReasonInvalidJSON, "levels"},
 
-		{"unknown top-level field", `{"requests":[{"key":"A","path":"a"}],"atomic":true}`, Config{}, "", ReasonInvalidJSON, `unknown field "atomic"`},
+		{"unknown top-level field", `{"requests":[{"key":"A","path":"a"}],"stop_on_eror":true}`, Config{}, "", ReasonInvalidJSON, `unknown field "stop_on_eror"`},
 		{"requests and batch", `{"requests":[{"key":"A","path":"a"}],"batch":[{"path":"b"}]}`, Config{}, "", ReasonInvalidJSON, "both"},
 		{"requests not an array", `{"requests":{"key":"A"}}`, Config{}, "", ReasonInvalidJSON, "must be an array"},
 		{"stop_on_error not a boolean", `{"stop_on_error":"yes","requests":[{"key":"A","path":"a"}]}`, Config{}, "", ReasonInvalidJSON, "boolean"},
@@ -203,7 +203,7 @@ func TestParseRejects(t *testing.T) {
 		{"too many steps", many, Config{MaxSteps: 2}, "", ReasonTooManySteps, "3 steps; at most 2"},
 
 		{"step not an object", `[{"path":"a"}, "b"]`, Config{}, "#1", ReasonInvalidJSON, "JSON object"},
-		{"unknown step field", `{"requests":[{"key":"A","path":"a","rollback":{}}]}`, Config{}, "A", ReasonInvalidJSON, `unknown step field "rollback"`},
+		{"unknown step field", `{"requests":[{"key":"A","path":"a","retries":3}]}`, Config{}, "A", ReasonInvalidJSON, `unknown step field "retries"`},
 		{"key not a string", `[{"key":1,"path":"a"}]`, Config{}, "#0", ReasonInvalidJSON, `"key" must be a string`},
 		{"path not a string", `[{"key":"A","path":["a"]}]`, Config{}, "A", ReasonInvalidJSON, `"path" must be a string, not a array`},
 		{"method not a string", `[{"key":"A","path":"a","method":true}]`, Config{}, "A", ReasonInvalidJSON, `"method"`},
