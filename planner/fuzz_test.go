@@ -35,6 +35,12 @@ var seedBodies = []string{
 	`{"requests":[{"path":"a"}],"batch":[],"x":1}`,
 	`[[[[[[[[[[]]]]]]]]]]`,
 	`[{"key":"A","path":"a","payload":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}]`,
+	`{"atomic":true,"timings":true,"requests":[{"key":"A","path":"Producer/Add","payload":{"name":"x"},` +
+		`"rollback":{"path":"Producer/Delete","payload":{"ids":["${self.result.new_id}"]}}},` +
+		`{"key":"B","path":"p/${A.result.new_id}","rollback":{"method":"delete","path":"p/${A.id}/${self.id}",` +
+		`"headers":{"X-Undo":"${B.x}"},"body":"${self}"}}]}`,
+	`{"atomic":true,"requests":[{"key":"A","path":"a","payload":"${self.x}","rollback":{"path":"x","payload":"${B.x}"}},` +
+		`{"key":"B","path":"b","rollback":{"path":"//h","method":"TRACE","x":1,"headers":{"Host":"h"}}},{"key":"C","path":"c","rollback":[]}]}`,
 }
 
 func FuzzParse(f *testing.F) {
@@ -122,6 +128,32 @@ func checkPlan(t *testing.T, plan *Plan) {
 			if !slices.Contains(s.Deps, r.step) {
 				t.Fatalf("step %d: %s refers to step %d, not in %v", i, r.text, r.step, s.Deps)
 			}
+		}
+		// A rollback refers only to its step and the step's dependencies, and is compiled like a step.
+		if rb := s.Rollback; rb != nil {
+			if rb.Path == nil || !isToken(rb.Method) || rb.Method != strings.ToUpper(rb.Method) {
+				t.Fatalf("step %d: rollback %+v", i, rb)
+			}
+			rbRefs := slices.Clone(rb.Path.refs)
+			for _, h := range rb.Headers {
+				rbRefs = append(rbRefs, h.Value.refs...)
+			}
+			if rb.Body != nil {
+				rbRefs = append(rbRefs, rb.Body.refs...)
+			}
+			for _, r := range rbRefs {
+				if r.step != i && !slices.Contains(s.Deps, r.step) {
+					t.Fatalf("step %d: rollback %s refers to step %d, not itself or in %v", i, r.text, r.step, s.Deps)
+				}
+			}
+			if p, err := rb.Path.Resolve(fuzzResponses{}); err == nil {
+				if e := checkPath(p, true); e != nil {
+					t.Fatalf("step %d: resolved rollback path %q: %v", i, p, e)
+				}
+			}
+		}
+		if plan.Atomic && !plan.StopOnError {
+			t.Fatal("an atomic plan must stop on error")
 		}
 		// Whatever the responses, a path that resolves is safe and a header value cannot split headers.
 		if p, err := s.Path.Resolve(fuzzResponses{}); err == nil {

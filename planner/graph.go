@@ -24,6 +24,9 @@ func (p *parser) finish() (*Plan, error) {
 
 	keys, labels := p.bindKeys()
 	deps := p.bindRefs(keys)
+	if p.atomic && p.cfg.RequireRollback {
+		p.requireRollbacks()
+	}
 	dependents := invert(deps)
 	depth := 0
 	// A batch over the step limit is refused anyway; analysing a huge graph would only give a hostile body more
@@ -104,6 +107,10 @@ func (p *parser) bindRefs(keys map[string]int) [][]int {
 			switch {
 			case !ok && !slices.Contains(reported, key):
 				reported = append(reported, key)
+				if key == "self" && rf != nil {
+					p.problem(i, phaseRefs, ReasonUnknownRef, what+": ${self…} may only be used in a \"rollback\"")
+					break
+				}
 				p.problem(i, phaseRefs, ReasonUnknownRef, what+" names no step of this batch")
 			case ok:
 				p.problem(i, phaseRefs, ReasonSelfRef, what+" names the step itself")
@@ -127,6 +134,9 @@ func (p *parser) bindRefs(keys map[string]int) [][]int {
 		slices.Sort(mine)
 		all = all[:start+len(slices.Compact(mine))]
 		ends[i] = len(all)
+		if d.rb != nil {
+			p.bindRollback(i, d.rb, keys, all[start:])
+		}
 	}
 	start := 0
 	for i, end := range ends {
@@ -136,6 +146,58 @@ func (p *parser) bindRefs(keys map[string]int) [][]int {
 		start = end
 	}
 	return deps
+}
+
+// bindRollback points the placeholders of step i's rollback at their steps. A rollback runs after its step
+// succeeded and before the rollbacks of the step's dependencies, so it may use the step's own response (${self…},
+// or the step's key) and those of the step's direct dependencies (deps, ascending), and nothing else: any other
+// step may have failed, never run, or been rolled back already.
+func (p *parser) bindRollback(i int, rb *draftRollback, keys map[string]int, deps []int) {
+	var reported []string
+	bindAll := func(refs []ref) {
+		for k := range refs {
+			rf := &refs[k]
+			rf.step = -1
+			if rf.key == "self" {
+				rf.step = i
+				continue
+			}
+			j, ok := keys[rf.key]
+			if _, dep := slices.BinarySearch(deps, j); ok && (j == i || dep) {
+				rf.step = j
+				continue
+			}
+			if slices.Contains(reported, rf.key) {
+				continue
+			}
+			reported = append(reported, rf.key)
+			if !ok {
+				p.problem(i, phaseRefs, ReasonUnknownRef, "rollback placeholder "+rf.text+" names no step of this batch")
+				continue
+			}
+			p.problem(i, phaseRefs, ReasonUnknownRef, "rollback placeholder "+rf.text+" names step "+quote(rf.key)+
+				", which this step does not depend on; a rollback may use ${self…} and the step's dependencies")
+		}
+	}
+	bindAll(rb.path.refs)
+	for _, h := range p.headers[rb.hdr0:rb.hdr1] {
+		bindAll(h.value.refs)
+	}
+	bindAll(rb.body.refs)
+}
+
+// requireRollbacks refuses the steps of an atomic batch that could not be undone: every step needs a rollback
+// except GET, HEAD and OPTIONS, which HTTP defines as safe (without side effects).
+func (p *parser) requireRollbacks() {
+	for i := range p.steps {
+		d := &p.steps[i]
+		switch {
+		case d.rb != nil, d.method == "GET", d.method == "HEAD", d.method == "OPTIONS":
+			continue
+		}
+		p.problem(i, phaseStep, ReasonMissingRollback, `no "rollback": in an atomic batch every step except GET, `+
+			"HEAD and OPTIONS needs one on this server, so that it can be undone")
+	}
 }
 
 // invert returns the dependents of each step, ascending (steps are visited in order) and unique.
@@ -386,9 +448,26 @@ func (p *parser) refusal(labels []string) *Error {
 	return &Error{Problems: out}
 }
 
+// buildRollback returns a step's Rollback; every Rollback of the plan shares one backing array.
+func (p *parser) buildRollback(rb *draftRollback, headers []Header) *Rollback {
+	if p.rollbacks == nil {
+		p.rollbacks = make([]Rollback, 0, p.nrb)
+	}
+	p.rollbacks = append(p.rollbacks, Rollback{Method: rb.method, Name: rb.name, Path: &rb.path})
+	r := &p.rollbacks[len(p.rollbacks)-1]
+	if rb.hasBody {
+		r.Body = &rb.body
+	}
+	if rb.hdr1 > rb.hdr0 {
+		r.Headers = headers[rb.hdr0:rb.hdr1:rb.hdr1]
+	}
+	return r
+}
+
 // build assembles the Plan. Steps point into the drafts' templates, which nothing changes any more.
 func (p *parser) build(deps, dependents [][]int, depth int) *Plan {
-	plan := &Plan{Form: p.form, StopOnError: p.stop, Steps: make([]Step, len(p.steps)), Depth: depth}
+	plan := &Plan{Form: p.form, StopOnError: p.stop || p.atomic, Atomic: p.atomic, Timings: p.timings,
+		Steps: make([]Step, len(p.steps)), Depth: depth}
 	var headers []Header
 	if len(p.headers) > 0 {
 		headers = make([]Header, len(p.headers))
@@ -408,6 +487,9 @@ func (p *parser) build(deps, dependents [][]int, depth int) *Plan {
 			s.Headers = headers[d.hdr0:d.hdr1:d.hdr1]
 		}
 		s.Deps, s.Dependents = deps[i], dependents[i]
+		if d.rb != nil {
+			s.Rollback = p.buildRollback(d.rb, headers)
+		}
 	}
 	return plan
 }

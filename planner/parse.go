@@ -43,15 +43,16 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 
 // parser holds the state of one Parse.
 type parser struct {
-	cfg     Config
-	src     string // the body; every string the Plan keeps is a substring of it unless it had to be unescaped
-	dec     *jsontext.Decoder
-	form    Form
-	stop    bool
-	atomic  bool
-	timings bool
-	steps   []draft
-	nrb     int // steps with a rollback
+	cfg       Config
+	src       string // the body; every string the Plan keeps is a substring of it unless it had to be unescaped
+	dec       *jsontext.Decoder
+	form      Form
+	stop      bool
+	atomic    bool
+	timings   bool
+	steps     []draft
+	nrb       int        // steps with a rollback
+	rollbacks []Rollback // the Plan's, sized by nrb
 	// stepsField is the member that held the steps ("requests" or "batch"); "" when none. stepsBad records a
 	// steps member of the wrong type, already reported.
 	stepsField string

@@ -398,7 +398,7 @@ func TestReasons(t *testing.T) {
 	}
 	for _, r := range []Reason{ReasonInvalidJSON, ReasonNoSteps, ReasonTooManySteps, ReasonInvalidKey,
 		ReasonInvalidPath, ReasonBlocked, ReasonNestedBatch, ReasonInvalidHeader, ReasonPlaceholder, ReasonUnknownRef,
-		ReasonSelfRef, ReasonCycle, ReasonTooLarge, ReasonInvalidMethod} {
+		ReasonSelfRef, ReasonCycle, ReasonTooLarge, ReasonInvalidMethod, ReasonMissingRollback} {
 		assert.True(t, seen[r], "not listed: %s", r)
 	}
 }

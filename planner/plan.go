@@ -31,6 +31,17 @@
 //     replaced by U+FFFD when copied, so a built payload is always valid JSON.
 //
 // A "payload" (or "body") of null is the same as none. A step's method may not be CONNECT or TRACE.
+//
+// Opt-in extensions (CONTRACT.md §9):
+//   - "atomic": true sets Plan.Atomic and Plan.StopOnError (atomic wins over an explicit "stop_on_error": false).
+//     "timings": true sets Plan.Timings. Both need an object form: a bare array has no batch-level fields.
+//   - A step's "rollback": {"method"?, "path", "payload" (or "body")?, "headers"?} is compiled and checked like a
+//     step (Step.Rollback). Its placeholders may name the step itself, as ${self.…} or by its key, and the step's
+//     direct dependencies (Step.Deps), nothing else: a reference to any other step is ReasonUnknownRef naming the
+//     step. A rollback's references add no dependency. ${self.…} outside a rollback is ReasonUnknownRef. A
+//     rollback is accepted in any batch; only an atomic batch runs it.
+//   - With Config.RequireRollback, an atomic batch is refused (ReasonMissingRollback, one problem per step) when a
+//     step other than a GET, HEAD or OPTIONS has no rollback.
 package planner
 
 import "github.com/batchd/batchd/errcode"
@@ -50,13 +61,21 @@ type Config struct {
 	Blocked    []string // method paths a batch may not call, compared case-insensitively without leading "/"; e.g. "Item/Import"
 	MaxDepth   int      // deepest JSON nesting accepted; default 64
 	MaxPayload int      // largest payload of one step in bytes, as written in the request; default 1 MiB
+	// RequireRollback refuses an atomic batch in which a step other than a GET, HEAD or OPTIONS has no rollback
+	// (ReasonMissingRollback): such a step could not be undone.
+	RequireRollback bool
 }
 
 // Plan is a validated batch. Steps are in request order; Step.Deps index into Steps.
 type Plan struct {
 	Form        Form
-	StopOnError bool
-	Steps       []Step
+	StopOnError bool // also set by Atomic
+	// Atomic is "atomic": true (CONTRACT.md §9): stop on error, then undo the steps that succeeded with their
+	// Rollback.
+	Atomic bool
+	// Timings is "timings": true: the answer carries each step's timing and the batch's critical path.
+	Timings bool
+	Steps   []Step
 	// Depth is the number of steps on the longest dependency chain (1 for a batch of independent steps).
 	Depth int
 }
@@ -76,6 +95,18 @@ type Step struct {
 	Deps []int
 	// Dependents are the indices of the steps that wait for this one, ascending, unique.
 	Dependents []int
+	// Rollback is the call that undoes this step in an atomic batch; nil when the step has none.
+	Rollback *Rollback
+}
+
+// Rollback is a step's "rollback": a call compiled like a step's own. Its placeholders may name the step itself
+// (${self.…}, or its key) and the step's Deps, never another step: when it runs, exactly those responses exist.
+type Rollback struct {
+	Method  string // HTTP method, upper case; default POST
+	Name    string // like Step.Name
+	Path    *PathTemplate
+	Headers []Header      // its own headers only: a rollback does not inherit the step's
+	Body    *JSONTemplate // nil when the rollback has no payload
 }
 
 // Header is a per-step header whose value may hold placeholders.
@@ -110,18 +141,20 @@ const (
 	ReasonNestedBatch   Reason = "nested_batch"   // a path naming the batch endpoint
 	ReasonInvalidHeader Reason = "invalid_header" // refused header name or value
 	ReasonPlaceholder   Reason = "placeholder"    // malformed placeholder
-	ReasonUnknownRef    Reason = "unknown_ref"    // a reference or depends_on naming no step
+	ReasonUnknownRef    Reason = "unknown_ref"    // a reference or depends_on naming no step it may name
 	ReasonSelfRef       Reason = "self_ref"
 	ReasonCycle         Reason = "cycle"
 	ReasonTooLarge      Reason = "too_large"      // a step's payload over MaxPayload
 	ReasonInvalidMethod Reason = "invalid_method" // a method that is not an HTTP token, or CONNECT or TRACE
+	// ReasonMissingRollback: with Config.RequireRollback, a step of an atomic batch that has no rollback.
+	ReasonMissingRollback Reason = "missing_rollback"
 )
 
 // Reasons returns every Reason a refusal may carry, for a bounded metrics label set.
 func Reasons() []Reason {
 	return []Reason{ReasonInvalidJSON, ReasonNoSteps, ReasonTooManySteps, ReasonInvalidKey, ReasonInvalidPath,
 		ReasonBlocked, ReasonNestedBatch, ReasonInvalidHeader, ReasonPlaceholder, ReasonUnknownRef, ReasonSelfRef,
-		ReasonCycle, ReasonTooLarge, ReasonInvalidMethod}
+		ReasonCycle, ReasonTooLarge, ReasonInvalidMethod, ReasonMissingRollback}
 }
 
 // Error is the refusal of a batch: every problem found, in request order of the steps.
