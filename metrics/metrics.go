@@ -74,6 +74,14 @@ var UpstreamErrorKinds = []string{"connect", "reset", "too_large", "protocol", "
 
 const kindFallback = "other"
 
+// IdempotencyResults is the closed set of the result label of batchd_idempotency_total (package idempotency):
+// stored (a keyed batch's answer was stored), replayed (a retry got it), conflict (a retry came while the first still
+// ran: 409), mismatch (the key came with another body: 422), error (the store failed: 503, or an answer was not
+// stored). IdempotencyResult counts any other value as "error".
+var IdempotencyResults = []string{"stored", "replayed", "conflict", "mismatch", "error"}
+
+const idempotencyFallback = "error"
+
 // step outcomes, indexed for the per-method series.
 const (
 	outOK = iota
@@ -116,6 +124,7 @@ type Metrics struct {
 	rejected        map[string]prometheus.Counter // by reason
 	abandoned       prometheus.Counter
 	upstreamErrors  map[string]prometheus.Counter // by kind
+	idempotency     map[string]prometheus.Counter // by result
 
 	exact    map[string]*methodSeries // by folded name
 	wildcard []wildcardSeries         // in configuration order
@@ -146,6 +155,7 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		batchDuration:  make(map[string]prometheus.Observer, len(batchOutcomes)),
 		rejected:       make(map[string]prometheus.Counter, len(RejectReasons)),
 		upstreamErrors: make(map[string]prometheus.Counter, len(UpstreamErrorKinds)),
+		idempotency:    make(map[string]prometheus.Counter, len(IdempotencyResults)),
 		exact:          make(map[string]*methodSeries),
 	}
 
@@ -188,6 +198,11 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		Namespace: Namespace, Name: "upstream_errors_total",
 		Help: "Step calls that got no usable response from the upstream, by kind (connect, reset, too_large, …).",
 	}, []string{"kind"})
+	idempotency := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "idempotency_total",
+		Help: "Batch requests with an Idempotency-Key, by result: stored, replayed, conflict (409), mismatch (422), " +
+			"error (store unavailable).",
+	}, []string{"result"})
 
 	for _, o := range batchOutcomes {
 		m.batchDuration[o] = batchDuration.WithLabelValues(o)
@@ -197,6 +212,9 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	}
 	for _, k := range UpstreamErrorKinds {
 		m.upstreamErrors[k] = upstream.WithLabelValues(k)
+	}
+	for _, r := range IdempotencyResults {
+		m.idempotency[r] = idempotency.WithLabelValues(r)
 	}
 
 	newSeries := func(label string) *methodSeries {
@@ -226,7 +244,8 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 
 	if reg != nil {
 		for _, c := range []prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration,
-			stepTimeouts, m.batchesInFlight, m.stepsInFlight, rejected, m.abandoned, upstream} {
+			stepTimeouts, m.batchesInFlight, m.stepsInFlight, rejected, m.abandoned, upstream,
+			idempotency} {
 			if err := reg.Register(c); err != nil {
 				return nil, errors.Join(errors.New("metrics: registering batchd metrics"), err)
 			}
@@ -426,4 +445,17 @@ func (m *Metrics) BatchAbandoned() {
 		return
 	}
 	m.abandoned.Inc()
+}
+
+// IdempotencyResult counts one outcome of the Idempotency-Key guard (batchd_idempotency_total{result}); result is
+// one of IdempotencyResults, any other counts as "error". It implements idempotency.Recorder.
+func (m *Metrics) IdempotencyResult(result string) {
+	if m == nil {
+		return
+	}
+	c, ok := m.idempotency[result]
+	if !ok {
+		c = m.idempotency[idempotencyFallback]
+	}
+	c.Inc()
 }

@@ -34,6 +34,7 @@ func TestLint(t *testing.T) {
 	m.BatchDone(runner.BatchEvent{Steps: 1, Depth: 1, Outcome: "failed", Duration: time.Second})
 	m.BatchRejected("cycle", time.Millisecond)
 	m.BatchStarted()
+	m.IdempotencyResult("replayed")
 
 	problems, err := testutil.GatherAndLint(reg)
 	require.NoError(t, err)
@@ -195,7 +196,21 @@ func TestNilMetricsIsNoop(t *testing.T) {
 	r.BatchDone(runner.BatchEvent{})
 	m.BatchRejected("cycle", 0)
 	m.TrackBatch()()
+	m.IdempotencyResult("stored")
 	assert.Equal(t, "other", m.Label("Producer/Add"))
+}
+
+func TestIdempotencySeries(t *testing.T) {
+	m, reg := newMetrics(t)
+	m.IdempotencyResult("stored")
+	m.IdempotencyResult("replayed")
+	m.IdempotencyResult("replayed")
+	m.IdempotencyResult("no such result")
+	assert.Equal(t, 1.0, counterValue(t, reg, "batchd_idempotency_total", "result", "stored"))
+	assert.Equal(t, 2.0, counterValue(t, reg, "batchd_idempotency_total", "result", "replayed"))
+	assert.Equal(t, 0.0, counterValue(t, reg, "batchd_idempotency_total", "result", "conflict"), "created at zero")
+	assert.Equal(t, 1.0, counterValue(t, reg, "batchd_idempotency_total", "result", "error"), "unknown result → error")
+	assert.Equal(t, len(metrics.IdempotencyResults), seriesCount(t, reg, "batchd_idempotency_total"))
 }
 
 // TestCardinalityBounded sends 1,000 random method names, numeric ids and UUIDs among them, and checks that no

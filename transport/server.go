@@ -45,6 +45,14 @@ type Batcher interface {
 	Run(ctx context.Context, p *planner.Plan, opt runner.Options) []runner.Result
 }
 
+// Idempotency makes a retried batch run once (CONTRACT.md §9, Idempotency-Key); *idempotency.Guard implements it.
+// Begin sees the request once its body is read, before planning. When it answered the request itself (a replay, a
+// conflict, a refusal) the handler stops. Otherwise the handler calls finish with the answer it gives (only the
+// first call counts): a 2xx answer is stored, any other status, or none (a refused plan, a panic), frees the key.
+type Idempotency interface {
+	Begin(w http.ResponseWriter, r *http.Request, body []byte) (finish func(status int, contentType string, body []byte), answered bool)
+}
+
 // Config is the server's wiring. Zero values mean defaults or "absent".
 type Config struct {
 	Planner planner.Config
@@ -54,6 +62,8 @@ type Config struct {
 	// RateLimiter, optional, charges each caller a batch's step count after planning and before anything runs; a
 	// caller over its limit gets 429 with Retry-After.
 	RateLimiter RateLimiter
+	// Idempotency, optional, guards batches sent with an Idempotency-Key header.
+	Idempotency Idempotency
 	// ForwardHeaders are batch-level request headers forwarded to every step in addition to the defaults.
 	ForwardHeaders []string
 	Observer       Observer     // optional
@@ -183,6 +193,14 @@ func (s *Server) handleBatch(c echo.Context) error {
 		s.log.Info("batch body not read", "request_id", reqID, "err", err)
 		return nil // the client is gone or broke the stream; nobody reads an answer
 	}
+	finish := func(int, string, []byte) {}
+	if s.cfg.Idempotency != nil {
+		var answered bool
+		if finish, answered = s.cfg.Idempotency.Begin(c.Response(), r, body); answered {
+			return nil
+		}
+		defer finish(0, "", nil) // a no-op once the answer below was recorded; else (refused, panic) frees the key
+	}
 	plan, err := planner.Parse(body, s.cfg.Planner)
 	if err != nil {
 		var pe *planner.Error
@@ -210,13 +228,14 @@ func (s *Server) handleBatch(c echo.Context) error {
 		}
 	}
 	attrs := []any{"request_id", reqID, "steps", len(results), "failed", failed, "duration_ms", msSince(start)}
+	out := runner.AppendJSON(make([]byte, 0, 128*len(results)), plan.Form, results)
+	finish(http.StatusOK, echo.MIMEApplicationJSON, out) // also when the client left: its retry sees what ran
 	if r.Context().Err() != nil {
 		s.log.Info("batch abandoned: client closed", attrs...)
 		s.abandoned()
 		return nil
 	}
 	s.log.Info("batch", attrs...)
-	out := runner.AppendJSON(make([]byte, 0, 128*len(results)), plan.Form, results)
 	return c.JSONBlob(http.StatusOK, out)
 }
 

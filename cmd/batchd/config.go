@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // config is the whole configuration surface: every flag, each with an environment fallback.
@@ -29,6 +31,10 @@ type config struct {
 	forwardHeaders string
 	metricMethods  string
 	logFormat      string
+
+	idempotencyTTL        time.Duration
+	idempotencyMaxEntries int
+	redisURL              string // empty: Idempotency-Key answers are kept in memory
 }
 
 // usageError is a bad flag or environment value: the process exits 2.
@@ -42,6 +48,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	c := config{
 		addr: ":8080", maxSteps: 50, stepTimeout: 10 * time.Second, batchTimeout: 60 * time.Second,
 		maxParallel: 16, blocked: "Item/Import", maxBody: 1 << 20, maxResponse: 8 << 20, logFormat: "auto",
+		idempotencyTTL: 24 * time.Hour, idempotencyMaxEntries: 10000,
 	}
 	fs := flag.NewFlagSet("batchd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -70,6 +77,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	bind((*stringValue)(&c.forwardHeaders), "forward-headers", "BATCHD_FORWARD_HEADERS", "comma-separated extra request headers forwarded to every step")
 	bind((*stringValue)(&c.metricMethods), "metric-methods", "BATCHD_METRIC_METHODS", "comma-separated known method patterns for the metrics method label, '*' wildcards (e.g. Producer/*)")
 	bind((*stringValue)(&c.logFormat), "log-format", "BATCHD_LOG_FORMAT", "auto, json or text")
+	bind((*durationValue)(&c.idempotencyTTL), "idempotency-ttl", "BATCHD_IDEMPOTENCY_TTL", "how long the answer of a batch sent with an Idempotency-Key is replayed")
+	bind((*intValue)(&c.idempotencyMaxEntries), "idempotency-max-entries", "BATCHD_IDEMPOTENCY_MAX_ENTRIES", "most Idempotency-Key answers kept in memory (without -redis-url); the oldest is evicted")
+	bind((*stringValue)(&c.redisURL), "redis-url", "BATCHD_REDIS_URL", "Redis for Idempotency-Key answers shared by every replica, e.g. redis://127.0.0.1:6379/0; empty: in memory")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -101,6 +111,16 @@ func (c config) validate() error {
 	check(c.maxInflight >= 0, "-max-upstream-inflight must not be negative")
 	check(c.rateLimit >= 0 && !math.IsInf(c.rateLimit, 0), "-rate-limit must be a finite number of steps per second, 0 or more")
 	check(c.rateBurst >= 0, "-rate-burst must not be negative")
+	check(c.idempotencyTTL > 0, "-idempotency-ttl must be positive")
+	check(c.idempotencyMaxEntries >= 1, "-idempotency-max-entries must be at least 1")
+	if c.redisURL != "" {
+		_, err := redis.ParseURL(c.redisURL)
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // without the URL, which may hold a password
+		}
+		check(err == nil, "-redis-url must be a redis://, rediss:// or unix:// URL: %v", err)
+	}
 	check(c.logFormat == "auto" || c.logFormat == "json" || c.logFormat == "text", "-log-format must be auto, json or text")
 	if c.upstream != "" {
 		u, err := url.Parse(c.upstream)

@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/batchd/batchd"
+	"github.com/batchd/batchd/idempotency"
 	"github.com/batchd/batchd/metrics"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/ratelimit"
@@ -110,6 +112,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		rateLimiter = rl
 	}
+	idem, closeIdem, err := idempotencyGuard(ctx, cfg, m, log)
+	if err != nil {
+		return err
+	}
+	defer closeIdem() // after the drain: the last batches store their answers first
 	srv := transport.New(transport.Config{
 		Planner: planner.Config{
 			MaxSteps: cfg.maxSteps,
@@ -118,6 +125,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Runner:         rn,
 		MaxBody:        int64(cfg.maxBody),
 		RateLimiter:    rateLimiter,
+		Idempotency:    idem,
 		ForwardHeaders: list(cfg.forwardHeaders),
 		Observer:       m,
 		Metrics:        metrics.Handler(reg),
@@ -168,4 +176,36 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, nil))
 	}
 	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+// idempotencyGuard builds the Idempotency-Key guard: on Redis when -redis-url is set, so that every replica sees
+// every key, else in memory. Redis must answer a PING within 5s: a wrong address fails the start (exit 1) rather
+// than every keyed batch later. closeStore closes the Redis client.
+func idempotencyGuard(ctx context.Context, cfg config, rec idempotency.Recorder, log *slog.Logger) (g *idempotency.Guard, closeStore func(), err error) {
+	var store idempotency.Store = idempotency.NewMemory(idempotency.MemoryConfig{MaxEntries: cfg.idempotencyMaxEntries})
+	closeStore, where := func() {}, "memory"
+	if cfg.redisURL != "" {
+		opt, err := redis.ParseURL(cfg.redisURL) // validated by parseConfig
+		if err != nil {
+			return nil, nil, &usageError{err}
+		}
+		where = opt.Addr
+		client := redis.NewClient(opt)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := client.Ping(pctx).Err(); err != nil {
+			_ = client.Close()
+			return nil, nil, fmt.Errorf("redis at %s (-redis-url) unreachable: %w", where, err)
+		}
+		store, closeStore = idempotency.NewRedis(client, ""), func() { _ = client.Close() }
+	}
+	log.Info("idempotency", "store", where, "ttl", cfg.idempotencyTTL.String())
+	return idempotency.New(idempotency.Config{
+		Store: store,
+		TTL:   cfg.idempotencyTTL,
+		// A claim outlives the longest batch (the runner stops it at -batch-timeout) with room to store its answer.
+		Lease:    cfg.batchTimeout + 30*time.Second,
+		Recorder: rec,
+		Logger:   log,
+	}), closeStore, nil
 }
