@@ -829,6 +829,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	assert.Regexp(t, regexp.MustCompile(`"key":"e","status":200`), string(a.body), "the batch ran to its end")
 
 	// A new batch is not run: 503 while the listener is still open, connection refused once it is closed.
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"draining"`) }, 10*time.Second, 5*time.Millisecond)
 	if resp, err := (&http.Client{Timeout: 5 * time.Second}).Post(base+"/v1/batch", "application/json",
 		strings.NewReader(`{"requests":[{"key":"late","path":"Demo/Echo"}]}`)); err == nil {
 		b, _ := io.ReadAll(resp.Body)
