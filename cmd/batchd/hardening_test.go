@@ -774,7 +774,12 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 		t.Skip("starts a child process")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSIGTERMDrainsAndExitsZero$")
-	cmd.Env = append(os.Environ(), "BATCHD_TEST_MAIN=1",
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "BATCHD_") { // the child's configuration is this test's alone
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "BATCHD_TEST_MAIN=1",
 		"BATCHD_TEST_ARGS=-addr 127.0.0.1:0 -log-format json -batch-timeout 20s")
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
