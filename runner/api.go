@@ -16,6 +16,9 @@ type Call struct {
 	// Header holds the batch-level pass-through headers overlaid with the step's own; an Invoker must not modify it.
 	Header http.Header
 	Body   []byte // JSON; nil when the step has no payload
+	// Rollback marks the call that undoes step Key in an atomic batch (planner.Step.Rollback); Name and Path are
+	// then the rollback's.
+	Rollback bool
 }
 
 // Response is what an Invoker got back.
@@ -72,4 +75,11 @@ type Recorder interface {
 	StepStarted(name string)
 	StepDone(StepEvent)
 	BatchDone(BatchEvent)
+}
+
+// RollbackRecorder is optionally implemented by a Recorder to count the rollbacks of atomic batches: RollbackDone
+// is called once per rollback attempted, with its Rollback.Name and whether it undid its step. A rollback not
+// attempted because the rollback of a step depending on it failed counts as not ok.
+type RollbackRecorder interface {
+	RollbackDone(name string, ok bool)
 }

@@ -28,6 +28,24 @@
 //   - A Runner is safe for concurrent use; OnResult and Recorder methods may be called from several goroutines at
 //     once and must not block for long (OnResult runs on the critical path of the step's dependents).
 //
+// Atomic batches (planner.Plan.Atomic, CONTRACT.md §9):
+//   - The batch runs as with StopOnError. When every step succeeded it has committed and nothing more happens.
+//   - Otherwise, once every step has ended (running steps finish), the rollback of each step that succeeded runs
+//     (planner.Step.Rollback), in reverse dependency order: a step's rollback starts only after the rollbacks of
+//     the steps that depend on it have ended; independent rollbacks run in parallel within Config.MaxParallel and
+//     Config.Limit. A rollback goes through the same Invoker (Call.Rollback set) with the same Config.StepTimeout;
+//     all rollbacks together are bounded by Config.BatchTimeout, and they run even when the caller's context has
+//     ended (the client went away, the batch timed out): an atomic batch is never left half-done for lack of
+//     trying.
+//   - Result.Rollback reports each attempted rollback; a step keeps its own Status and Body. A step whose
+//     dependent's rollback failed is not rolled back (424): its effect is then reported, not guessed at. A step
+//     that succeeded without a rollback has nothing to undo. Steps that failed or never ran have no rollback.
+//   - Options.OnRollback is called once per attempted rollback, after every OnResult; a RollbackRecorder (a
+//     Recorder that also implements it) counts them.
+//
+// Timings: Result.Queued, Started and Duration are measured in every batch, from clock reads the runner needs anyway;
+// AppendAnswer writes them, and CriticalPath, only when planner.Plan.Timings asks.
+//
 // Where CONTRACT.md is silent, this package decides:
 //   - With stop_on_error, a step whose dependency was not executed (412) is not executed either (412), unless
 //     another of its dependencies really failed (424 naming that one).

@@ -22,7 +22,7 @@ const safety = 20 * time.Second
 const okBody = `{"ok":true,"result":{"new_id":7}}`
 
 // fakeInvoker records every call's start and end, in order, and answers with Step[key] or, without one, with
-// 200 okBody.
+// 200 okBody. A rollback call (Call.Rollback) is recorded and looked up as "rollback <key>".
 type fakeInvoker struct {
 	Step map[string]func(ctx context.Context, c runner.Call) (runner.Response, error)
 
@@ -36,22 +36,26 @@ type fakeInvoker struct {
 var _ runner.Invoker = (*fakeInvoker)(nil)
 
 func (f *fakeInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Response, error) {
+	key := c.Key
+	if c.Rollback {
+		key = "rollback " + key
+	}
 	f.mu.Lock()
-	f.events = append(f.events, "start "+c.Key)
+	f.events = append(f.events, "start "+key)
 	if f.calls == nil {
 		f.calls = make(map[string][]runner.Call)
 	}
-	f.calls[c.Key] = append(f.calls[c.Key], c)
+	f.calls[key] = append(f.calls[key], c)
 	f.inFlight++
 	f.maxInFlight = max(f.maxInFlight, f.inFlight)
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
-		f.events = append(f.events, "end "+c.Key)
+		f.events = append(f.events, "end "+key)
 		f.inFlight--
 		f.mu.Unlock()
 	}()
-	if h := f.Step[c.Key]; h != nil {
+	if h := f.Step[key]; h != nil {
 		return h(ctx, c)
 	}
 	return runner.Response{Status: 200, Body: []byte(okBody)}, nil

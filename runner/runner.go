@@ -45,6 +45,10 @@ type Options struct {
 	// OnResult, optional, is called once per step as it ends, in completion order, from the step's goroutine
 	// (for streaming). It may be called concurrently for independent steps.
 	OnResult func(Result)
+	// OnRollback, optional, is called once per rollback attempted in an atomic batch that did not commit, as it
+	// ends (Result.Rollback is then set), after every OnResult of the batch. It may be called concurrently for
+	// independent rollbacks.
+	OnRollback func(Result)
 }
 
 // Result is one step's result.
@@ -65,7 +69,13 @@ type Result struct {
 	Started       time.Duration // offset from the batch start when Invoke was called (0 if never)
 	Duration      time.Duration // time inside Invoke
 	Failed        bool          // the step counts as failed: anything but OutcomeOK
+	// Rollback is set in an atomic batch that did not commit, for a step that succeeded and has a rollback: what
+	// its rollback did. The step's own Status and Body are kept.
+	Rollback *RollbackResult
 }
+
+// RolledBack reports whether the step was undone: its rollback ran and succeeded.
+func (r Result) RolledBack() bool { return r.Rollback != nil && r.Rollback.OK }
 
 // StepTimeoutError is the context cause of an invocation that ran past Config.StepTimeout.
 type StepTimeoutError struct {
@@ -92,9 +102,10 @@ func (e *BatchTimeoutError) Is(target error) bool { return target == context.Dea
 
 // Runner executes plans. It is safe for concurrent use.
 type Runner struct {
-	inv Invoker
-	cfg Config
-	log *slog.Logger
+	inv   Invoker
+	cfg   Config
+	log   *slog.Logger
+	rbRec RollbackRecorder // cfg.Recorder when it counts rollbacks; nil otherwise
 
 	batchTimeout *BatchTimeoutError // every batch's timeout cause: read-only, classified by type
 
@@ -126,10 +137,12 @@ func New(inv Invoker, cfg Config) *Runner {
 		log = slog.Default()
 	}
 	body := func(c errcode.Code, desc string) []byte { return slices.Clip(errcode.Body(c, desc)) }
+	rbRec, _ := cfg.Recorder.(RollbackRecorder)
 	return &Runner{
 		inv:              inv,
 		cfg:              cfg,
 		log:              log,
+		rbRec:            rbRec,
 		batchTimeout:     &BatchTimeoutError{Timeout: cfg.BatchTimeout},
 		bodyStepTimeout:  body(errcode.StepTimeout, "step timed out after "+cfg.StepTimeout.String()),
 		bodyBatchTimeout: body(errcode.BatchTimeout, "batch timed out after "+cfg.BatchTimeout.String()),
@@ -197,6 +210,9 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 		})
 	}
 	_ = b.g.Wait()
+	if p.Atomic {
+		b.rollback(ctx)
+	}
 
 	if rec := r.cfg.Recorder; rec != nil {
 		ok := 0
@@ -358,24 +374,33 @@ func (b *batch) depFailed(step *planner.Step, res *Result) bool {
 
 // resolve builds step's call from its templates and the responses of its dependencies.
 func (b *batch) resolve(step *planner.Step, res *Result) (Call, bool) {
-	call := Call{Key: step.Key, Method: step.Method, Name: step.Name, Header: b.opt.Header}
-	var err error
-	if call.Path, err = step.Path.Resolve(b); err != nil {
+	call := Call{Key: step.Key, Method: step.Method, Name: step.Name}
+	if err := b.fill(&call, step.Path, step.Headers, step.Body); err != nil {
 		return call, b.resolveFailed(err, res)
 	}
-	if len(step.Headers) > 0 {
+	return call, true
+}
+
+// fill resolves a call's path, headers and body (a step's, or its rollback's) against the responses so far.
+func (b *batch) fill(call *Call, path *planner.PathTemplate, headers []planner.Header, body *planner.JSONTemplate) error {
+	var err error
+	if call.Path, err = path.Resolve(b); err != nil {
+		return err
+	}
+	call.Header = b.opt.Header
+	if len(headers) > 0 {
 		// Clone only when the step adds headers of its own; the batch's map is shared read-only otherwise.
-		h := make(http.Header, len(b.opt.Header)+len(step.Headers))
+		h := make(http.Header, len(b.opt.Header)+len(headers))
 		for k, v := range b.opt.Header {
 			h[k] = v
 		}
-		vals := make([]string, len(step.Headers))
-		for j := range step.Headers {
-			sh := &step.Headers[j]
+		vals := make([]string, len(headers))
+		for j := range headers {
+			sh := &headers[j]
 			if vals[j], err = sh.Value.Resolve(b); err != nil {
-				return call, b.resolveFailed(err, res)
+				return err
 			}
-			if j > 0 && repeated(step.Headers[:j], sh.Name) {
+			if j > 0 && repeated(headers[:j], sh.Name) {
 				h[sh.Name] = append(h[sh.Name], vals[j])
 			} else {
 				h[sh.Name] = vals[j : j+1 : j+1]
@@ -383,12 +408,12 @@ func (b *batch) resolve(step *planner.Step, res *Result) (Call, bool) {
 		}
 		call.Header = h
 	}
-	if step.Body != nil {
-		if call.Body, err = step.Body.Append(nil, b); err != nil {
-			return call, b.resolveFailed(err, res)
+	if body != nil {
+		if call.Body, err = body.Append(nil, b); err != nil {
+			return err
 		}
 	}
-	return call, true
+	return nil
 }
 
 func repeated(hs []planner.Header, name string) bool {
