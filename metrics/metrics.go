@@ -58,7 +58,8 @@ var batchOutcomes = []string{BatchOK, BatchPartial, BatchFailed, BatchRejected}
 var RejectReasons = []string{
 	// planner
 	"invalid_json", "no_steps", "too_many_steps", "invalid_key", "invalid_path", "blocked", "nested_batch",
-	"invalid_header", "placeholder", "unknown_ref", "self_ref", "cycle", "too_large",
+	"invalid_header", "placeholder", "unknown_ref", "self_ref", "cycle", "too_large", "invalid_method",
+	"missing_rollback",
 	// HTTP layer
 	"body_too_large", "unsupported_media_type", "draining", "rate_limited",
 	// anything else
