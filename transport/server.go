@@ -9,6 +9,8 @@
 //   - Batch-level pass-through headers (Authorization, X-Request-ID, Accept-Language, traceparent, tracestate and
 //     Config.ForwardHeaders) reach every step unless the step sets its own.
 //   - If the client goes away, the batch's context is cancelled: no new step starts and running ones are cancelled.
+//   - With Accept: application/x-ndjson (WantsStream) an accepted batch is answered as a stream, one line per step
+//     as it finishes, then a summary line (CONTRACT.md §9); refusals stay JSON ErrorResults with their status.
 //   - Internals never reach a client: unexpected errors and panics are logged and answered with a bare 500.
 package transport
 
@@ -217,6 +219,9 @@ func (s *Server) handleBatch(c echo.Context) error {
 		return err
 	}
 
+	if WantsStream(r.Header.Values("Accept")) {
+		return s.stream(c, start, plan, finish)
+	}
 	s.obs.BatchStarted()
 	results := s.cfg.Runner.Run(r.Context(), plan, runner.Options{Header: s.forwarded(r.Header)})
 	s.obs.BatchFinished()
@@ -228,7 +233,7 @@ func (s *Server) handleBatch(c echo.Context) error {
 		}
 	}
 	attrs := []any{"request_id", reqID, "steps", len(results), "failed", failed, "duration_ms", msSince(start)}
-	out := runner.AppendJSON(make([]byte, 0, 128*len(results)), plan.Form, results)
+	out := runner.AppendAnswer(make([]byte, 0, 128*len(results)), plan, results)
 	finish(http.StatusOK, echo.MIMEApplicationJSON, out) // also when the client left: its retry sees what ran
 	if r.Context().Err() != nil {
 		s.log.Info("batch abandoned: client closed", attrs...)
