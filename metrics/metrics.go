@@ -126,6 +126,8 @@ type Metrics struct {
 	abandoned       prometheus.Counter
 	upstreamErrors  map[string]prometheus.Counter // by kind
 	idempotency     map[string]prometheus.Counter // by result
+	rollbacksOK     prometheus.Counter
+	rollbacksFailed prometheus.Counter
 
 	exact    map[string]*methodSeries // by folded name
 	wildcard []wildcardSeries         // in configuration order
@@ -147,7 +149,10 @@ type wildcardSeries struct {
 	series  *methodSeries
 }
 
-var _ runner.Recorder = (*Metrics)(nil)
+var (
+	_ runner.Recorder         = (*Metrics)(nil)
+	_ runner.RollbackRecorder = (*Metrics)(nil)
+)
 
 // New creates batchd's metrics and registers them on reg (nil: not registered, for tests that only need Label).
 // It fails on an invalid method pattern or when reg already holds a batchd metric.
@@ -205,6 +210,14 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 			"error (store unavailable).",
 	}, []string{"result"})
 
+	rollbacks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "rollbacks_total",
+		Help: "Rollbacks of the steps of atomic batches that did not commit, by outcome: ok (the step was undone), " +
+			"failed (the rollback failed, or was not attempted because a rollback it waited for failed).",
+	}, []string{"outcome"})
+	m.rollbacksOK = rollbacks.WithLabelValues("ok")
+	m.rollbacksFailed = rollbacks.WithLabelValues("failed")
+
 	for _, o := range batchOutcomes {
 		m.batchDuration[o] = batchDuration.WithLabelValues(o)
 	}
@@ -246,7 +259,7 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	if reg != nil {
 		for _, c := range []prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration,
 			stepTimeouts, m.batchesInFlight, m.stepsInFlight, rejected, m.abandoned, upstream,
-			idempotency} {
+			idempotency, rollbacks} {
 			if err := reg.Register(c); err != nil {
 				return nil, errors.Join(errors.New("metrics: registering batchd metrics"), err)
 			}
@@ -459,4 +472,18 @@ func (m *Metrics) IdempotencyResult(result string) {
 		c = m.idempotency[idempotencyFallback]
 	}
 	c.Inc()
+}
+
+// RollbackDone counts one rollback of an atomic batch (batchd_rollbacks_total{outcome="ok"|"failed"}); it
+// implements runner.RollbackRecorder. name is not a label: rollbacks are few, and their step's method is in the
+// batch's log and trace.
+func (m *Metrics) RollbackDone(_ string, ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.rollbacksOK.Inc()
+		return
+	}
+	m.rollbacksFailed.Inc()
 }

@@ -35,6 +35,7 @@ func TestLint(t *testing.T) {
 	m.BatchRejected("cycle", time.Millisecond)
 	m.BatchStarted()
 	m.IdempotencyResult("replayed")
+	m.RollbackDone("Producer/Delete", true)
 
 	problems, err := testutil.GatherAndLint(reg)
 	require.NoError(t, err)
@@ -197,7 +198,22 @@ func TestNilMetricsIsNoop(t *testing.T) {
 	m.BatchRejected("cycle", 0)
 	m.TrackBatch()()
 	m.IdempotencyResult("stored")
+	m.RollbackDone("x", false)
 	assert.Equal(t, "other", m.Label("Producer/Add"))
+}
+
+func TestRollbackSeries(t *testing.T) {
+	m, reg := newMetrics(t)
+	assert.Equal(t, 2, seriesCount(t, reg, "batchd_rollbacks_total"), "both outcomes created at zero")
+	var rec runner.Recorder = m
+	rr, ok := rec.(runner.RollbackRecorder)
+	require.True(t, ok, "the runner finds RollbackDone by a type assertion on its Recorder")
+	rr.RollbackDone("Producer/Delete", true)
+	rr.RollbackDone("Producer/Delete", true)
+	rr.RollbackDone("anything at all", false)
+	assert.Equal(t, 2.0, counterValue(t, reg, "batchd_rollbacks_total", "outcome", "ok"))
+	assert.Equal(t, 1.0, counterValue(t, reg, "batchd_rollbacks_total", "outcome", "failed"))
+	assert.Equal(t, 2, seriesCount(t, reg, "batchd_rollbacks_total"), "no label from the name")
 }
 
 func TestIdempotencySeries(t *testing.T) {

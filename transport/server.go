@@ -233,6 +233,7 @@ func (s *Server) handleBatch(c echo.Context) error {
 		}
 	}
 	attrs := []any{"request_id", reqID, "steps", len(results), "failed", failed, "duration_ms", msSince(start)}
+	s.logRollbackFailures(reqID, plan, results)
 	out := runner.AppendAnswer(make([]byte, 0, 128*len(results)), plan, results)
 	finish(http.StatusOK, echo.MIMEApplicationJSON, out) // also when the client left: its retry sees what ran
 	if r.Context().Err() != nil {

@@ -110,6 +110,7 @@ func (s *Server) stream(c echo.Context, start time.Time, plan *planner.Plan, fin
 	}
 	attrs := []any{"request_id", h.Get("X-Request-Id"), "steps", len(results), "failed", failed,
 		"duration_ms", msSince(start), "stream", true}
+	s.logRollbackFailures(h.Get("X-Request-Id"), plan, results)
 	if r.Context().Err() != nil || sw.broken {
 		s.log.Info("batch abandoned: client closed", attrs...)
 		s.abandoned()
@@ -186,4 +187,20 @@ func (sw *streamWriter) body() []byte {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	return sw.buf
+}
+
+// logRollbackFailures logs, at warning level, each rollback of an atomic batch that did not succeed: its step
+// stays done although the batch failed, which someone has to look at (the BatchdRollbackFailed alert).
+func (s *Server) logRollbackFailures(reqID string, plan *planner.Plan, results []runner.Result) {
+	if !plan.Atomic {
+		return
+	}
+	for i := range results {
+		rb := results[i].Rollback
+		if rb == nil || rb.OK {
+			continue
+		}
+		s.log.Warn("rollback failed", "request_id", reqID, "key", results[i].Key,
+			"method", plan.Steps[i].Rollback.Name, "status", rb.Status, "code", int(rb.Code))
+	}
 }
