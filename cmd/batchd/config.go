@@ -31,6 +31,8 @@ type config struct {
 	forwardHeaders string
 	metricMethods  string
 	logFormat      string
+	// requireRollback refuses atomic batches in which a step other than GET, HEAD or OPTIONS has no rollback.
+	requireRollback bool
 
 	idempotencyTTL        time.Duration
 	idempotencyMaxEntries int
@@ -77,6 +79,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	bind((*stringValue)(&c.forwardHeaders), "forward-headers", "BATCHD_FORWARD_HEADERS", "comma-separated extra request headers forwarded to every step")
 	bind((*stringValue)(&c.metricMethods), "metric-methods", "BATCHD_METRIC_METHODS", "comma-separated known method patterns for the metrics method label, '*' wildcards (e.g. Producer/*)")
 	bind((*stringValue)(&c.logFormat), "log-format", "BATCHD_LOG_FORMAT", "auto, json or text")
+	bind((*boolValue)(&c.requireRollback), "atomic-require-rollback", "BATCHD_ATOMIC_REQUIRE_ROLLBACK", "refuse an atomic batch in which a step other than GET, HEAD or OPTIONS has no rollback")
 	bind((*durationValue)(&c.idempotencyTTL), "idempotency-ttl", "BATCHD_IDEMPOTENCY_TTL", "how long the answer of a batch sent with an Idempotency-Key is replayed")
 	bind((*intValue)(&c.idempotencyMaxEntries), "idempotency-max-entries", "BATCHD_IDEMPOTENCY_MAX_ENTRIES", "most Idempotency-Key answers kept in memory (without -redis-url); the oldest is evicted")
 	bind((*stringValue)(&c.redisURL), "redis-url", "BATCHD_REDIS_URL", "Redis for Idempotency-Key answers shared by every replica, e.g. redis://127.0.0.1:6379/0; empty: in memory")
@@ -148,6 +151,19 @@ type stringValue string
 
 func (v *stringValue) String() string     { return string(*v) }
 func (v *stringValue) Set(s string) error { *v = stringValue(s); return nil }
+
+type boolValue bool
+
+func (v *boolValue) String() string   { return strconv.FormatBool(bool(*v)) }
+func (v *boolValue) IsBoolFlag() bool { return true } // -atomic-require-rollback alone means true
+func (v *boolValue) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("not a boolean such as true or false")
+	}
+	*v = boolValue(b)
+	return nil
+}
 
 type intValue int
 

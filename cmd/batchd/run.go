@@ -119,8 +119,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer closeIdem() // after the drain: the last batches store their answers first
 	srv := transport.New(transport.Config{
 		Planner: planner.Config{
-			MaxSteps: cfg.maxSteps,
-			Blocked:  list(cfg.blocked),
+			MaxSteps:        cfg.maxSteps,
+			Blocked:         list(cfg.blocked),
+			RequireRollback: cfg.requireRollback,
 		},
 		Runner:         rn,
 		MaxBody:        int64(cfg.maxBody),
