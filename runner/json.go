@@ -230,16 +230,13 @@ func appendMillis(dst []byte, d time.Duration) []byte {
 	if frac == 0 {
 		return dst
 	}
-	digits := 3
-	for frac%10 == 0 {
-		frac /= 10
-		digits--
+	digits := [3]byte{byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+	n := 3
+	for digits[n-1] == '0' {
+		n--
 	}
 	dst = append(dst, '.')
-	for range digits - len(strconv.Itoa(int(frac))) {
-		dst = append(dst, '0')
-	}
-	return strconv.AppendInt(dst, frac, 10)
+	return append(dst, digits[:n]...)
 }
 
 func appendBody(dst, body []byte) []byte {
