@@ -14,7 +14,8 @@ import (
 // InProcessInvoker dispatches calls to an http.Handler in the same process, with no network hop: demo mode sends
 // every step to the embedded demo API this way, and a library user can point it at their own handler.
 //
-// The handler sees a server-like request: the call's method (default POST) on "/"+path with the call's query and
+// When the handler is also a DirectHandler (the demo API is), calls go through ServeCall instead, with no request
+// or response writer built. Otherwise the handler sees a server-like request: the call's method (default POST) on "/"+path with the call's query and
 // body, its headers (minus hop-by-hop ones), Content-Type and Accept application/json unless the call sets its own,
 // Host "batchd.internal", and the call's context. A panic in the handler
 // is not recovered: it propagates to the caller (the runner recovers each step). When the call's context ends
@@ -22,7 +23,26 @@ import (
 // when the handler is.
 type InProcessInvoker struct {
 	h        http.Handler
+	direct   DirectHandler // h, when it offers ServeCall
 	maxBytes int64
+}
+
+// DirectHandler is an in-process handler that can answer a call without an http.Request and a ResponseWriter,
+// which for small calls cost more than the call itself. ServeCall must answer as ServeHTTP would answer the request
+// InProcessInvoker builds for the same call:
+//
+//   - method is the call's method (default POST);
+//   - path is the URL path as ServeHTTP would see it in r.URL.Path (decoded, one leading "/"), rawQuery the
+//     escaped query without "?";
+//   - header is the call's headers, minus hop-by-hop ones, read-only and possibly shared with other calls; the
+//     request ServeHTTP sees would also carry Content-Type and Accept application/json when the call sets none;
+//   - body is the payload, nil for none, read-only;
+//   - the answer's body is taken as Content-Type application/json (anything else still becomes a JSON string,
+//     as NormalizeBody does); response headers are not returned, as an invoker drops them anyway.
+//
+// Like ServeHTTP it runs in the step's goroutine, must honour ctx, and may panic (the runner recovers each step).
+type DirectHandler interface {
+	ServeCall(ctx context.Context, method, path, rawQuery string, header http.Header, body []byte) (status int, answer []byte)
 }
 
 var _ runner.Invoker = (*InProcessInvoker)(nil)
@@ -34,7 +54,8 @@ func NewInProcessInvoker(h http.Handler, maxResponseBytes int64) *InProcessInvok
 	if maxResponseBytes <= 0 {
 		maxResponseBytes = DefaultMaxResponseBytes
 	}
-	return &InProcessInvoker{h: h, maxBytes: maxResponseBytes}
+	direct, _ := h.(DirectHandler)
+	return &InProcessInvoker{h: h, direct: direct, maxBytes: maxResponseBytes}
 }
 
 // errTooLarge is what Write returns past the cap, so that a handler that checks stops writing.
@@ -45,6 +66,9 @@ func (l *InProcessInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Re
 	method := c.Method
 	if method == "" {
 		method = http.MethodPost
+	}
+	if l.direct != nil {
+		return l.invokeDirect(ctx, method, c)
 	}
 	var body io.Reader
 	if c.Body != nil {
@@ -93,6 +117,44 @@ func (l *InProcessInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Re
 		status = http.StatusOK
 	}
 	return runner.Response{Status: status, Body: NormalizeBody(w.header.Get("Content-Type"), w.body)}, nil
+}
+
+// invokeDirect serves c through DirectHandler.ServeCall.
+func (l *InProcessInvoker) invokeDirect(ctx context.Context, method string, c runner.Call) (runner.Response, error) {
+	_, decoded, rawQuery, err := splitStepPath(c.Path)
+	if err != nil {
+		return runner.Response{}, err
+	}
+	status, body := l.direct.ServeCall(ctx, method, "/"+decoded, rawQuery, callHeader(c.Header), c.Body)
+	if err := ctx.Err(); err != nil {
+		return runner.Response{}, fmt.Errorf("transport: step %s: %w", c.Key, err)
+	}
+	if int64(len(body)) > l.maxBytes {
+		return runner.Response{}, &runner.InvokeError{Kind: "too_large",
+			Err: fmt.Errorf("handler answered over the %d-byte cap", l.maxBytes)}
+	}
+	if status == 0 {
+		status = http.StatusOK
+	}
+	return runner.Response{Status: status, Body: NormalizeBody("application/json", body)}, nil
+}
+
+// callHeader is h as copyHeader would copy it: h itself, shared, when copying would change nothing (canonical
+// names, none skipped: the usual case, checked without allocating), else a filtered copy.
+func callHeader(h http.Header) http.Header {
+	clean := true
+	for k, vs := range h {
+		if ck := http.CanonicalHeaderKey(k); len(vs) == 0 || ck != k || skipHeader(ck) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return h
+	}
+	out := make(http.Header, len(h))
+	copyHeader(out, h)
+	return out
 }
 
 // responseBuffer is a minimal http.ResponseWriter that keeps the status, the headers and at most max body bytes.

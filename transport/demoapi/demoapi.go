@@ -140,29 +140,57 @@ func invalid(format string, args ...any) answer {
 // ServeHTTP dispatches POST /<Method>.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimPrefix(r.URL.Path, "/")
-	handle, known := methods[name]
-	var ans answer
-	switch {
-	case !known:
-		ans = fail(errcode.NotFound, "unknown method "+strconv.Quote(truncate(name, 100)))
-	case r.Method != http.MethodPost:
-		w.Header().Set("Allow", http.MethodPost)
-		ans = fail(errcode.MethodNotAllowed, name+" accepts POST only")
-	default:
+	handle, ans, found := route(name, r.Method)
+	if found {
 		body, err := readPayload(r)
 		switch {
 		case errors.Is(err, errTooLarge):
-			ans = invalid("payload larger than %d bytes", MaxPayloadBytes)
+			ans = tooLarge()
 		case err != nil:
 			ans = invalid("reading payload: %v", err)
 		default:
 			ans = handle(a, r.Context(), body)
 		}
 	}
+	if ans.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", http.MethodPost)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(ans.status)
 	_, _ = w.Write(ans.body)
 }
+
+// ServeCall answers a call made in process (transport.DirectHandler) exactly as ServeHTTP answers the same request,
+// without an http.Request or a ResponseWriter: path is the URL path as ServeHTTP sees it in r.URL.Path (decoded,
+// one leading "/"), body the whole payload (nil for none). The query and the headers are ignored, as ServeHTTP
+// ignores them. The answer's Content-Type is always application/json; the Allow header of a 405 is not returned.
+// body is only read, and the answer never shares memory with it.
+func (a *API) ServeCall(ctx context.Context, method, path, _ string, _ http.Header, body []byte) (status int, answerBody []byte) {
+	handle, ans, found := route(strings.TrimPrefix(path, "/"), method)
+	if found {
+		if len(body) > MaxPayloadBytes {
+			ans = tooLarge()
+		} else {
+			ans = handle(a, ctx, body)
+		}
+	}
+	return ans.status, ans.body
+}
+
+// route finds the method name on HTTP method verb. found is false when the call is answered already: ans is then
+// the 404 or 405 answer.
+func route(name, verb string) (handle method, ans answer, found bool) {
+	handle, known := methods[name]
+	switch {
+	case !known:
+		return nil, fail(errcode.NotFound, "unknown method "+strconv.Quote(truncate(name, 100))), false
+	case verb != http.MethodPost:
+		return nil, fail(errcode.MethodNotAllowed, name+" accepts POST only"), false
+	}
+	return handle, answer{}, true
+}
+
+func tooLarge() answer { return invalid("payload larger than %d bytes", MaxPayloadBytes) }
 
 var errTooLarge = errors.New("payload too large")
 
