@@ -75,6 +75,9 @@ func TestParseRollback(t *testing.T) {
 	p = mustParse(t, `{"requests": [{"key": "a", "path": "x", "rollback": {"path": "y", "payload": null}}]}`, Config{})
 	require.NotNil(t, p.Steps[0].Rollback)
 	assert.Nil(t, p.Steps[0].Rollback.Body, "a null payload is none")
+
+	p = mustParse(t, `{"atomic": true, "requests": [{"key": "a", "path": "x", "rollback": null}]}`, Config{})
+	assert.Nil(t, p.Steps[0].Rollback, "a null rollback is none")
 }
 
 func TestParseRollbackRejects(t *testing.T) {

@@ -134,8 +134,8 @@ func (p *parser) bindRefs(keys map[string]int) [][]int {
 		slices.Sort(mine)
 		all = all[:start+len(slices.Compact(mine))]
 		ends[i] = len(all)
-		if d.rb != nil {
-			p.bindRollback(i, d.rb, keys, all[start:])
+		if rb := p.rollbackOf(d); rb != nil {
+			p.bindRollback(i, rb, keys, all[start:])
 		}
 	}
 	start := 0
@@ -192,7 +192,7 @@ func (p *parser) requireRollbacks() {
 	for i := range p.steps {
 		d := &p.steps[i]
 		switch {
-		case d.rb != nil, d.method == "GET", d.method == "HEAD", d.method == "OPTIONS":
+		case d.rb != 0, d.method == "GET", d.method == "HEAD", d.method == "OPTIONS":
 			continue
 		}
 		p.problem(i, phaseStep, ReasonMissingRollback, `no "rollback": in an atomic batch every step except GET, `+
@@ -451,7 +451,7 @@ func (p *parser) refusal(labels []string) *Error {
 // buildRollback returns a step's Rollback; every Rollback of the plan shares one backing array.
 func (p *parser) buildRollback(rb *draftRollback, headers []Header) *Rollback {
 	if p.rollbacks == nil {
-		p.rollbacks = make([]Rollback, 0, p.nrb)
+		p.rollbacks = make([]Rollback, 0, len(p.rbs))
 	}
 	p.rollbacks = append(p.rollbacks, Rollback{Method: rb.method, Name: rb.name, Path: &rb.path})
 	r := &p.rollbacks[len(p.rollbacks)-1]
@@ -487,8 +487,8 @@ func (p *parser) build(deps, dependents [][]int, depth int) *Plan {
 			s.Headers = headers[d.hdr0:d.hdr1:d.hdr1]
 		}
 		s.Deps, s.Dependents = deps[i], dependents[i]
-		if d.rb != nil {
-			s.Rollback = p.buildRollback(d.rb, headers)
+		if rb := p.rollbackOf(d); rb != nil {
+			s.Rollback = p.buildRollback(rb, headers)
 		}
 	}
 	return plan

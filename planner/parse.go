@@ -51,8 +51,8 @@ type parser struct {
 	atomic    bool
 	timings   bool
 	steps     []draft
-	nrb       int        // steps with a rollback
-	rollbacks []Rollback // the Plan's, sized by nrb
+	rbs       []draftRollback // every step's rollback, in order; draft.rb indexes it
+	rollbacks []Rollback      // the Plan's, one per rbs
 	// stepsField is the member that held the steps ("requests" or "batch"); "" when none. stepsBad records a
 	// steps member of the wrong type, already reported.
 	stepsField string
@@ -97,7 +97,7 @@ type draft struct {
 	dep0, dep1 int32
 	keyState   uint8
 	hasBody    bool
-	rb         *draftRollback // nil when the step has no "rollback"
+	rb         int32 // the step's rollback is parser.rbs[rb-1]; 0 when it has none (fits the padding)
 }
 
 // draftRollback is a step's "rollback" as decoded. Its headers are parser.headers[hdr0:hdr1].
@@ -441,7 +441,7 @@ func (p *parser) compilePath(i int, text, what string) (PathTemplate, string) {
 // step. Its references are bound by bindRefs, which knows the step's dependencies.
 func (p *parser) readRollback(i int, d *draft) error {
 	if k := p.dec.PeekKind(); k != '{' {
-		if k != jsontext.KindInvalid {
+		if k != jsontext.KindInvalid && k != 'n' { // null: no rollback, as a null payload is no payload
 			p.typeProblem(i, "rollback", "an object", k)
 		}
 		return p.dec.SkipValue()
@@ -450,9 +450,9 @@ func (p *parser) readRollback(i int, d *draft) error {
 		return err
 	}
 	depth := p.dec.StackDepth()
-	rb := &draftRollback{method: "POST"}
-	d.rb = rb
-	p.nrb++
+	p.rbs = append(p.rbs, draftRollback{method: "POST"})
+	d.rb = int32(len(p.rbs))
+	rb := &p.rbs[len(p.rbs)-1] // nothing below adds a rollback: the pointer stays valid
 	var (
 		pathText, method   string
 		pathGiven, pathBad bool
@@ -690,4 +690,12 @@ func isToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// rollbackOf returns the draft of d's rollback, nil when it has none.
+func (p *parser) rollbackOf(d *draft) *draftRollback {
+	if d.rb == 0 {
+		return nil
+	}
+	return &p.rbs[d.rb-1]
 }

@@ -65,10 +65,10 @@ type Result struct {
 	// Invoker failed with an untyped error; empty otherwise.
 	UpstreamError string
 	Executed      bool          // Invoke was called
+	Failed        bool          // the step counts as failed: anything but OutcomeOK
 	Queued        time.Duration // offset from the batch start when every dependency had ended (0 if never)
 	Started       time.Duration // offset from the batch start when Invoke was called (0 if never)
 	Duration      time.Duration // time inside Invoke
-	Failed        bool          // the step counts as failed: anything but OutcomeOK
 	// Rollback is set in an atomic batch that did not commit, for a step that succeeded and has a rollback: what
 	// its rollback did. The step's own Status and Body are kept.
 	Rollback *RollbackResult
