@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -46,6 +47,7 @@ type HTTPConfig struct {
 // never as an *runner.InvokeError, so that the runner can tell a timeout from a broken upstream.
 type HTTPInvoker struct {
 	base     url.URL // validated; Path and rawBase end in "/"
+	host     string  // base.Host as a request's Host: without an empty port, as http.NewRequest sets it
 	rawBase  string  // base.EscapedPath() with a trailing "/"
 	client   *http.Client
 	maxBytes int64
@@ -83,6 +85,8 @@ func NewHTTPInvoker(cfg HTTPConfig) (*HTTPInvoker, error) {
 		return nil, fmt.Errorf("transport: upstream base URL %q: %w", b.Redacted(), err)
 	}
 	h.base.RawPath = h.rawBase
+	h.base.Host = strings.TrimSuffix(h.base.Host, ":") // NewRequest drops an empty port ("host:") the same way
+	h.host = h.base.Host
 	if h.client == nil {
 		h.client = NewUpstreamClient(DefaultMaxIdlePerHost)
 	}
@@ -113,8 +117,26 @@ func NewUpstreamClient(maxIdlePerHost int) *http.Client {
 			ExpectContinueTimeout:  time.Second,
 			MaxResponseHeaderBytes: 1 << 20,
 		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		CheckRedirect: returnRedirect,
 	}
+}
+
+// returnRedirect is NewUpstreamClient's CheckRedirect: a redirect is the step's answer.
+func returnRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+var returnRedirectPC = reflect.ValueOf(returnRedirect).Pointer()
+
+// roundTripper returns the client's Transport when Client.Do would add nothing to it: no cookie jar, no timeout,
+// and redirects returned as NewUpstreamClient returns them. Client.Do then costs a copy of every request's header
+// and URL (kept for redirects that are never followed) and a few allocations more; calling the Transport directly
+// gives the same response, and the same errors once classify has unwrapped Do's *url.Error. Checked per call: the
+// client's fields may change after NewHTTPInvoker.
+func roundTripper(c *http.Client) http.RoundTripper {
+	if c.Transport == nil || c.Jar != nil || c.Timeout != 0 || c.CheckRedirect == nil ||
+		reflect.ValueOf(c.CheckRedirect).Pointer() != returnRedirectPC {
+		return nil
+	}
+	return c.Transport
 }
 
 // Invoke sends c to the upstream and returns its status and normalised body.
@@ -131,28 +153,48 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 	if c.Body != nil {
 		body = bytes.NewReader(c.Body)
 	}
+	// One allocation for the per-call state: the trace, its flag, and the default header values.
+	st := &callState{vals: [2]string{"application/json", "application/json"}}
 	// Whether a connection was obtained tells "could not be sent" (connect) from a failure on an open connection.
-	var gotConn atomic.Bool
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }})
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	st.trace.GotConn = func(httptrace.GotConnInfo) { st.gotConn.Store(true) }
+	ctx = httptrace.WithClientTrace(ctx, &st.trace)
+	// The URL is built, never printed and parsed again: NewRequestWithContext gets an empty one to replace.
+	req, err := http.NewRequestWithContext(ctx, method, "", body)
 	if err != nil {
 		return runner.Response{}, fmt.Errorf("transport: step %s: %w", c.Key, err)
 	}
-	if req.URL.Host != h.base.Host || req.URL.Scheme != h.base.Scheme {
+	req.URL, req.Host = u, h.host
+	if u.Host != h.base.Host || u.Scheme != h.base.Scheme {
 		// url() makes this impossible; the check is cheap and keeps the promise even if url() regresses.
 		return runner.Response{}, fmt.Errorf("transport: step %s: URL leaves the upstream host", c.Key)
 	}
-	copyHeader(req.Header, c.Header)
-	if c.Body != nil && req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", "application/json")
+	hdr := make(http.Header, len(c.Header)+2)
+	shareHeader(hdr, c.Header)
+	if c.Body != nil && hdr.Get("Content-Type") == "" {
+		hdr["Content-Type"] = st.vals[0:1:1]
 	}
-	if req.Header.Get("Accept") == "" {
-		req.Header.Set("Accept", "application/json")
+	if hdr.Get("Accept") == "" {
+		hdr["Accept"] = st.vals[1:2:2]
 	}
+	req.Header = hdr
 
-	resp, err := h.client.Do(req)
+	var resp *http.Response
+	if rt := roundTripper(h.client); rt != nil {
+		resp, err = rt.RoundTrip(req)
+		switch {
+		case err == nil && resp == nil: // what Client.Do refuses too
+			err = errors.New("transport: RoundTripper returned a nil *Response with a nil error")
+		case err == nil && resp.Body == nil: // what Client.Do mends too
+			resp.Body = http.NoBody
+		}
+	} else {
+		resp, err = h.client.Do(req)
+	}
 	if err != nil {
-		return runner.Response{}, h.classify(ctx, c, err, gotConn.Load())
+		if resp != nil && resp.Body != nil { // a RoundTripper must not, but Do would not leak it either
+			_ = resp.Body.Close()
+		}
+		return runner.Response{}, h.classify(ctx, c, err, st.gotConn.Load())
 	}
 	defer resp.Body.Close()
 
@@ -177,6 +219,13 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 			Err: fmt.Errorf("response is over the %d-byte cap", h.maxBytes)}
 	}
 	return runner.Response{Status: resp.StatusCode, Body: NormalizeBody(resp.Header.Get("Content-Type"), buf)}, nil
+}
+
+// callState is what one Invoke allocates besides the request.
+type callState struct {
+	trace   httptrace.ClientTrace
+	gotConn atomic.Bool
+	vals    [2]string // the default Content-Type and Accept values, each a slice of its own
 }
 
 // initialBufSize sizes the read buffer from Content-Length when the upstream sent one, so that a typical response
@@ -235,6 +284,19 @@ func isReset(err error) bool {
 		errors.Is(err, net.ErrClosed) || errors.As(err, &opErr)
 }
 
+// shareHeader is copyHeader without copying the value slices: dst shares them, capped so that an append (by a
+// RoundTripper that breaks the rule not to modify the request) reallocates instead of writing into the call's.
+// net/http only reads a request's header values.
+func shareHeader(dst, src http.Header) {
+	for k, vs := range src {
+		ck := http.CanonicalHeaderKey(k)
+		if len(vs) == 0 || skipHeader(ck) {
+			continue
+		}
+		dst[ck] = vs[:len(vs):len(vs)]
+	}
+}
+
 // copyHeader copies the call's headers, skipping those that describe the connection or the message framing rather
 // than the call. The planner refuses them already; an invoker must not rely on it. Accept-Encoding is left to the
 // Transport, which then decompresses transparently: the body must be readable to be normalised and capped.
@@ -265,7 +327,12 @@ func (h *HTTPInvoker) url(stepPath string) (*url.URL, error) {
 		return nil, err
 	}
 	u := h.base // copy
-	u.Path, u.RawPath = h.base.Path+decoded, h.rawBase+rawPath
+	u.Path = h.base.Path + decoded
+	if rawPath == decoded && h.rawBase == h.base.Path {
+		u.RawPath = u.Path // nothing escaped: the same string, built once
+	} else {
+		u.RawPath = h.rawBase + rawPath
+	}
 	u.RawQuery = rawQuery
 	return &u, nil
 }
