@@ -50,7 +50,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.target, "target", "", "URL of a running proxy-mode batchd (loopback only) instead of starting one; it must use this tool's upstream: start it with -upstream http://ADDR/ and pass -upstream-listen ADDR")
 	fs.StringVar(&cfg.demoTarget, "demo-target", "", "URL of a running demo-mode batchd (loopback only) for demo10 instead of starting one")
 	fs.StringVar(&cfg.upstreamListen, "upstream-listen", "127.0.0.1:0", "loopback address of the tool's counting upstream")
-	fs.BoolVar(&cfg.upstreamProcess, "upstream-process", false, "run the counting upstream in a child process, so that the baselines' calls cross processes as batchd's do (default: in the tool's process)")
+	fs.BoolVar(&cfg.upstreamProcess, "upstream-process", true, "run the counting upstream in a child process, so that the baselines' calls cross processes as batchd's do and as calls to a real upstream do; -upstream-process=false keeps it in the tool's process")
 	fs.DurationVar(&cfg.delay, "delay", 10*time.Millisecond, "the slow upstream delay (b50, c10)")
 	fs.IntVar(&cfg.requests, "requests", 0, "measured batches per latency phase (0: 200 for 0 ms scenarios, 100 for 10 ms ones)")
 	fs.IntVar(&cfg.seqRequests, "seq-requests", 0, "measured groups for the seq baseline of b50 (0: min(requests, 20): each takes 50 × delay)")

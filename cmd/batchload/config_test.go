@@ -18,12 +18,17 @@ func TestParseConfig(t *testing.T) {
 	assert.Equal(t, 20, cfg.warmupFor(200))
 	assert.Equal(t, 1, cfg.warmupFor(5))
 	assert.Equal(t, time.Second, cfg.warmWindow())
+	assert.True(t, cfg.upstreamProcess, "the upstream is another process by default, as a real one is")
 
 	cfg, err = parseConfig([]string{"-scenario", "d10, a50,a50", "-requests", "5", "-warmup", "0"}, io.Discard)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a50", "d10"}, cfg.scenarios, "canonical order, once each")
 	assert.Equal(t, 5, cfg.latencyCount(true))
 	assert.Equal(t, 0, cfg.warmupFor(5))
+
+	cfg, err = parseConfig([]string{"-upstream-process=false"}, io.Discard)
+	require.NoError(t, err)
+	assert.False(t, cfg.upstreamProcess)
 
 	cfg, err = parseConfig([]string{"-target", "http://localhost:8080/", "-upstream-listen", "127.0.0.1:9999"}, io.Discard)
 	require.NoError(t, err)

@@ -2,8 +2,9 @@
 // and on the demo-mode comparison (demo10), with the client-side baselines measured in the same run against the
 // same upstream, and prints one table per scenario with its targets evaluated as ratios.
 //
-// By default it starts everything itself, on loopback only: an in-process upstream that counts every call, and
-// bin/batchd as a subprocess in front of it (and a second one in demo mode for demo10). Every run verifies 0 errors
+// By default it starts everything itself, on loopback only: an upstream that counts every call, in a child process
+// as a real upstream is another process (-upstream-process=false keeps it in this one), and bin/batchd as a
+// subprocess in front of it (and a second one in demo mode for demo10). Every run verifies 0 errors
 // and exactly N upstream calls per batch; a failed check exits 1, a missed target exits 2.
 //
 //	go build -o bin/batchd ./cmd/batchd

@@ -353,7 +353,7 @@ func describeRun(ctx context.Context, args []string, cfg config) runInfo {
 	if cfg.upstreamProcess {
 		info.Settings = append(info.Settings, "upstream in a child process (-upstream-process)")
 	} else {
-		info.Settings = append(info.Settings, "upstream in the client's process")
+		info.Settings = append(info.Settings, "upstream in the client's process (-upstream-process=false)")
 	}
 	return info
 }

@@ -203,6 +203,14 @@ func TestRunWithChildUpstream(t *testing.T) {
 	assert.Contains(t, rep.Run.Settings, "upstream in a child process (-upstream-process)")
 }
 
+func TestRunWithInProcessUpstream(t *testing.T) {
+	target, upAddr := startFake(t, 0)
+	rep, err, _ := runJSON(t, "-scenario", "a50,c10", "-requests", "3", "-warmup", "1", "-delay", "1ms",
+		"-target", target, "-upstream-listen", upAddr, "-upstream-process=false")
+	requireValidRun(t, rep, err, "a50", "c10")
+	assert.Contains(t, rep.Run.Settings, "upstream in the client's process (-upstream-process=false)")
+}
+
 func TestRunFailsOnWrongUpstreamCount(t *testing.T) {
 	target, upAddr := startFake(t, 1)
 	_, err, _ := runJSON(t, "-scenario", "a50", "-requests", "2", "-target", target, "-upstream-listen", upAddr)
