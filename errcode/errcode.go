@@ -101,3 +101,40 @@ func AppendString(dst []byte, s string) []byte {
 	}
 	return append(dst, '"')
 }
+
+// Detail is one problem of a refused batch, as listed in result.details.
+type Detail struct {
+	Key     string // the step's key, "#i" for the step at index i, or "" for the batch as a whole
+	Reason  string // a bounded reason, e.g. "invalid_path", "rate_limited"
+	Problem string // human-readable
+}
+
+// BatchBody returns the ErrorResult of a refused batch:
+//
+//	{"ok":false,"result":{"error":<code>,"description":"…","details":[{"key":…,"reason":…,"problem":…},…]}}
+//
+// details is never empty on the wire: with no details given, one batch-level detail repeats reason and description.
+func BatchBody(c Code, reason, description string, details []Detail) []byte {
+	if len(details) == 0 {
+		details = []Detail{{Reason: reason, Problem: description}}
+	}
+	dst := make([]byte, 0, 96+len(description)+64*len(details))
+	dst = append(dst, `{"ok":false,"result":{"error":`...)
+	dst = strconv.AppendInt(dst, int64(c), 10)
+	dst = append(dst, `,"description":`...)
+	dst = AppendString(dst, description)
+	dst = append(dst, `,"details":[`...)
+	for i, d := range details {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"key":`...)
+		dst = AppendString(dst, d.Key)
+		dst = append(dst, `,"reason":`...)
+		dst = AppendString(dst, d.Reason)
+		dst = append(dst, `,"problem":`...)
+		dst = AppendString(dst, d.Problem)
+		dst = append(dst, '}')
+	}
+	return append(dst, "]}}"...)
+}

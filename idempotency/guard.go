@@ -27,7 +27,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -203,25 +202,7 @@ func (g *Guard) finisher(r *http.Request, key, clientKey string, claim Entry) fu
 
 // answerError writes a batch-level ErrorResult in the shape of the server's other refusals.
 func (g *Guard) answerError(w http.ResponseWriter, r *http.Request, code errcode.Code, reason, description string) {
-	type detail struct {
-		Key     string `json:"key"`
-		Reason  string `json:"reason"`
-		Problem string `json:"problem"`
-	}
-	var res struct {
-		OK     bool `json:"ok"`
-		Result struct {
-			Error       errcode.Code `json:"error"`
-			Description string       `json:"description"`
-			Details     []detail     `json:"details"`
-		} `json:"result"`
-	}
-	res.Result.Error, res.Result.Description = code, description
-	res.Result.Details = []detail{{Reason: reason, Problem: description}}
-	b, err := json.Marshal(res)
-	if err != nil { // cannot happen: fixed types
-		b = errcode.Body(code, description)
-	}
+	b := errcode.BatchBody(code, reason, description, nil)
 	g.log.Info("batch refused", "request_id", requestID(r), "reason", reason, "status", code.Status())
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code.Status())

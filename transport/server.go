@@ -16,7 +16,6 @@ package transport
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"mime"
@@ -252,31 +251,11 @@ func (s *Server) refuse(c echo.Context, start time.Time, reason string, code err
 	s.obs.BatchRejected(reason, time.Since(start))
 	s.log.Info("batch refused", "request_id", c.Response().Header().Get("X-Request-Id"), "reason", reason,
 		"problems", len(problems), "duration_ms", msSince(start))
-	type detail struct {
-		Key     string `json:"key"`
-		Reason  string `json:"reason"`
-		Problem string `json:"problem"`
+	details := make([]errcode.Detail, len(problems))
+	for i, p := range problems {
+		details[i] = errcode.Detail{Key: p.Key, Reason: string(p.Reason), Problem: p.Detail}
 	}
-	res := struct {
-		OK     bool `json:"ok"`
-		Result struct {
-			Error       errcode.Code `json:"error"`
-			Description string       `json:"description"`
-			Details     []detail     `json:"details"`
-		} `json:"result"`
-	}{}
-	res.Result.Error, res.Result.Description = code, description
-	res.Result.Details = make([]detail, 0, len(problems))
-	for _, p := range problems {
-		res.Result.Details = append(res.Result.Details, detail{Key: p.Key, Reason: string(p.Reason), Problem: p.Detail})
-	}
-	if len(problems) == 0 {
-		res.Result.Details = append(res.Result.Details, detail{Reason: reason, Problem: description})
-	}
-	b, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
+	b := errcode.BatchBody(code, reason, description, details)
 	return c.JSONBlob(code.Status(), b)
 }
 
