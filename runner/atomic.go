@@ -116,9 +116,10 @@ func (b *batch) undo(u *undo, i int) {
 	}
 	defer b.release()
 
-	b.timeouts[i] = StepTimeoutError{Key: step.Key, Timeout: b.r.cfg.StepTimeout}
+	// A rollback keeps a timer context of its own: rollbacks are rare, and the step timer has stopped.
+	b.steps[i].timeout = StepTimeoutError{Key: step.Key, Timeout: b.r.cfg.StepTimeout}
 	t0 := time.Now()
-	sctx, cancel := context.WithDeadlineCause(u.ctx, t0.Add(b.r.cfg.StepTimeout), &b.timeouts[i])
+	sctx, cancel := context.WithDeadlineCause(u.ctx, t0.Add(b.r.cfg.StepTimeout), &b.steps[i].timeout)
 	defer cancel()
 	out.Executed = true
 	resp, err, panicked := b.invoke(sctx, call)

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -165,15 +166,31 @@ type batch struct {
 	start    time.Time
 	ctx      context.Context // bounded by BatchTimeout
 	ctxDone  <-chan struct{}
+	deadline time.Time // ctx's
 	results  []Result
 	done     []chan struct{}
-	timeouts []StepTimeoutError // the cause of each step's own timeout, compared by address
-	slots    chan struct{}      // per-batch concurrency slots; nil when the batch cannot exceed MaxParallel
-	stopped  atomic.Bool        // stop_on_error: a step failed, start nothing more
-	stop     chan struct{}      // closed when stopped turns true; nil without stop_on_error
+	steps    []stepState   // goroutine i's, and under tmu those of the steps in the timer's queue
+	slots    chan struct{} // per-batch concurrency slots; nil when the batch cannot exceed MaxParallel
+	stopped  atomic.Bool   // stop_on_error: a step failed, start nothing more
+	stop     chan struct{} // closed when stopped turns true; nil without stop_on_error
 	// g runs one goroutine per step. Not errgroup.WithContext: a failed step is data, it must not cancel
 	// unrelated branches; every step returns nil.
 	g errgroup.Group
+
+	// The step timer: one per batch, for the oldest running step (steptimer.go).
+	tmu          sync.Mutex
+	timer        *time.Timer // nil until a step needs it
+	armed        bool        // timer pending, or its func about to take tmu
+	qhead, qtail int32       // the steps that started with a timeout of their own, in start order; -1: none
+}
+
+// stepState is the runner's state of one step besides its Result.
+type stepState struct {
+	timeout StepTimeoutError // the cause of the step's own timeout, compared by address
+	ctx     stepCtx
+	cancel  context.CancelCauseFunc
+	next    int32       // the next step in the timer's queue; -1: none; under tmu
+	running atomic.Bool // in the timer's queue and not yet returned from Invoke
 }
 
 // Run executes p and returns its results indexed by request position (len == len(p.Steps)). It returns when every
@@ -181,18 +198,21 @@ type batch struct {
 func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result {
 	n := len(p.Steps)
 	b := &batch{
-		r:        r,
-		plan:     p,
-		opt:      opt,
-		start:    time.Now(),
-		results:  make([]Result, n),
-		done:     make([]chan struct{}, n),
-		timeouts: make([]StepTimeoutError, n),
+		r:       r,
+		plan:    p,
+		opt:     opt,
+		start:   time.Now(),
+		results: make([]Result, n),
+		done:    make([]chan struct{}, n),
+		steps:   make([]stepState, n),
+		qhead:   -1,
+		qtail:   -1,
 	}
 	var cancel context.CancelFunc
 	b.ctx, cancel = context.WithTimeoutCause(ctx, r.cfg.BatchTimeout, r.batchTimeout)
 	defer cancel()
 	b.ctxDone = b.ctx.Done()
+	b.deadline, _ = b.ctx.Deadline()
 	if n > r.cfg.MaxParallel {
 		b.slots = make(chan struct{}, r.cfg.MaxParallel)
 	}
@@ -210,6 +230,7 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 		})
 	}
 	_ = b.g.Wait()
+	b.stopTimer()
 	if p.Atomic {
 		b.rollback(ctx)
 	}
@@ -301,14 +322,13 @@ func (b *batch) exec(i int, res *Result) {
 	if rec := b.r.cfg.Recorder; rec != nil {
 		rec.StepStarted(step.Name)
 	}
-	b.timeouts[i] = StepTimeoutError{Key: step.Key, Timeout: b.r.cfg.StepTimeout}
-	t0 := time.Now() // WithTimeoutCause would read the clock again
-	sctx, cancel := context.WithDeadlineCause(b.ctx, t0.Add(b.r.cfg.StepTimeout), &b.timeouts[i])
-	defer cancel()
+	sctx, t0 := b.startStep(i)
+	defer b.releaseStep(i)
 	res.Executed = true
 	res.Started = t0.Sub(b.start)
 	resp, err, panicked := b.invoke(sctx, call)
 	res.Duration = time.Since(t0)
+	b.endStep(i)
 
 	// Classify while the slot is still held, so that a step waiting for this slot sees the stop flag.
 	switch {
@@ -506,7 +526,7 @@ func (b *batch) invokeFailed(i int, sctx context.Context, err error, res *Result
 		var ste *StepTimeoutError
 		var bte *BatchTimeoutError
 		switch {
-		case errors.As(cause, &ste) && ste == &b.timeouts[i]:
+		case errors.As(cause, &ste) && ste == &b.steps[i].timeout:
 			b.decided(res, errcode.StepTimeout, OutcomeTimeout, b.r.bodyStepTimeout)
 		case errors.As(cause, &bte):
 			b.decided(res, errcode.BatchTimeout, OutcomeTimeout, b.r.bodyBatchTimeout)
