@@ -3,7 +3,6 @@ package planner
 import (
 	"bytes"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -173,110 +172,6 @@ func notEmbeddable(rf *ref, v []byte) *ResolveError {
 		Detail: "placeholder " + rf.text + " is " + kind +
 			"; only a string, number, boolean or null can be embedded in a longer string",
 	}
-}
-
-// walker finds a referenced value in a step's response. One walker serves every placeholder of one resolution, so
-// its decoder's buffers are reused.
-type walker struct {
-	bb      bytes.Buffer
-	dec     jsontext.Decoder
-	opts    [2]jsontext.Options // held here so that each Reset does not allocate its variadic slice
-	scratch []byte
-}
-
-// lookup returns the raw JSON value that rf names, walking the response with a streaming decoder and skipping
-// whatever is not on the path. Responses are the upstream's: duplicate member names (the first one wins) and
-// invalid UTF-8 (repaired when copied) are tolerated rather than failing a step for a field it never asked about.
-func (w *walker) lookup(rf *ref, r Responses) (jsontext.Value, *ResolveError) {
-	var body []byte
-	if r != nil {
-		body = r.Response(rf.step)
-	}
-	if len(body) == 0 {
-		return nil, unresolvable(rf, "step "+quote(rf.key)+" has no response")
-	}
-	w.bb = *bytes.NewBuffer(body)
-	if w.opts[0] == nil {
-		w.opts = [2]jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
-	}
-	w.dec.Reset(&w.bb, w.opts[:]...)
-	d := &w.dec
-	rest := rf.path
-	walked := 0 // length of rf.path already walked, for messages
-	for rest != "" {
-		seg, tail, _ := strings.Cut(rest, ".")
-		switch d.PeekKind() {
-		case '{':
-			if _, err := d.ReadToken(); err != nil {
-				return nil, badResponse(rf)
-			}
-			found := false
-			for d.PeekKind() == '"' {
-				name, err := d.ReadValue()
-				if err != nil {
-					return nil, badResponse(rf)
-				}
-				if w.nameIs(name, seg) {
-					found = true
-					break
-				}
-				if d.SkipValue() != nil {
-					return nil, badResponse(rf)
-				}
-			}
-			if !found {
-				if d.PeekKind() != '}' {
-					return nil, badResponse(rf)
-				}
-				return nil, unresolvable(rf, "no member "+quote(seg)+at(rf, walked))
-			}
-		case '[':
-			idx, ok := arrayIndex(seg)
-			if !ok {
-				return nil, unresolvable(rf, quote(seg)+" is not an array index"+at(rf, walked))
-			}
-			if _, err := d.ReadToken(); err != nil {
-				return nil, badResponse(rf)
-			}
-			for n := 0; ; n++ {
-				k := d.PeekKind()
-				if k == ']' {
-					return nil, unresolvable(rf, "index "+seg+" out of range (length "+strconv.Itoa(n)+")"+at(rf, walked))
-				}
-				if k == jsontext.KindInvalid {
-					return nil, badResponse(rf)
-				}
-				if n == idx {
-					break
-				}
-				if d.SkipValue() != nil {
-					return nil, badResponse(rf)
-				}
-			}
-		case jsontext.KindInvalid:
-			return nil, badResponse(rf)
-		default:
-			return nil, unresolvable(rf, "cannot take "+quote(seg)+" of a "+kindName(d.PeekKind())+at(rf, walked))
-		}
-		walked += len(seg) + 1
-		rest = tail
-	}
-	v, err := d.ReadValue()
-	if err != nil {
-		return nil, badResponse(rf)
-	}
-	return v, nil
-}
-
-// nameIs compares a raw (quoted) member name with seg, unescaping only when the name holds an escape.
-func (w *walker) nameIs(raw []byte, seg string) bool {
-	inner := raw[1 : len(raw)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
-		return string(inner) == seg
-	}
-	var err error
-	w.scratch, err = jsontext.AppendUnquote(w.scratch[:0], raw)
-	return err == nil && string(w.scratch) == seg
 }
 
 // appendText appends the value rf names as text: a string unquoted, a number, boolean or null as its JSON text.

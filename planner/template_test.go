@@ -412,12 +412,12 @@ func TestAllocations(t *testing.T) {
 			name string
 			max  float64
 			f    func()
-		}{"append templated", 5, func() { buf, _ = p.Steps[10].Body.Append(buf[:0], r) }}, // the walker and its decoder's stacks
+		}{"append templated", 0, func() { buf, _ = p.Steps[10].Body.Append(buf[:0], r) }}, // the walker scans in place
 		struct {
 			name string
 			max  float64
 			f    func()
-		}{"append with many placeholders", 5, func() { buf, _ = many.Steps[1].Body.Append(buf[:0], r) }},
+		}{"append with many placeholders", 0, func() { buf, _ = many.Steps[1].Body.Append(buf[:0], r) }},
 		struct {
 			name string
 			max  float64
