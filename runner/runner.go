@@ -620,6 +620,10 @@ func (r *Runner) logPanic(key string, v any) {
 // stack that a step outgrows (the select on its dependencies already does); growing it there copies and adjusts
 // every frame below, about a fifth of BenchmarkRun's CPU time. Growing it here, four frames deep, cut the CPU time
 // of a 50-step batch by 20–25% (measured with -cpu 1: chain 0.93s→0.70s, independent 0.61s→0.51s for 5000 runs).
+// The pad makes an 8 KiB stack. Re-measured in instructions/op (scripts/bench-ir.sh, with GC on and off): a 1 KiB
+// pad (4 KiB stack) saves 1–2% in BenchmarkRun and transport's BenchmarkServeBatchDemo10 (the in-process direct
+// path is shallow) but costs 14–22% in BenchmarkServeBatchProxy10, whose HTTP path then grows the stack again,
+// deep; no pad costs 10–25% everywhere, a 7 KiB pad (16 KiB stack) 2–4%.
 //
 //go:noinline
 func growStack() {
