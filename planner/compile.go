@@ -1,33 +1,116 @@
 package planner
 
 import (
-	"slices"
 	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
 
 // jsonScratch is working space for compileJSON, reused across the payloads of one Parse so that compiling a
-// templated payload costs a fixed few allocations (its literal text, holes and references) whatever its shape.
+// templated payload costs no allocation of its own in the common case: its holes, references and parts are windows
+// of slabs shared by the payloads of the batch, and its literal text is sliced from the payload itself whenever it
+// stands there unchanged.
 type jsonScratch struct {
-	pieces []piece
-	segs   []jseg
-	refs   []ref
-	arena  []byte    // every literal of the template, in order
-	spans  []int     // start and end of each seg's literal in arena
-	start  int       // start in arena of the literal before the next hole
-	fix    []partFix // where each embedded part's literal is in arena
+	pieces   []piece
+	segs     []jseg
+	refs     []ref
+	arena    []byte    // every literal of the template, in order
+	spans    []span    // each seg's literal
+	start    int       // start in arena of the literal before the next hole
+	rawStart int       // start in raw of the literal before the next hole
+	fix      []partFix // where each embedded part's literal is
+	lits     string    // the arena as a string, made at most once per template when some literal needs it
+
+	// Storage handed out to templates. A template's segs, refs and parts are capped windows of these (nothing can
+	// append across them); a full slab is left to its templates and a new one made. The first slabs are sized from
+	// body (the whole batch, when known): a template has at most one ref per "${", and segs and parts at most two.
+	body     string
+	est      int  // count of "${" in body
+	counted  bool // est is set
+	segSlab  []jseg
+	refSlab  []ref
+	partSlab []part
 }
 
-// endSeg closes the literal before a hole.
-func (sc *jsonScratch) endSeg(hole jseg) {
-	sc.spans = append(sc.spans, sc.start, len(sc.arena))
+// reset empties sc for another batch, dropping every reference to this one's strings and Plan. An arena grown
+// past 64 KiB by a huge payload is let go rather than kept in the pool.
+func (sc *jsonScratch) reset() {
+	if cap(sc.arena) > 64<<10 {
+		sc.arena = nil
+	}
+	clear(sc.pieces[:cap(sc.pieces)])
+	clear(sc.segs[:cap(sc.segs)])
+	clear(sc.refs[:cap(sc.refs)])
+	clear(sc.fix[:cap(sc.fix)])
+	*sc = jsonScratch{
+		pieces: sc.pieces[:0],
+		segs:   sc.segs[:0],
+		refs:   sc.refs[:0],
+		arena:  sc.arena[:0],
+		spans:  sc.spans[:0],
+		fix:    sc.fix[:0],
+	}
+}
+
+// span is where a literal is: arena[a:b], and raw[ra:rb] when that holds the same text (checked before use).
+type span struct{ a, b, ra, rb int }
+
+type partFix struct {
+	p *part
+	span
+}
+
+// endSeg closes the literal before a hole that starts at raw[rawEnd].
+func (sc *jsonScratch) endSeg(hole jseg, rawEnd int) {
+	sc.spans = append(sc.spans, span{sc.start, len(sc.arena), sc.rawStart, rawEnd})
 	sc.segs = append(sc.segs, hole)
 }
 
-type partFix struct {
-	p    *part
-	a, b int
+// lit returns the literal at s: a substring of raw when raw holds the same text there, else of sc.lits.
+func (sc *jsonScratch) lit(raw string, s span) string {
+	if 0 <= s.ra && s.ra <= s.rb && s.rb <= len(raw) && raw[s.ra:s.rb] == string(sc.arena[s.a:s.b]) {
+		return raw[s.ra:s.rb]
+	}
+	if len(sc.lits) != len(sc.arena) {
+		sc.lits = string(sc.arena)
+	}
+	return sc.lits[s.a:s.b]
+}
+
+// slabSize is the size of a new slab for n items, per (times) "${" in the body.
+func (sc *jsonScratch) slabSize(n, per int) int {
+	if !sc.counted {
+		sc.est, sc.counted = strings.Count(sc.body, "${"), true
+	}
+	return max(n, per*sc.est, 8)
+}
+
+func (sc *jsonScratch) takeSegs(src []jseg) []jseg {
+	if cap(sc.segSlab)-len(sc.segSlab) < len(src) {
+		sc.segSlab = make([]jseg, 0, sc.slabSize(len(src), 2))
+	}
+	l := len(sc.segSlab)
+	sc.segSlab = append(sc.segSlab, src...)
+	return sc.segSlab[l:len(sc.segSlab):len(sc.segSlab)]
+}
+
+func (sc *jsonScratch) takeRefs(src []ref) []ref {
+	if cap(sc.refSlab)-len(sc.refSlab) < len(src) {
+		sc.refSlab = make([]ref, 0, sc.slabSize(len(src), 1))
+	}
+	l := len(sc.refSlab)
+	sc.refSlab = append(sc.refSlab, src...)
+	return sc.refSlab[l:len(sc.refSlab):len(sc.refSlab)]
+}
+
+// takeParts returns an empty window of n parts, to be appended to (never beyond n).
+func (sc *jsonScratch) takeParts(n int) []part {
+	if cap(sc.partSlab)-len(sc.partSlab) < n {
+		sc.partSlab = make([]part, 0, sc.slabSize(n, 2))
+	}
+	l := len(sc.partSlab)
+	sc.partSlab = sc.partSlab[:l+n]
+	return sc.partSlab[l : l : l+n]
 }
 
 // compileJSON compiles a payload. raw is the payload exactly as received, already validated by the decoder (syntax,
@@ -50,7 +133,7 @@ func compileJSON(raw string, baseDepth, maxDepth int, sc *jsonScratch) (t JSONTe
 	}
 
 	sc.segs, sc.refs, sc.arena, sc.spans, sc.fix = sc.segs[:0], sc.refs[:0], sc.arena[:0], sc.spans[:0], sc.fix[:0]
-	sc.start = 0
+	sc.start, sc.rawStart, sc.lits = 0, 0, ""
 	var (
 		last        int // raw[last:] is not yet in the arena
 		depth, maxd int
@@ -62,10 +145,10 @@ func compileJSON(raw string, baseDepth, maxDepth int, sc *jsonScratch) (t JSONTe
 			end := stringEnd(raw, i)
 			content := raw[i+1 : end-1]
 			if !isName(raw, end) && (strings.IndexByte(content, '$') >= 0 || strings.Contains(content, `\u0024`)) {
-				s := content
+				s, at := content, i+1 // at: where s stands in raw, -1 when it was unescaped
 				if strings.IndexByte(content, '\\') >= 0 {
 					b, _ := jsontext.AppendUnquote(nil, raw[i:end])
-					s = string(b)
+					s, at = string(b), -1
 				}
 				if hasTemplate(s) {
 					// A malformed placeholder is reported, and the well-formed ones around it are still compiled
@@ -75,7 +158,7 @@ func compileJSON(raw string, baseDepth, maxDepth int, sc *jsonScratch) (t JSONTe
 					problems = append(problems, perrs...)
 					sc.arena = append(sc.arena, raw[last:i]...)
 					last, changed = end, true
-					sc.compileString(sc.pieces)
+					sc.compileString(sc.pieces, s, i, end, at)
 				}
 			}
 			i = end
@@ -100,28 +183,28 @@ func compileJSON(raw string, baseDepth, maxDepth int, sc *jsonScratch) (t JSONTe
 		t.raw = string(append(sc.arena, raw[last:]...))
 	default:
 		sc.arena = append(sc.arena, raw[last:]...)
-		sc.endSeg(jseg{ref: -1})
-		lits := string(sc.arena)
-		t.segs = slices.Clone(sc.segs)
-		t.refs = slices.Clone(sc.refs)
+		sc.endSeg(jseg{ref: -1}, len(raw))
+		t.segs = sc.takeSegs(sc.segs)
+		t.refs = sc.takeRefs(sc.refs)
 		for k := range t.segs {
-			t.segs[k].lit = lits[sc.spans[2*k]:sc.spans[2*k+1]]
+			t.segs[k].lit = sc.lit(raw, sc.spans[k])
 		}
 		for _, f := range sc.fix {
-			f.p.lit = lits[f.a:f.b]
+			f.p.lit = sc.lit(raw, f.span)
 		}
 	}
 	return t, problems, 0
 }
 
-// compileString adds one templated string value: a whole-value hole, a precomputed literal (only $${ escapes), or
-// a hole that builds a JSON string from literal parts and interpolated values.
-func (sc *jsonScratch) compileString(pieces []piece) {
+// compileString adds one templated string value, raw[i:end], whose text is s: a whole-value hole, a precomputed
+// literal (only $${ escapes), or a hole that builds a JSON string from literal parts and interpolated values. at is
+// where s stands in raw, -1 when the string as written differs from s (it has escapes).
+func (sc *jsonScratch) compileString(pieces []piece, s string, i, end, at int) {
 	switch {
 	case len(pieces) == 1 && pieces[0].isRef:
-		sc.endSeg(jseg{ref: int32(len(sc.refs))})
+		sc.endSeg(jseg{ref: int32(len(sc.refs))}, i)
 		sc.refs = append(sc.refs, ref{refSpec: pieces[0].ref})
-		sc.start = len(sc.arena)
+		sc.start, sc.rawStart = len(sc.arena), end
 	case !anyRef(pieces):
 		sc.arena = append(sc.arena, '"')
 		for _, p := range pieces {
@@ -129,25 +212,50 @@ func (sc *jsonScratch) compileString(pieces []piece) {
 		}
 		sc.arena = append(sc.arena, '"')
 	default:
-		parts := make([]part, 0, len(pieces)) // never grows: pointers into it stay valid
-		sc.endSeg(jseg{ref: -1})              // its text is set below, once parts is complete
-		a := len(sc.arena)
+		n := 0 // one part per reference, and one for trailing literal text
+		for _, p := range pieces {
+			if p.isRef {
+				n++
+			}
+		}
+		if !pieces[len(pieces)-1].isRef {
+			n++
+		}
+		parts := sc.takeParts(n)    // never grows: pointers into it stay valid
+		sc.endSeg(jseg{ref: -1}, i) // its text is set below, once parts is complete
+		// Each part's literal, JSON-escaped, is the text as written when s is and the literal holds no $${ escape;
+		// pos follows the pieces through s to say where (lit checks it before use).
+		a, pos, from := len(sc.arena), 0, 0
+		rawSpan := func() (int, int) {
+			if at < 0 {
+				return -1, -1
+			}
+			return at + from, at + pos
+		}
 		for _, p := range pieces {
 			if !p.isRef {
 				sc.arena = appendJSONText(sc.arena, p.lit, false)
+				if p.lit == "${" && strings.HasPrefix(s[pos:], "$${") {
+					pos += 3
+				} else {
+					pos += len(p.lit)
+				}
 				continue
 			}
+			ra, rb := rawSpan()
 			parts = append(parts, part{ref: int32(len(sc.refs))})
 			sc.refs = append(sc.refs, ref{refSpec: p.ref})
-			sc.fix = append(sc.fix, partFix{&parts[len(parts)-1], a, len(sc.arena)})
-			a = len(sc.arena)
+			sc.fix = append(sc.fix, partFix{&parts[len(parts)-1], span{a, len(sc.arena), ra, rb}})
+			pos += len(p.ref.text)
+			a, from = len(sc.arena), pos
 		}
 		if len(sc.arena) > a {
+			ra, rb := rawSpan()
 			parts = append(parts, part{ref: -1})
-			sc.fix = append(sc.fix, partFix{&parts[len(parts)-1], a, len(sc.arena)})
+			sc.fix = append(sc.fix, partFix{&parts[len(parts)-1], span{a, len(sc.arena), ra, rb}})
 		}
 		sc.segs[len(sc.segs)-1].text = parts
-		sc.start = len(sc.arena)
+		sc.start, sc.rawStart = len(sc.arena), end
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -33,12 +34,37 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 		cfg.MaxPayload = DefaultMaxPayload
 	}
 	p := parser{cfg: cfg, src: string(body)}
+	w := parseWork.Get().(*parseBuffers)
+	defer w.release()
+	p.scratch = &w.sc
+	p.scratch.body = p.src
 	// A bytes.Buffer lets the decoder work on body in place, so decoder offsets index p.src as well.
-	p.dec = jsontext.NewDecoder(bytes.NewBuffer(body))
+	w.bb = *bytes.NewBuffer(body)
+	w.dec.Reset(&w.bb)
+	p.dec = &w.dec
 	if err := p.decode(); err != nil {
 		return nil, &Error{Problems: []Problem{{Reason: ReasonInvalidJSON, Detail: jsonDetail(err)}}}
 	}
 	return p.finish()
+}
+
+// parseBuffers are the working space of one Parse that no Plan keeps: the decoder, whose state stacks and
+// duplicate-name sets would otherwise be grown afresh for every batch, and compileJSON's scratch.
+type parseBuffers struct {
+	bb  bytes.Buffer
+	dec jsontext.Decoder
+	sc  jsonScratch
+}
+
+var parseWork = sync.Pool{New: func() any { return new(parseBuffers) }}
+
+// release returns w to the pool holding nothing of the batch: no reference to the body, to its strings or to the
+// Plan's storage.
+func (w *parseBuffers) release() {
+	w.bb = bytes.Buffer{}
+	w.dec.Reset(&w.bb) // drops the decoder's view of the body
+	w.sc.reset()
+	parseWork.Put(w)
 }
 
 // parser holds the state of one Parse.
@@ -61,7 +87,7 @@ type parser struct {
 	headers    []draftHeader // every step's headers, in order
 	depends    []string      // every step's depends_on keys, in order
 	blocked    []string      // cfg.Blocked, copied once if a templated path needs it at run time
-	scratch    jsonScratch
+	scratch    *jsonScratch
 }
 
 // problem is a Problem before step labels are known. idx is the step index, -1 for the batch; phase orders a
@@ -536,7 +562,7 @@ func (p *parser) readPayload(i int, raw string, depth int, field string) (t JSON
 			strconv.Itoa(p.cfg.MaxPayload)+" allowed")
 		return t, false
 	}
-	t, perrs, tooDeep := compileJSON(raw, depth, p.cfg.MaxDepth, &p.scratch)
+	t, perrs, tooDeep := compileJSON(raw, depth, p.cfg.MaxDepth, p.scratch)
 	if tooDeep > 0 {
 		p.problem(i, phaseStep, ReasonInvalidJSON, quote(field)+" nests "+strconv.Itoa(tooDeep)+
 			" levels deep in the body; at most "+strconv.Itoa(p.cfg.MaxDepth)+" allowed")

@@ -441,3 +441,62 @@ func TestAllocations(t *testing.T) {
 type byteResponses map[int][]byte
 
 func (r byteResponses) Response(i int) []byte { return r[i] }
+
+// TestParseOwnsItsStrings checks that a Plan neither aliases the body (the caller may reuse it) nor shares storage
+// with another Plan, Parse's working space being pooled: plans parsed concurrently from buffers that are then
+// overwritten resolve as they did.
+func TestParseOwnsItsStrings(t *testing.T) {
+	var r Responses = byteResponses{0: []byte(`{"result":{"new_id":4,"name":"Co\"ke"}}`)}
+	for k := range 20 {
+		r.(byteResponses)[k] = r.Response(0)
+	}
+	bodies := []string{
+		string(benchBody("diamond", 20)),
+		string(benchBody("chain", 20)),
+		`[{"key":"A","path":"a"},{"key":"B","path":"b/${A.result.new_id}","headers":{"X":"v${A.result.new_id}"},` +
+			`"payload":{"a":"$${x} ${A.result.name}\n","b":["${A.result.new_id}","x\u0024{A.result.name}"],"${A}":"$${y}"}}]`,
+	}
+	want := make([][]string, len(bodies))
+	resolve := func(p *Plan) []string {
+		var out []string
+		for _, s := range p.Steps {
+			path, err := s.Path.Resolve(r)
+			require.NoError(t, err)
+			out = append(out, s.Key, path)
+			for _, h := range s.Headers {
+				v, err := h.Value.Resolve(r)
+				require.NoError(t, err)
+				out = append(out, h.Name, v)
+			}
+			if s.Body != nil {
+				b, err := s.Body.Append(nil, r)
+				require.NoError(t, err)
+				out = append(out, string(b), s.Body.String())
+			}
+		}
+		return out
+	}
+	for i, b := range bodies {
+		want[i] = resolve(mustParse(t, b, Config{}))
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range 20 {
+				i := (g + n) % len(bodies)
+				buf := []byte(bodies[i])
+				p, err := Parse(buf, Config{})
+				if !assert.NoError(t, err) {
+					return
+				}
+				for j := range buf {
+					buf[j] = 'x'
+				}
+				assert.Equal(t, want[i], resolve(p))
+			}
+		}()
+	}
+	wg.Wait()
+}
