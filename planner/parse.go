@@ -349,13 +349,7 @@ func (p *parser) readStep(i int) error {
 	if err := p.open(); err != nil {
 		return err
 	}
-	depth := p.dec.StackDepth()
-	var (
-		pathText, method   string
-		pathGiven, pathBad bool
-		methodGiven        bool
-		payloadField       string
-	)
+	c := callReader{i: i, depth: p.dec.StackDepth()}
 	for {
 		more, err := p.next()
 		if err != nil {
@@ -368,53 +362,24 @@ func (p *parser) readStep(i int) error {
 		if err != nil {
 			return err
 		}
+		if handled, err := p.callField(&c, name, &d.body, &d.hasBody, &d.hdr0, &d.hdr1); handled || err != nil {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		switch name {
-		case "key", "path", "method":
+		case "key":
 			v, err := p.dec.ReadValue()
 			if err != nil {
 				return err
 			}
 			if v.Kind() != '"' {
 				p.typeProblem(i, name, "a string", v.Kind())
-				switch name {
-				case "key":
-					d.keyState = keyBad
-				case "path":
-					pathBad = true
-				}
+				d.keyState = keyBad
 				continue
 			}
-			switch s := p.str(v); name {
-			case "key":
-				d.key, d.keyState = s, keyGiven
-			case "path":
-				pathText, pathGiven = s, true
-			default:
-				method, methodGiven = s, true
-			}
-		case "payload", "body":
-			if payloadField != "" {
-				p.problem(i, phaseStep, ReasonInvalidJSON, `both "payload" and "body" given; they are synonyms, send one`)
-				if err := p.dec.SkipValue(); err != nil {
-					return err
-				}
-				continue
-			}
-			payloadField = name
-			v, err := p.dec.ReadValue()
-			if err != nil {
-				return err
-			}
-			if v.Kind() != 'n' {
-				d.body, d.hasBody = p.readPayload(i, p.raw(v), depth, name)
-			}
-		case "headers":
-			d.hdr0 = int32(len(p.headers))
-			err := p.readHeaders(i, name)
-			d.hdr1 = int32(len(p.headers))
-			if err != nil {
-				return err
-			}
+			d.key, d.keyState = p.str(v), keyGiven
 		case "rollback":
 			if err := p.readRollback(i, d); err != nil {
 				return err
@@ -434,15 +399,7 @@ func (p *parser) readStep(i int) error {
 		}
 	}
 	// Method and path are checked once every member is read: their problems then follow the members' own.
-	if methodGiven {
-		p.setMethod(i, &d.method, method, "")
-	}
-	switch {
-	case pathGiven:
-		d.path, d.name = p.compilePath(i, pathText, "")
-	case !pathBad:
-		p.problem(i, phaseStep, ReasonInvalidPath, `missing "path"`)
-	}
+	p.finishCall(&c, &d.method, &d.path, &d.name)
 	return nil
 }
 
@@ -475,16 +432,10 @@ func (p *parser) readRollback(i int, d *draft) error {
 	if err := p.open(); err != nil {
 		return err
 	}
-	depth := p.dec.StackDepth()
+	c := callReader{i: i, what: "rollback", depth: p.dec.StackDepth()}
 	p.rbs = append(p.rbs, draftRollback{method: "POST"})
 	d.rb = int32(len(p.rbs))
 	rb := &p.rbs[len(p.rbs)-1] // nothing below adds a rollback: the pointer stays valid
-	var (
-		pathText, method   string
-		pathGiven, pathBad bool
-		methodGiven        bool
-		payloadField       string
-	)
 	for {
 		more, err := p.next()
 		if err != nil {
@@ -497,62 +448,105 @@ func (p *parser) readRollback(i int, d *draft) error {
 		if err != nil {
 			return err
 		}
-		switch name {
-		case "path", "method":
-			v, err := p.dec.ReadValue()
-			if err != nil {
-				return err
-			}
-			if v.Kind() != '"' {
-				p.typeProblem(i, "rollback."+name, "a string", v.Kind())
-				pathBad = pathBad || name == "path"
-				continue
-			}
-			if name == "path" {
-				pathText, pathGiven = p.str(v), true
-			} else {
-				method, methodGiven = p.str(v), true
-			}
-		case "payload", "body":
-			if payloadField != "" {
-				p.problem(i, phaseStep, ReasonInvalidJSON, `rollback: both "payload" and "body" given; they are synonyms, send one`)
-				if err := p.dec.SkipValue(); err != nil {
-					return err
-				}
-				continue
-			}
-			payloadField = name
-			v, err := p.dec.ReadValue()
-			if err != nil {
-				return err
-			}
-			if v.Kind() != 'n' {
-				rb.body, rb.hasBody = p.readPayload(i, p.raw(v), depth, "rollback."+name)
-			}
-		case "headers":
-			rb.hdr0 = int32(len(p.headers))
-			err := p.readHeaders(i, "rollback.headers")
-			rb.hdr1 = int32(len(p.headers))
-			if err != nil {
-				return err
-			}
-		default:
+		handled, err := p.callField(&c, name, &rb.body, &rb.hasBody, &rb.hdr0, &rb.hdr1)
+		if err != nil {
+			return err
+		}
+		if !handled {
 			p.problem(i, phaseStep, ReasonInvalidJSON, "unknown rollback field "+quoteClip(name))
 			if err := p.dec.SkipValue(); err != nil {
 				return err
 			}
 		}
 	}
-	if methodGiven {
-		p.setMethod(i, &rb.method, method, "rollback ")
+	p.finishCall(&c, &rb.method, &rb.path, &rb.name)
+	return nil
+}
+
+// callReader collects, for step i, the members that a step and its rollback share: path, method, payload (or
+// body) and headers. what is "" for the step and "rollback" for its rollback; it prefixes field names and problems.
+type callReader struct {
+	i            int
+	what         string
+	depth        int
+	pathText     string
+	method       string
+	payloadField string
+	pathGiven    bool
+	pathBad      bool
+	methodGiven  bool
+}
+
+// field is a member's name as problems name it: "path", or "rollback.path".
+func (c *callReader) field(name string) string {
+	if c.what == "" {
+		return name
+	}
+	return c.what + "." + name
+}
+
+// prefix starts a problem's text: "", or "rollback: ".
+func (c *callReader) prefix(sep string) string {
+	if c.what == "" {
+		return ""
+	}
+	return c.what + sep
+}
+
+// callField reads member name when it is one of the shared ones, into c and the given body and header window;
+// handled is false, with nothing read, for any other member.
+func (p *parser) callField(c *callReader, name string, body *JSONTemplate, hasBody *bool, hdr0, hdr1 *int32) (handled bool, err error) {
+	switch name {
+	case "path", "method":
+		v, err := p.dec.ReadValue()
+		if err != nil {
+			return true, err
+		}
+		if v.Kind() != '"' {
+			p.typeProblem(c.i, c.field(name), "a string", v.Kind())
+			c.pathBad = c.pathBad || name == "path"
+			return true, nil
+		}
+		if name == "path" {
+			c.pathText, c.pathGiven = p.str(v), true
+		} else {
+			c.method, c.methodGiven = p.str(v), true
+		}
+	case "payload", "body":
+		if c.payloadField != "" {
+			p.problem(c.i, phaseStep, ReasonInvalidJSON, c.prefix(": ")+`both "payload" and "body" given; they are synonyms, send one`)
+			return true, p.dec.SkipValue()
+		}
+		c.payloadField = name
+		v, err := p.dec.ReadValue()
+		if err != nil {
+			return true, err
+		}
+		if v.Kind() != 'n' {
+			*body, *hasBody = p.readPayload(c.i, p.raw(v), c.depth, c.field(name))
+		}
+	case "headers":
+		*hdr0 = int32(len(p.headers))
+		err := p.readHeaders(c.i, c.field(name))
+		*hdr1 = int32(len(p.headers))
+		return true, err
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+// finishCall checks method and path once every member is read, so that their problems follow the members' own.
+func (p *parser) finishCall(c *callReader, method *string, path *PathTemplate, name *string) {
+	if c.methodGiven {
+		p.setMethod(c.i, method, c.method, c.prefix(" "))
 	}
 	switch {
-	case pathGiven:
-		rb.path, rb.name = p.compilePath(i, pathText, "rollback ")
-	case !pathBad:
-		p.problem(i, phaseStep, ReasonInvalidPath, `rollback: missing "path"`)
+	case c.pathGiven:
+		*path, *name = p.compilePath(c.i, c.pathText, c.prefix(" "))
+	case !c.pathBad:
+		p.problem(c.i, phaseStep, ReasonInvalidPath, c.prefix(": ")+`missing "path"`)
 	}
-	return nil
 }
 
 // readPayload compiles a payload; ok is false when it was refused (too large or too deep) and must be left out.
