@@ -233,17 +233,33 @@ func (s *Server) handleBatch(c echo.Context) error {
 			failed++
 		}
 	}
-	attrs := []any{"request_id", reqID, "steps", len(results), "failed", failed, "duration_ms", msSince(start)}
+	dur := msSince(start)
 	s.logRollbackFailures(reqID, plan, results)
 	out := runner.AppendAnswer(make([]byte, 0, 128*len(results)), plan, results)
 	finish(http.StatusOK, echo.MIMEApplicationJSON, out) // also when the client left: its retry sees what ran
 	if r.Context().Err() != nil {
-		s.log.Info("batch abandoned: client closed", attrs...)
+		s.logBatch("batch abandoned: client closed", reqID, len(results), failed, dur, false)
 		s.abandoned()
 		return nil
 	}
-	s.log.Info("batch", attrs...)
+	s.logBatch("batch", reqID, len(results), failed, dur, false)
 	return c.JSONBlob(http.StatusOK, out)
+}
+
+// logBatch writes a batch's access line at Info, with "stream": true for a streamed answer: typed attributes, and
+// nothing built when Info is off.
+func (s *Server) logBatch(msg, reqID string, steps, failed int, durationMS float64, stream bool) {
+	ctx := context.Background() // what Logger.Info uses
+	if !s.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	id, st, fl, dur := slog.String("request_id", reqID), slog.Int("steps", steps), slog.Int("failed", failed),
+		slog.Float64("duration_ms", durationMS)
+	if stream {
+		s.log.LogAttrs(ctx, slog.LevelInfo, msg, id, st, fl, dur, slog.Bool("stream", true))
+		return
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, msg, id, st, fl, dur)
 }
 
 // refuse answers a batch that was not accepted, counting it under reason.

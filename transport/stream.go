@@ -108,15 +108,14 @@ func (s *Server) stream(c echo.Context, start time.Time, plan *planner.Plan, fin
 			failed++
 		}
 	}
-	attrs := []any{"request_id", h.Get("X-Request-Id"), "steps", len(results), "failed", failed,
-		"duration_ms", msSince(start), "stream", true}
-	s.logRollbackFailures(h.Get("X-Request-Id"), plan, results)
+	reqID, dur := h.Get("X-Request-Id"), msSince(start)
+	s.logRollbackFailures(reqID, plan, results)
 	if r.Context().Err() != nil || sw.broken {
-		s.log.Info("batch abandoned: client closed", attrs...)
+		s.logBatch("batch abandoned: client closed", reqID, len(results), failed, dur, true)
 		s.abandoned()
 		return nil
 	}
-	s.log.Info("batch", attrs...)
+	s.logBatch("batch", reqID, len(results), failed, dur, true)
 	return nil
 }
 
