@@ -15,7 +15,8 @@ import (
 func AppendJSON(dst []byte, form planner.Form, results []Result) []byte {
 	size := 16
 	for i := range results {
-		size += 32 + len(results[i].Key) + len(results[i].Body)
+		// {"key":"…","status":NNN,"response":…}, and a comma: 36 bytes besides the key and the body.
+		size += 40 + len(results[i].Key) + len(results[i].Body)
 	}
 	dst = slices.Grow(dst, size)
 	if form != planner.FormArray {

@@ -169,12 +169,15 @@ func (s *Server) handleReady(c echo.Context) error {
 func (s *Server) handleBatch(c echo.Context) error {
 	start := time.Now()
 	r := c.Request()
-	reqID := r.Header.Get("X-Request-Id")
-	if reqID == "" {
-		reqID = newRequestID()
-		r.Header.Set("X-Request-Id", reqID)
+	// The request's X-Request-Id values, or one made here (what Header.Get and Set would do, without their copies):
+	// the request and the answer share the one-element slice, capped, so that an append by either copies.
+	ids := r.Header["X-Request-Id"]
+	if len(ids) == 0 || ids[0] == "" {
+		ids = []string{newRequestID()}
+		r.Header["X-Request-Id"] = ids
 	}
-	c.Response().Header().Set("X-Request-Id", reqID)
+	reqID := ids[0]
+	c.Response().Header()["X-Request-Id"] = ids[:1:1]
 
 	if s.draining.Load() {
 		return s.refuse(c, start, "draining", errcode.Unavailable, "batchd is shutting down; retry on another instance", nil)
@@ -235,7 +238,7 @@ func (s *Server) handleBatch(c echo.Context) error {
 	}
 	dur := msSince(start)
 	s.logRollbackFailures(reqID, plan, results)
-	out := runner.AppendAnswer(make([]byte, 0, 128*len(results)), plan, results)
+	out := runner.AppendAnswer(nil, plan, results)       // sizes its one allocation from the results
 	finish(http.StatusOK, echo.MIMEApplicationJSON, out) // also when the client left: its retry sees what ran
 	if r.Context().Err() != nil {
 		s.logBatch("batch abandoned: client closed", reqID, len(results), failed, dur, false)
@@ -305,11 +308,15 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 }
 
-// forwarded picks the batch-level headers that every step inherits.
+// forwarded picks the batch-level headers that every step inherits: nil when the request has none of them (the
+// runner and the invokers take a nil header as an empty one).
 func (s *Server) forwarded(h http.Header) http.Header {
-	out := make(http.Header, len(s.forward))
+	var out http.Header
 	for _, name := range s.forward {
 		if v, ok := h[name]; ok {
+			if out == nil {
+				out = make(http.Header, len(s.forward))
+			}
 			out[name] = v
 		}
 	}
@@ -319,7 +326,7 @@ func (s *Server) forwarded(h http.Header) http.Header {
 // isJSON accepts application/json, any +json type, and an absent Content-Type (curl -d without -H sends a form
 // type, which is refused, so a client that names a type must name the right one).
 func isJSON(ct string) bool {
-	if ct == "" {
+	if ct == "" || ct == "application/json" { // the usual case, exactly as ParseMediaType would judge it
 		return true
 	}
 	mt, _, err := mime.ParseMediaType(ct)
