@@ -194,18 +194,7 @@ func (u *recordingUpstream) count(p string) int {
 // send posts a batch with extra headers (name, value, …) and returns the status, headers and body.
 func (in *instance) send(t *testing.T, body string, hdr ...string) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, in.base+"/v1/batch", strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Add(hdr[i], hdr[i+1])
-	}
-	resp, err := in.client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, resp.Header, b
+	return in.request(context.Background(), t, "/v1/batch", "application/json", body, hdr...)
 }
 
 // metric returns the value of one sample line of /metrics ("name{labels}"), or -1 when absent.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,45 +24,19 @@ import (
 // keyedPost posts a batch with an Idempotency-Key (none when key is "") and an Authorization (none when "").
 func (in *instance) keyedPost(ctx context.Context, t *testing.T, key, auth, body string) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.base+"/v1/batch", strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
+	var hdr []string
 	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
+		hdr = append(hdr, "Idempotency-Key", key)
 	}
 	if auth != "" {
-		req.Header.Set("Authorization", auth)
+		hdr = append(hdr, "Authorization", auth)
 	}
-	resp, err := in.client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, resp.Header, b
+	return in.request(ctx, t, "/v1/batch", "application/json", body, hdr...)
 }
 
 func (in *instance) keyed(t *testing.T, key, auth, body string) (int, http.Header, []byte) {
 	t.Helper()
 	return in.keyedPost(context.Background(), t, key, auth, body)
-}
-
-// series reads one series' value from /metrics; a series that is absent reads as -1.
-func (in *instance) series(t *testing.T, name string) float64 {
-	t.Helper()
-	resp, err := in.client.Get(in.base + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(t, err)
-			return f
-		}
-	}
-	require.NoError(t, sc.Err())
-	return -1
 }
 
 // producers counts the demo store's producers with a batch of its own (no key).
@@ -130,9 +102,9 @@ func TestIdempotentReplay(t *testing.T) {
 	assert.Equal(t, 4000, batchErrorCode(t, b))
 	assert.Equal(t, 3, in.producers(t))
 
-	assert.Equal(t, 3.0, in.series(t, `batchd_idempotency_total{result="stored"}`))
-	assert.Equal(t, 1.0, in.series(t, `batchd_idempotency_total{result="replayed"}`))
-	assert.Equal(t, 1.0, in.series(t, `batchd_idempotency_total{result="mismatch"}`))
+	assert.Equal(t, 3.0, in.metric(t, `batchd_idempotency_total{result="stored"}`))
+	assert.Equal(t, 1.0, in.metric(t, `batchd_idempotency_total{result="replayed"}`))
+	assert.Equal(t, 1.0, in.metric(t, `batchd_idempotency_total{result="mismatch"}`))
 }
 
 // TestIdempotentRetryWhileRunning: a retry while the first batch still runs gets 409; the first batch's client
@@ -155,7 +127,7 @@ func TestIdempotentRetryWhileRunning(t *testing.T) {
 		firstDone <- err
 	}()
 	// The first batch holds its key once its step runs.
-	require.Eventually(t, func() bool { return in.series(t, "batchd_steps_in_flight") == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return in.metric(t, "batchd_steps_in_flight") == 1 }, 10*time.Second, 5*time.Millisecond)
 
 	status, h, b := in.keyed(t, "slow-1", "", slow)
 	require.Equal(t, http.StatusConflict, status, "%s", b)
@@ -163,13 +135,13 @@ func TestIdempotentRetryWhileRunning(t *testing.T) {
 	assert.Empty(t, h.Get("Idempotent-Replayed"))
 	status, _, b = in.keyed(t, "slow-1", "", `{"requests":[{"key":"s","path":"Demo/Echo"}]}`)
 	require.Equal(t, http.StatusUnprocessableEntity, status, "another body is a misuse even while the first runs: %s", b)
-	assert.Equal(t, 1.0, in.series(t, "batchd_steps_in_flight"), "neither retry ran a step")
+	assert.Equal(t, 1.0, in.metric(t, "batchd_steps_in_flight"), "neither retry ran a step")
 
 	leave()
 	require.ErrorIs(t, <-firstDone, context.Canceled)
 	// The server stores the abandoned batch's answer as soon as its cancelled step returns.
 	require.Eventually(t, func() bool {
-		return in.series(t, `batchd_idempotency_total{result="stored"}`) == 1
+		return in.metric(t, `batchd_idempotency_total{result="stored"}`) == 1
 	}, 10*time.Second, 5*time.Millisecond)
 	status, h, b = in.keyed(t, "slow-1", "", slow)
 	require.Equal(t, http.StatusOK, status, "%s", b)
@@ -178,7 +150,7 @@ func TestIdempotentRetryWhileRunning(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b, &out), "%s", b)
 	require.Len(t, out.Responses, 1)
 	assert.Equal(t, 4990, out.Responses[0].errorCode(t), "the retry sees that the step was cancelled")
-	assert.Equal(t, 1.0, in.series(t, `batchd_idempotency_total{result="conflict"}`))
+	assert.Equal(t, 1.0, in.metric(t, `batchd_idempotency_total{result="conflict"}`))
 }
 
 // countingUpstream is a proxy-mode upstream that counts calls by path; calls to /api/Slow wait for release.

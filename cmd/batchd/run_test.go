@@ -38,20 +38,35 @@ func (s *syncBuffer) String() string {
 // instance is one batchd started through run() on a loopback port.
 type instance struct {
 	base   string
-	logs   *syncBuffer
+	logs   logSink
 	stop   context.CancelFunc
 	done   chan error
 	client *http.Client
 }
 
+// logSink is where run() writes its log while a test reads it.
+type logSink interface {
+	io.Writer
+	String() string
+}
+
 // start runs batchd with args (plus -addr 127.0.0.1:0) and waits until it logs its address.
 func start(t *testing.T, args ...string) *instance {
 	t.Helper()
+	return launch(t, &syncBuffer{}, nil, args...)
+}
+
+// launch is start with the log going to logs and the environment run() sees (nil: none; run() never reads the
+// process's own).
+func launch(t *testing.T, logs logSink, env map[string]string, args ...string) *instance {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
-	done := make(chan error, 1)
+	done, exited := make(chan error, 1), make(chan struct{})
 	args = append([]string{"-addr", "127.0.0.1:0", "-log-format", "json"}, args...)
-	go func() { done <- run(ctx, args, func(string) string { return "" }, io.Discard, logs) }()
+	go func() {
+		done <- run(ctx, args, func(k string) string { return env[k] }, io.Discard, logs)
+		close(exited) // tests may take run's error from done; Cleanup waits on this instead
+	}()
 	inst := &instance{logs: logs, stop: cancel, done: done, client: &http.Client{Timeout: 30 * time.Second}}
 	deadline := time.Now().Add(10 * time.Second)
 	for inst.base == "" {
@@ -72,7 +87,7 @@ func start(t *testing.T, args ...string) *instance {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(70 * time.Second):
 			t.Error("run did not return after cancel")
 		}
@@ -82,10 +97,19 @@ func start(t *testing.T, args ...string) *instance {
 
 func (in *instance) post(t *testing.T, path, contentType, body string) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, in.base+path, strings.NewReader(body))
+	return in.request(context.Background(), t, path, contentType, body)
+}
+
+// request posts body to path with contentType (none when "") and the header name/value pairs in hdr.
+func (in *instance) request(ctx context.Context, t *testing.T, path, contentType, body string, hdr ...string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.base+path, strings.NewReader(body))
 	require.NoError(t, err)
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
 	}
 	resp, err := in.client.Do(req)
 	require.NoError(t, err)
@@ -414,7 +438,6 @@ func TestGracefulDrain(t *testing.T) {
 	select {
 	case err := <-in.done:
 		require.NoError(t, err)
-		in.done <- nil // let Cleanup see it too
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after drain")
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -336,30 +335,7 @@ func vmHWM(t *testing.T) int64 {
 // so that the log of thousands of batches does not count as heap the service kept.
 func startQuiet(t *testing.T, args ...string) *instance {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := &cappedBuffer{max: 64 << 10}
-	done := make(chan error, 1)
-	args = append([]string{"-addr", "127.0.0.1:0", "-log-format", "json"}, args...)
-	go func() { done <- run(ctx, args, func(string) string { return "" }, io.Discard, logs) }()
-	in := &instance{stop: cancel, done: done}
-	for deadline := time.Now().Add(10 * time.Second); in.base == ""; time.Sleep(5 * time.Millisecond) {
-		for _, line := range strings.Split(logs.String(), "\n") {
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
-				in.base = "http://" + rec.Addr
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run returned before listening: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("batchd did not start:\n%s", logs.String())
-		}
-	}
-	t.Cleanup(cancel)
-	return in
+	return launch(t, &cappedBuffer{max: 64 << 10}, nil, args...)
 }
 
 // cappedBuffer keeps the first max bytes written to it and drops the rest.

@@ -3,11 +3,9 @@ package main
 import (
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,31 +84,7 @@ func (c *otlpCollector) spans() map[string][]string {
 // startEnv is start with an environment: run() reads env through getenv, never from the process.
 func startEnv(t *testing.T, env map[string]string, args ...string) *instance {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
-	done := make(chan error, 1)
-	args = append([]string{"-addr", "127.0.0.1:0", "-log-format", "json"}, args...)
-	go func() { done <- run(ctx, args, func(k string) string { return env[k] }, io.Discard, logs) }()
-	inst := &instance{logs: logs, stop: cancel, done: done, client: &http.Client{Timeout: 30 * time.Second}}
-	require.Eventually(t, func() bool {
-		for _, line := range strings.Split(logs.String(), "\n") {
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
-				inst.base = "http://" + rec.Addr
-				return true
-			}
-		}
-		return false
-	}, 10*time.Second, 5*time.Millisecond, "batchd did not start:\n%s", logs)
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("run did not return after cancel")
-		}
-	})
-	return inst
+	return launch(t, &syncBuffer{}, env, args...)
 }
 
 func TestTracingExportsOverOTLP(t *testing.T) {
@@ -133,7 +107,6 @@ func TestTracingExportsOverOTLP(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return")
 	}
-	in.done <- nil // for the cleanup
 	require.Eventually(t, func() bool { return len(col.spans()["batchd"]) >= 3 }, 10*time.Second, 10*time.Millisecond,
 		"exported: %v", col.spans())
 	assert.ElementsMatch(t, []string{"POST /v1/batch", "step Demo/Echo", "step Demo/Echo"}, col.spans()["batchd"])
