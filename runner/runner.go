@@ -157,8 +157,8 @@ func New(inv Invoker, cfg Config) *Runner {
 	}
 }
 
-// batch is the state of one Run. Goroutine i writes only results[i] and closes only done[i]; a step reads another
-// step's result only after that step's done channel is closed.
+// batch is the state of one Run. Goroutine i writes only results[i] and closes only steps[i].done; a step reads
+// another step's result only after that step's done channel is closed.
 type batch struct {
 	r        *Runner
 	plan     *planner.Plan
@@ -168,7 +168,6 @@ type batch struct {
 	ctxDone  <-chan struct{}
 	deadline time.Time // ctx's
 	results  []Result
-	done     []chan struct{}
 	steps    []stepState   // goroutine i's, and under tmu those of the steps in the timer's queue
 	slots    chan struct{} // per-batch concurrency slots; nil when the batch cannot exceed MaxParallel
 	stopped  atomic.Bool   // stop_on_error: a step failed, start nothing more
@@ -186,6 +185,7 @@ type batch struct {
 
 // stepState is the runner's state of one step besides its Result.
 type stepState struct {
+	done    chan struct{}    // closed when the step ended; set before any goroutine starts, read-only after
 	timeout StepTimeoutError // the cause of the step's own timeout, compared by address
 	ctx     stepCtx
 	cancel  context.CancelCauseFunc
@@ -203,7 +203,6 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 		opt:     opt,
 		start:   time.Now(),
 		results: make([]Result, n),
-		done:    make([]chan struct{}, n),
 		steps:   make([]stepState, n),
 		qhead:   -1,
 		qtail:   -1,
@@ -219,8 +218,8 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 	if p.StopOnError {
 		b.stop = make(chan struct{})
 	}
-	for i := range b.done {
-		b.done[i] = make(chan struct{})
+	for i := range b.steps {
+		b.steps[i].done = make(chan struct{})
 	}
 
 	for i := range n {
@@ -283,12 +282,12 @@ func (b *batch) exec(i int, res *Result) {
 
 	for _, d := range step.Deps {
 		select { // a dependency often ended already: skip the two-channel select and its locks
-		case <-b.done[d]:
+		case <-b.steps[d].done:
 			continue
 		default:
 		}
 		select {
-		case <-b.done[d]:
+		case <-b.steps[d].done:
 		case <-b.ctxDone:
 			b.notStarted(res)
 			return
@@ -583,7 +582,7 @@ func (b *batch) decided(res *Result, code errcode.Code, o Outcome, body []byte) 
 
 // finish reports step i and releases its dependents. It runs whatever happened to the step.
 func (b *batch) finish(i int) {
-	defer close(b.done[i])
+	defer close(b.steps[i].done)
 	res := &b.results[i]
 	if res.Failed {
 		b.failed()
