@@ -243,6 +243,15 @@ func (p *parser) readName() (string, error) {
 	return p.str(v), nil
 }
 
+// nextMember reads the next member name of the object being read; more is false once its closing brace is read.
+func (p *parser) nextMember() (name string, more bool, err error) {
+	if more, err = p.next(); err != nil || !more {
+		return "", more, err
+	}
+	name, err = p.readName()
+	return name, err == nil, err
+}
+
 // readBatchObject reads {"stop_on_error": …, "requests"|"batch": […]}. A batch-level field is one case here.
 func (p *parser) readBatchObject() error {
 	if err := p.open(); err != nil {
@@ -250,16 +259,12 @@ func (p *parser) readBatchObject() error {
 	}
 	p.form = FormRequests
 	for {
-		more, err := p.next()
+		name, more, err := p.nextMember()
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
-		}
-		name, err := p.readName()
-		if err != nil {
-			return err
 		}
 		switch name {
 		case "stop_on_error":
@@ -351,16 +356,12 @@ func (p *parser) readStep(i int) error {
 	}
 	c := callReader{i: i, depth: p.dec.StackDepth()}
 	for {
-		more, err := p.next()
+		name, more, err := p.nextMember()
 		if err != nil {
 			return err
 		}
 		if !more {
 			break
-		}
-		name, err := p.readName()
-		if err != nil {
-			return err
 		}
 		if handled, err := p.callField(&c, name, &d.body, &d.hasBody, &d.hdr0, &d.hdr1); handled || err != nil {
 			if err != nil {
@@ -437,16 +438,12 @@ func (p *parser) readRollback(i int, d *draft) error {
 	d.rb = int32(len(p.rbs))
 	rb := &p.rbs[len(p.rbs)-1] // nothing below adds a rollback: the pointer stays valid
 	for {
-		more, err := p.next()
+		name, more, err := p.nextMember()
 		if err != nil {
 			return err
 		}
 		if !more {
 			break
-		}
-		name, err := p.readName()
-		if err != nil {
-			return err
 		}
 		handled, err := p.callField(&c, name, &rb.body, &rb.hasBody, &rb.hdr0, &rb.hdr1)
 		if err != nil {
@@ -626,12 +623,8 @@ func (p *parser) readHeaders(i int, field string) error {
 	}
 	mine := len(p.headers)
 	for {
-		more, err := p.next()
+		name, more, err := p.nextMember()
 		if err != nil || !more {
-			return err
-		}
-		name, err := p.readName()
-		if err != nil {
 			return err
 		}
 		v, err := p.dec.ReadValue()
