@@ -34,6 +34,18 @@ type Invoker interface {
 	Invoke(ctx context.Context, call Call) (Response, error)
 }
 
+// PromptInvoker is an Invoker that can tell, before a batch runs, which calls it answers promptly: in process,
+// with no I/O and no waiting beyond short locks (the embedded demo API's methods but Demo/Sleep). The runner runs
+// a prompt step on the goroutine that runs the batch instead of starting a goroutine for it, which for such calls
+// costs more than the call; see the package comment for when.
+type PromptInvoker interface {
+	Invoker
+	// Prompt reports whether the call of method on path returns promptly. path is a static step path as in
+	// Call.Path (no placeholder, no leading "/", query kept, already checked). It is asked once per step and
+	// must be safe for concurrent use.
+	Prompt(method, path string) bool
+}
+
 // InvokeError is a failed call, with a bounded Kind for metrics: "connect", "reset", "too_large", "protocol".
 type InvokeError struct {
 	Kind string

@@ -13,7 +13,7 @@
 //   - One step's failure is data, never an error of the group: it does not cancel any other step. Only the steps
 //     that depend on it are skipped (424); with Plan.StopOnError no step starts after the first failure (412 for
 //     the steps that never started, 424 for the dependents of the failed step; running steps finish).
-//   - Each invocation gets a context bounded by Config.StepTimeout whose cause is a *StepTimeoutError; the whole
+//   - Each invocation (but a prompt step's) gets a context bounded by Config.StepTimeout whose cause is a *StepTimeoutError; the whole
 //     batch is bounded by Config.BatchTimeout (cause *BatchTimeoutError). Anything else that ends the caller's
 //     context (the client went away, shutdown) is reported as 499 Cancelled: steps not yet started are never
 //     started, running ones see their context cancelled.
@@ -21,7 +21,12 @@
 //     Config.Logger, never to the client.
 //
 // Concurrency:
-//   - Every step has its own goroutine; Run returns only when all of them have ended.
+//   - Every step has its own goroutine, except prompt steps; Run returns only when all of them have ended.
+//   - Prompt steps: when the Invoker is a PromptInvoker, a step whose path has no placeholder, whose call it
+//     reports prompt, and whose dependencies are all prompt steps that come before it in the request, runs on
+//     Run's own goroutine, one after the other in request order, once the other steps' goroutines are started.
+//     Such a step gets the batch's context and no step deadline of its own (a prompt call cannot outlast one);
+//     everything else (ordering, slots, stop_on_error, panics, OnResult, Recorder) is as for any step.
 //   - At most Config.MaxParallel invocations of one batch are in flight, and at most the weight of Config.Limit
 //     across all batches of the process. Slots are taken only around Invoke, after the step's inputs are resolved,
 //     never while waiting for dependencies.

@@ -157,8 +157,9 @@ func New(inv Invoker, cfg Config) *Runner {
 	}
 }
 
-// batch is the state of one Run. Goroutine i writes only results[i] and closes only steps[i].done; a step reads
-// another step's result only after that step's done channel is closed.
+// batch is the state of one Run. The goroutine running step i writes only results[i] and closes only
+// steps[i].done; a step reads another step's result only after that step's done channel is closed (or, for a
+// prompt step's prompt dependency, after it ran on the same goroutine).
 type batch struct {
 	r        *Runner
 	plan     *planner.Plan
@@ -185,7 +186,8 @@ type batch struct {
 
 // stepState is the runner's state of one step besides its Result.
 type stepState struct {
-	done    chan struct{}    // closed when the step ended; set before any goroutine starts, read-only after
+	done    chan struct{}    // closed when the step ended; nil when no step depends on it; set before any goroutine starts
+	prompt  bool             // runs on Run's goroutine (runner.PromptInvoker); set before any goroutine starts
 	timeout StepTimeoutError // the cause of the step's own timeout, compared by address
 	ctx     stepCtx
 	cancel  context.CancelCauseFunc
@@ -218,15 +220,31 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 	if p.StopOnError {
 		b.stop = make(chan struct{})
 	}
+	prompt, _ := r.inv.(PromptInvoker)
+	anyPrompt := false
 	for i := range b.steps {
-		b.steps[i].done = make(chan struct{})
+		st := &b.steps[i]
+		if len(p.Steps[i].Dependents) > 0 { // only a dependent waits for a step to end
+			st.done = make(chan struct{})
+		}
+		st.prompt = prompt != nil && b.isPrompt(prompt, i)
+		anyPrompt = anyPrompt || st.prompt
 	}
 
 	for i := range n {
-		b.g.Go(func() error {
-			b.run(i)
-			return nil
-		})
+		if !b.steps[i].prompt {
+			b.g.Go(func() error {
+				b.run(i)
+				return nil
+			})
+		}
+	}
+	if anyPrompt {
+		for i := range n {
+			if b.steps[i].prompt {
+				b.run(i)
+			}
+		}
 	}
 	_ = b.g.Wait()
 	b.stopTimer()
@@ -255,11 +273,27 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 	return b.results
 }
 
+// isPrompt reports whether step i runs on Run's goroutine: its path is static, inv says its call is prompt, and
+// each of its dependencies is a prompt step before it (so it has ended when step i's turn comes).
+func (b *batch) isPrompt(inv PromptInvoker, i int) bool {
+	step := &b.plan.Steps[i]
+	if !step.Path.Static() {
+		return false
+	}
+	for _, d := range step.Deps {
+		if d >= i || !b.steps[d].prompt {
+			return false
+		}
+	}
+	path, _ := step.Path.Resolve(nil) // static: returns the checked path without looking at responses
+	return inv.Prompt(step.Method, path)
+}
+
 // Response implements planner.Responses. A template asks only for its step's dependencies, which have ended
 // successfully before it is resolved.
 func (b *batch) Response(step int) []byte { return b.results[step].Body }
 
-// run is step i's goroutine.
+// run runs step i: on a goroutine of its own, or on Run's for a prompt step.
 func (b *batch) run(i int) {
 	growStack()
 	res := &b.results[i]
@@ -582,7 +616,9 @@ func (b *batch) decided(res *Result, code errcode.Code, o Outcome, body []byte) 
 
 // finish reports step i and releases its dependents. It runs whatever happened to the step.
 func (b *batch) finish(i int) {
-	defer close(b.steps[i].done)
+	if done := b.steps[i].done; done != nil {
+		defer close(done)
+	}
 	res := &b.results[i]
 	if res.Failed {
 		b.failed()

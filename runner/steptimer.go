@@ -34,15 +34,16 @@ func (c *stepCtx) Err() error {
 
 // startStep reads the clock that starts step i's invocation and returns the invocation's context. When the batch
 // ends before the step could time out, that is the batch's own context, whose cause then classifies the step as
-// before (context.WithDeadlineCause would have returned a plain cancel context).
+// before (context.WithDeadlineCause would have returned a plain cancel context). A prompt step gets the batch's
+// context too.
 func (b *batch) startStep(i int) (context.Context, time.Time) {
 	st := &b.steps[i]
-	st.timeout = StepTimeoutError{Key: b.plan.Steps[i].Key, Timeout: b.r.cfg.StepTimeout}
 	t0 := time.Now()
 	d := t0.Add(b.r.cfg.StepTimeout)
-	if b.deadline.Before(d) {
+	if st.prompt || b.deadline.Before(d) {
 		return b.ctx, t0
 	}
+	st.timeout = StepTimeoutError{Key: b.plan.Steps[i].Key, Timeout: b.r.cfg.StepTimeout}
 	ctx, cancel := context.WithCancelCause(b.ctx)
 	st.ctx.Context = ctx
 	st.ctx.cause = &st.timeout

@@ -24,6 +24,7 @@ import (
 type InProcessInvoker struct {
 	h        http.Handler
 	direct   DirectHandler // h, when it offers ServeCall
+	prompt   PromptHandler // h, when it tells which calls are prompt
 	maxBytes int64
 }
 
@@ -40,12 +41,21 @@ type InProcessInvoker struct {
 //   - the answer's body is taken as Content-Type application/json (anything else still becomes a JSON string,
 //     as NormalizeBody does); response headers are not returned, as an invoker drops them anyway.
 //
-// Like ServeHTTP it runs in the step's goroutine, must honour ctx, and may panic (the runner recovers each step).
+// Like ServeHTTP it runs on the goroutine running the step, must honour ctx, and may panic (the runner recovers each step).
 type DirectHandler interface {
 	ServeCall(ctx context.Context, method, path, rawQuery string, header http.Header, body []byte) (status int, answer []byte)
 }
 
-var _ runner.Invoker = (*InProcessInvoker)(nil)
+// PromptHandler is a DirectHandler that can tell which calls it answers promptly: with no I/O and no waiting
+// beyond short locks. InProcessInvoker then lets the runner run those steps without a goroutine and a step
+// deadline of their own (runner.PromptInvoker), which for calls of a few microseconds cost more than the call.
+// method and path are as ServeCall would get them; a handler that answers false for a call is always right.
+type PromptHandler interface {
+	DirectHandler
+	Prompt(method, path string) bool
+}
+
+var _ runner.PromptInvoker = (*InProcessInvoker)(nil)
 
 // NewInProcessInvoker returns an invoker calling h. maxResponseBytes caps what the handler may write (default
 // DefaultMaxResponseBytes when not positive); past it the call fails with an *runner.InvokeError of kind
@@ -55,7 +65,18 @@ func NewInProcessInvoker(h http.Handler, maxResponseBytes int64) *InProcessInvok
 		maxResponseBytes = DefaultMaxResponseBytes
 	}
 	direct, _ := h.(DirectHandler)
-	return &InProcessInvoker{h: h, direct: direct, maxBytes: maxResponseBytes}
+	prompt, _ := h.(PromptHandler)
+	return &InProcessInvoker{h: h, direct: direct, prompt: prompt, maxBytes: maxResponseBytes}
+}
+
+// Prompt implements runner.PromptInvoker: a call is prompt when the handler is a PromptHandler that says so for
+// the path ServeCall would get.
+func (l *InProcessInvoker) Prompt(method, path string) bool {
+	if l.prompt == nil {
+		return false
+	}
+	_, decoded, _, err := splitStepPath(path)
+	return err == nil && l.prompt.Prompt(method, "/"+decoded)
 }
 
 // errTooLarge is what Write returns past the cap, so that a handler that checks stops writing.

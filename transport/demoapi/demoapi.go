@@ -177,6 +177,12 @@ func (a *API) ServeCall(ctx context.Context, method, path, _ string, _ http.Head
 	return ans.status, ans.body
 }
 
+// Prompt reports whether the call is answered promptly (transport.PromptHandler): every call but a POST to
+// Demo/Sleep, which waits. Unknown methods and wrong verbs are answered at once with their error.
+func (a *API) Prompt(method, path string) bool {
+	return strings.TrimPrefix(path, "/") != "Demo/Sleep" || method != http.MethodPost
+}
+
 // route finds the method name on HTTP method verb. found is false when the call is answered already: ans is then
 // the 404 or 405 answer.
 func route(name, verb string) (handle method, ans answer, found bool) {
