@@ -34,6 +34,19 @@ func benchBody(shape string, n int) []byte {
 	return append(b, "]}"...)
 }
 
+// demoBody is the body of the demo10 load scenario (transport's BenchmarkServeBatchDemo10): n short steps calling
+// the demo API's Demo/Echo, each a few dozen bytes.
+func demoBody(n int) []byte {
+	b := []byte(`{"stop_on_error":false,"requests":[`)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"key":"s`+strconv.Itoa(i)+`","path":"Demo/Echo","payload":{"n":`+strconv.Itoa(i)+`}}`...)
+	}
+	return append(b, "]}"...)
+}
+
 func BenchmarkPlan(b *testing.B) {
 	cases := []struct {
 		name  string
@@ -46,9 +59,14 @@ func BenchmarkPlan(b *testing.B) {
 		{"independent-10", "independent", 10},
 		{"independent-50", "independent", 50},
 		{"independent-200", "independent", 200},
+		{"demo-10", "demo", 10},
+		{"demo-50", "demo", 50},
 	}
 	for _, c := range cases {
 		body := benchBody(c.shape, c.n)
+		if c.shape == "demo" {
+			body = demoBody(c.n)
+		}
 		cfg := Config{MaxSteps: max(c.n, DefaultMaxSteps)}
 		if _, err := Parse(body, cfg); err != nil {
 			b.Fatal(err)
