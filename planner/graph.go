@@ -464,10 +464,18 @@ func (p *parser) buildRollback(rb *draftRollback, headers []Header) *Rollback {
 	return r
 }
 
-// build assembles the Plan. Steps point into the drafts' templates, which nothing changes any more.
+// stepTemplates holds a step's compiled templates in the Plan: the drafts they were compiled into are reused by the
+// next Parse.
+type stepTemplates struct {
+	path PathTemplate
+	body JSONTemplate
+}
+
+// build assembles the Plan, copying the steps' templates out of the drafts into one array of the Plan's own.
 func (p *parser) build(deps, dependents [][]int, depth int) *Plan {
 	plan := &Plan{Form: p.form, StopOnError: p.stop || p.atomic, Atomic: p.atomic, Timings: p.timings,
 		Steps: make([]Step, len(p.steps)), Depth: depth}
+	tmpl := make([]stepTemplates, len(p.steps))
 	var headers []Header
 	if len(p.headers) > 0 {
 		headers = make([]Header, len(p.headers))
@@ -479,9 +487,12 @@ func (p *parser) build(deps, dependents [][]int, depth int) *Plan {
 		d := &p.steps[i]
 		s := &plan.Steps[i]
 		s.Index, s.Key, s.Method, s.Name = i, d.key, d.method, d.name
-		s.Path = &d.path
+		t := &tmpl[i]
+		t.path = d.path
+		s.Path = &t.path
 		if d.hasBody {
-			s.Body = &d.body
+			t.body = d.body
+			s.Body = &t.body
 		}
 		if d.hdr1 > d.hdr0 {
 			s.Headers = headers[d.hdr0:d.hdr1:d.hdr1]

@@ -35,7 +35,8 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 	}
 	p := parser{cfg: cfg, src: string(body)}
 	w := parseWork.Get().(*parseBuffers)
-	defer w.release()
+	p.steps = w.steps[:0]
+	defer func() { w.release(p.steps, cfg.MaxSteps) }()
 	p.scratch = &w.sc
 	p.scratch.body = p.src
 	// A bytes.Buffer lets the decoder work on body in place, so decoder offsets index p.src as well.
@@ -49,21 +50,29 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 }
 
 // parseBuffers are the working space of one Parse that no Plan keeps: the decoder, whose state stacks and
-// duplicate-name sets would otherwise be grown afresh for every batch, and compileJSON's scratch.
+// duplicate-name sets would otherwise be grown afresh for every batch, compileJSON's scratch, and the drafts (build
+// copies what the Plan needs of them).
 type parseBuffers struct {
-	bb  bytes.Buffer
-	dec jsontext.Decoder
-	sc  jsonScratch
+	bb    bytes.Buffer
+	dec   jsontext.Decoder
+	sc    jsonScratch
+	steps []draft
 }
 
 var parseWork = sync.Pool{New: func() any { return new(parseBuffers) }}
 
 // release returns w to the pool holding nothing of the batch: no reference to the body, to its strings or to the
-// Plan's storage.
-func (w *parseBuffers) release() {
+// Plan's storage. steps are the drafts as grown by this Parse; they are kept for the next one unless a batch far
+// over the step limit grew them.
+func (w *parseBuffers) release(steps []draft, maxSteps int) {
 	w.bb = bytes.Buffer{}
 	w.dec.Reset(&w.bb) // drops the decoder's view of the body
 	w.sc.reset()
+	clear(steps) // the drafts hold the body's strings and templates; beyond len(steps) they are zero already
+	w.steps = nil
+	if cap(steps) <= 2*(maxSteps+1) {
+		w.steps = steps[:0]
+	}
 	parseWork.Put(w)
 }
 
@@ -109,8 +118,8 @@ func (p *parser) problem(idx, phase int, r Reason, detail string) {
 	p.probs = append(p.probs, problem{idx: idx, phase: phase, Problem: Problem{Reason: r, Detail: detail}})
 }
 
-// draft is a step as decoded, before keys are checked and references bound. The Plan's steps point into the drafts
-// (their templates) rather than copying them: a Plan is read-only, so sharing is safe and saves copying.
+// draft is a step as decoded, before keys are checked and references bound. Drafts are pooled working space: build
+// copies a step's templates into storage of the Plan's own.
 type draft struct {
 	key    string
 	method string
@@ -321,10 +330,12 @@ func (p *parser) readSteps() error {
 	if err := p.open(); err != nil {
 		return err
 	}
-	if p.steps == nil {
-		// Size the drafts from the body rather than scanning it twice: a step rarely takes under 64 bytes, and a
-		// batch of more than MaxSteps is refused anyway. Underestimates grow by append.
-		p.steps = make([]draft, 0, min(len(p.src)/64+1, p.cfg.MaxSteps+1))
+	if cap(p.steps) == 0 {
+		// The drafts are pooled, so this is paid once per pooled parseBuffers rather than per batch. Sized from the
+		// body, this batch cannot outgrow them unless it is refused: a step takes at least 12 bytes ({"path":"a"}),
+		// and a batch of more than MaxSteps is refused anyway. A larger later batch grows them by append, and
+		// release keeps what it grew.
+		p.steps = make([]draft, 0, min(len(p.src)/12+1, p.cfg.MaxSteps+1))
 	}
 	for i := 0; ; i++ {
 		more, err := p.next()
@@ -618,8 +629,9 @@ func (p *parser) readHeaders(i int, field string) error {
 		return err
 	}
 	if p.headers == nil {
-		// A step that sets headers usually sets one or two: size for one per step, grow from there.
-		p.headers = make([]draftHeader, 0, cap(p.steps)+1)
+		// A step that sets headers usually sets one or two: size for one per step (a step rarely takes under 64
+		// bytes), grow from there.
+		p.headers = make([]draftHeader, 0, min(len(p.src)/64+1, p.cfg.MaxSteps+1)+1)
 	}
 	mine := len(p.headers)
 	for {
