@@ -3,6 +3,7 @@ package planner
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -443,8 +444,8 @@ type byteResponses map[int][]byte
 func (r byteResponses) Response(i int) []byte { return r[i] }
 
 // TestParseOwnsItsStrings checks that a Plan neither aliases the body (the caller may reuse it) nor shares storage
-// with another Plan, Parse's working space being pooled: plans parsed concurrently from buffers that are then
-// overwritten resolve as they did.
+// with another Plan or with Parse's pooled working space (drafts, key map, scratch): plans parsed concurrently from
+// buffers that are then overwritten resolve as they did, right away and once every other Parse has run.
 func TestParseOwnsItsStrings(t *testing.T) {
 	var r Responses = byteResponses{0: []byte(`{"result":{"new_id":4,"name":"Co\"ke"}}`)}
 	for k := range 20 {
@@ -462,7 +463,7 @@ func TestParseOwnsItsStrings(t *testing.T) {
 		for _, s := range p.Steps {
 			path, err := s.Path.Resolve(r)
 			require.NoError(t, err)
-			out = append(out, s.Key, path)
+			out = append(out, s.Key, s.Method, s.Name, path, fmt.Sprint(s.Deps, s.Dependents))
 			for _, h := range s.Headers {
 				v, err := h.Value.Resolve(r)
 				require.NoError(t, err)
@@ -480,7 +481,8 @@ func TestParseOwnsItsStrings(t *testing.T) {
 		want[i] = resolve(mustParse(t, b, Config{}))
 	}
 	var wg sync.WaitGroup
-	for g := range 4 {
+	plans := make([][]*Plan, 4)
+	for g := range plans {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -495,8 +497,14 @@ func TestParseOwnsItsStrings(t *testing.T) {
 					buf[j] = 'x'
 				}
 				assert.Equal(t, want[i], resolve(p))
+				plans[g] = append(plans[g], p)
 			}
 		}()
 	}
 	wg.Wait()
+	for g := range plans {
+		for n, p := range plans[g] {
+			assert.Equal(t, want[(g+n)%len(bodies)], resolve(p), "plan %d of goroutine %d, after the others", n, g)
+		}
+	}
 }
