@@ -22,33 +22,45 @@ func (p *parser) finish() (*Plan, error) {
 		p.problem(-1, phaseStep, ReasonTooManySteps, strconv.Itoa(n)+" steps; at most "+strconv.Itoa(p.cfg.MaxSteps)+" allowed")
 	}
 
-	keys, labels := p.bindKeys()
-	deps := p.bindRefs(keys)
+	// The graph is built in the Plan's steps directly (Deps, Dependents); a refused batch drops them.
+	steps := make([]Step, n)
+	edges := p.bindRefs(p.bindKeys(), steps)
 	if p.atomic && p.cfg.RequireRollback {
 		p.requireRollbacks()
 	}
-	dependents := invert(deps)
+	invert(steps, p.ints(n), edges[len(edges):cap(edges)])
 	depth := 0
 	// A batch over the step limit is refused anyway; analysing a huge graph would only give a hostile body more
 	// work to cause.
 	if n <= p.cfg.MaxSteps {
 		var remaining []bool
-		if depth, remaining = longestChain(deps, dependents); remaining != nil {
-			p.reportCycles(deps, dependents, remaining, labels)
+		if depth, remaining = longestChain(steps, p.ints(3*n)); remaining != nil {
+			p.reportCycles(steps, remaining)
 		}
 	}
 
 	if len(p.probs) > 0 {
-		return nil, p.refusal(labels)
+		return nil, p.refusal()
 	}
-	return p.build(deps, dependents, depth), nil
+	return p.build(steps, depth), nil
 }
 
-// bindKeys gives every step its key (defaulting to the index where the form allows) and returns the key → index
-// map of the usable keys and the label naming each step in problems ("" for a step with no usable key).
-func (p *parser) bindKeys() (map[string]int, []string) {
-	keys := make(map[string]int, len(p.steps))
-	labels := make([]string, len(p.steps))
+// ints returns k ints of pooled working space, their contents left over from earlier use.
+func (p *parser) ints(k int) []int {
+	if cap(p.work.ints) < k {
+		p.work.ints = make([]int, k)
+	}
+	return p.work.ints[:k]
+}
+
+// bindKeys gives every step its key (defaulting to the index where the form allows), marks the usable ones
+// keyBound and returns the key → index map of them. The map is pooled: it is empty here.
+func (p *parser) bindKeys() map[string]int {
+	keys := p.work.keys
+	if keys == nil {
+		keys = make(map[string]int, len(p.steps))
+		p.work.keys = keys
+	}
 	for i := range p.steps {
 		d := &p.steps[i]
 		switch d.keyState {
@@ -70,15 +82,23 @@ func (p *parser) bindKeys() (map[string]int, []string) {
 			p.problem(i, phaseKey, ReasonInvalidKey, "duplicate key "+quote(d.key)+" (step #"+strconv.Itoa(j)+" has it too)")
 		default:
 			keys[d.key] = i
-			labels[i] = d.key
+			d.keyState = keyBound
 		}
 	}
-	return keys, labels
+	return keys
 }
 
-// bindRefs points every placeholder at its step and returns each step's dependencies, ascending and unique.
-func (p *parser) bindRefs(keys map[string]int) [][]int {
-	deps := make([][]int, len(p.steps))
+// label names step i in problems: its key when usable, "" when it has none.
+func (p *parser) label(i int) string {
+	if d := &p.steps[i]; d.keyState == keyBound {
+		return d.key
+	}
+	return ""
+}
+
+// bindRefs points every placeholder at its step and sets each step's Deps, ascending and unique. It returns the
+// array that holds every Deps, with room after them for as many Dependents (invert's).
+func (p *parser) bindRefs(keys map[string]int, steps []Step) []int {
 	total := len(p.depends)
 	for i := range p.steps {
 		total += len(p.steps[i].path.refs) + len(p.steps[i].body.refs)
@@ -86,8 +106,8 @@ func (p *parser) bindRefs(keys map[string]int) [][]int {
 	for _, h := range p.headers {
 		total += len(h.value.refs)
 	}
-	all := make([]int, 0, total) // one backing array for every Deps
-	ends := make([]int, len(p.steps))
+	// One backing array for every Deps and every Dependents. total bounds the edges, so appending never moves it.
+	all := make([]int, 0, 2*total)
 	var reported []string // keys already reported unknown for the current step
 	for i := range p.steps {
 		d := &p.steps[i]
@@ -133,19 +153,14 @@ func (p *parser) bindRefs(keys map[string]int) [][]int {
 		mine := all[start:]
 		slices.Sort(mine)
 		all = all[:start+len(slices.Compact(mine))]
-		ends[i] = len(all)
+		if end := len(all); end > start {
+			steps[i].Deps = all[start:end:end]
+		}
 		if rb := p.rollbackOf(d); rb != nil {
-			p.bindRollback(i, rb, keys, all[start:])
+			p.bindRollback(i, rb, keys, steps[i].Deps)
 		}
 	}
-	start := 0
-	for i, end := range ends {
-		if end > start {
-			deps[i] = all[start:end:end]
-		}
-		start = end
-	}
-	return deps
+	return all
 }
 
 // bindRollback points the placeholders of step i's rollback at their steps. A rollback runs after its step
@@ -200,51 +215,49 @@ func (p *parser) requireRollbacks() {
 	}
 }
 
-// invert returns the dependents of each step, ascending (steps are visited in order) and unique.
-func invert(deps [][]int) [][]int {
-	count := make([]int, len(deps))
+// invert sets the Dependents of each step, ascending (steps are visited in order) and unique. count is working
+// space of one int per step; backing holds the Dependents and has room for one per edge (every Deps entry).
+func invert(steps []Step, count, backing []int) {
+	clear(count)
 	total := 0
-	for _, ds := range deps {
-		for _, j := range ds {
+	for i := range steps {
+		for _, j := range steps[i].Deps {
 			count[j]++
 		}
-		total += len(ds)
+		total += len(steps[i].Deps)
 	}
-	out := make([][]int, len(deps))
 	if total == 0 {
-		return out
+		return
 	}
-	backing := make([]int, total)
 	off := 0
 	for j, c := range count {
 		if c > 0 {
-			out[j] = backing[off : off : off+c]
+			steps[j].Dependents = backing[off : off : off+c]
 			off += c
 		}
 	}
-	for i, ds := range deps {
-		for _, j := range ds {
-			out[j] = append(out[j], i)
+	for i := range steps {
+		for _, j := range steps[i].Deps {
+			steps[j].Dependents = append(steps[j].Dependents, i)
 		}
 	}
-	return out
 }
 
 // longestChain runs Kahn's algorithm over the steps. It returns the number of steps on the longest dependency
-// chain, or, when the graph has a cycle, the steps that could not be ordered (on or after a cycle).
+// chain, or, when the graph has a cycle, the steps that could not be ordered (on or after a cycle). work is working
+// space of three ints per step.
 //
 // Why not heimdalr/dag here: its AddEdge copies the transitive ancestor and descendant sets of both ends, so
 // validating a 50-step chain costs about 0.9 ms and 1000 allocations, six times the whole rest of Parse, against
 // about 2 µs for this pass (BenchmarkDAGLibrary). This pass answers "acyclic?" and "how deep?" for every batch;
 // heimdalr is kept for refused batches, where its edge-by-edge loop detection gives the clearest report.
-func longestChain(deps, dependents [][]int) (int, []bool) {
-	n := len(deps)
-	// One allocation for the three working arrays.
-	work := make([]int, 3*n)
+func longestChain(steps []Step, work []int) (int, []bool) {
+	n := len(steps)
+	clear(work)
 	indeg, depth, queue := work[:n], work[n:2*n], work[2*n:2*n]
-	for i, ds := range deps {
-		indeg[i] = len(ds)
-		if len(ds) == 0 {
+	for i := range steps {
+		indeg[i] = len(steps[i].Deps)
+		if indeg[i] == 0 {
 			depth[i] = 1
 			queue = append(queue, i)
 		}
@@ -253,7 +266,7 @@ func longestChain(deps, dependents [][]int) (int, []bool) {
 	for k := 0; k < len(queue); k++ {
 		u := queue[k]
 		longest = max(longest, depth[u])
-		for _, v := range dependents[u] {
+		for _, v := range steps[u].Dependents {
 			depth[v] = max(depth[v], depth[u]+1)
 			if indeg[v]--; indeg[v] == 0 {
 				queue = append(queue, v)
@@ -281,15 +294,15 @@ const dagLimit = 256
 // their edges are added one by one, in request order, to a heimdalr/dag DAG. The DAG refuses exactly the edges that
 // would close a loop (dag.EdgeLoopError), so each refused edge is one problem, and the cycle it closes is found by
 // walking the edges accepted so far. This only runs for a refused batch.
-func (p *parser) reportCycles(deps, dependents [][]int, remaining []bool, labels []string) {
+func (p *parser) reportCycles(steps []Step, remaining []bool) {
 	// Drop steps that no remaining step waits for, repeatedly: what is left lies on a cycle or between cycles.
-	out := make([]int, len(deps))
+	out := make([]int, len(steps))
 	var queue []int
 	for v, in := range remaining {
 		if !in {
 			continue
 		}
-		for _, w := range dependents[v] {
+		for _, w := range steps[v].Dependents {
 			if remaining[w] {
 				out[v]++
 			}
@@ -301,7 +314,7 @@ func (p *parser) reportCycles(deps, dependents [][]int, remaining []bool, labels
 	for k := 0; k < len(queue); k++ {
 		v := queue[k]
 		remaining[v] = false
-		for _, u := range deps[v] {
+		for _, u := range steps[v].Deps {
 			if remaining[u] {
 				if out[u]--; out[u] == 0 {
 					queue = append(queue, u)
@@ -311,8 +324,8 @@ func (p *parser) reportCycles(deps, dependents [][]int, remaining []bool, labels
 	}
 
 	id := func(v int) string {
-		if labels[v] != "" {
-			return labels[v]
+		if l := p.label(v); l != "" {
+			return l
 		}
 		return "#" + strconv.Itoa(v)
 	}
@@ -332,13 +345,13 @@ func (p *parser) reportCycles(deps, dependents [][]int, remaining []bool, labels
 			}
 		}
 	}
-	children := make([][]int, len(deps)) // edges accepted so far: u → v where v waits for u
+	children := make([][]int, len(steps)) // edges accepted so far: u → v where v waits for u
 	var finder pathFinder
 	for v, in := range remaining {
 		if !in {
 			continue
 		}
-		for _, u := range deps[v] {
+		for _, u := range steps[v].Deps {
 			if !remaining[u] {
 				continue
 			}
@@ -427,7 +440,7 @@ func cycleText(path []int, id func(int) string) string {
 }
 
 // refusal builds the *Error: batch problems first, then by step, each naming the step's key or "#i".
-func (p *parser) refusal(labels []string) *Error {
+func (p *parser) refusal() *Error {
 	slices.SortStableFunc(p.probs, func(a, b problem) int {
 		if a.idx != b.idx {
 			return a.idx - b.idx
@@ -439,8 +452,8 @@ func (p *parser) refusal(labels []string) *Error {
 		out[k] = pr.Problem
 		switch {
 		case pr.idx < 0:
-		case labels[pr.idx] != "":
-			out[k].Key = labels[pr.idx]
+		case p.label(pr.idx) != "":
+			out[k].Key = p.label(pr.idx)
 		default:
 			out[k].Key = "#" + strconv.Itoa(pr.idx)
 		}
@@ -471,10 +484,11 @@ type stepTemplates struct {
 	body JSONTemplate
 }
 
-// build assembles the Plan, copying the steps' templates out of the drafts into one array of the Plan's own.
-func (p *parser) build(deps, dependents [][]int, depth int) *Plan {
+// build assembles the Plan around steps (their Deps and Dependents set), copying the steps' templates out of the
+// drafts into one array of the Plan's own.
+func (p *parser) build(steps []Step, depth int) *Plan {
 	plan := &Plan{Form: p.form, StopOnError: p.stop || p.atomic, Atomic: p.atomic, Timings: p.timings,
-		Steps: make([]Step, len(p.steps)), Depth: depth}
+		Steps: steps, Depth: depth}
 	tmpl := make([]stepTemplates, len(p.steps))
 	var headers []Header
 	if len(p.headers) > 0 {
@@ -497,7 +511,6 @@ func (p *parser) build(deps, dependents [][]int, depth int) *Plan {
 		if d.hdr1 > d.hdr0 {
 			s.Headers = headers[d.hdr0:d.hdr1:d.hdr1]
 		}
-		s.Deps, s.Dependents = deps[i], dependents[i]
 		if rb := p.rollbackOf(d); rb != nil {
 			s.Rollback = p.buildRollback(rb, headers)
 		}

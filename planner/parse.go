@@ -37,7 +37,7 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 	w := parseWork.Get().(*parseBuffers)
 	p.steps = w.steps[:0]
 	defer func() { w.release(p.steps, cfg.MaxSteps) }()
-	p.scratch = &w.sc
+	p.work, p.scratch = w, &w.sc
 	p.scratch.body = p.src
 	// A bytes.Buffer lets the decoder work on body in place, so decoder offsets index p.src as well.
 	w.bb = *bytes.NewBuffer(body)
@@ -50,13 +50,15 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 }
 
 // parseBuffers are the working space of one Parse that no Plan keeps: the decoder, whose state stacks and
-// duplicate-name sets would otherwise be grown afresh for every batch, compileJSON's scratch, and the drafts (build
-// copies what the Plan needs of them).
+// duplicate-name sets would otherwise be grown afresh for every batch, compileJSON's scratch, the drafts (build
+// copies what the Plan needs of them) and the dependency graph's key map and arrays.
 type parseBuffers struct {
 	bb    bytes.Buffer
 	dec   jsontext.Decoder
 	sc    jsonScratch
 	steps []draft
+	keys  map[string]int // bindKeys: usable key → step index
+	ints  []int          // invert's counts, then longestChain's arrays
 }
 
 var parseWork = sync.Pool{New: func() any { return new(parseBuffers) }}
@@ -72,6 +74,13 @@ func (w *parseBuffers) release(steps []draft, maxSteps int) {
 	w.steps = nil
 	if cap(steps) <= 2*(maxSteps+1) {
 		w.steps = steps[:0]
+	}
+	if len(w.keys) > 2*(maxSteps+1) {
+		w.keys = nil // a map keeps the size it grew to
+	}
+	clear(w.keys)
+	if cap(w.ints) > 6*(maxSteps+1) {
+		w.ints = nil
 	}
 	parseWork.Put(w)
 }
@@ -96,7 +105,8 @@ type parser struct {
 	headers    []draftHeader // every step's headers, in order
 	depends    []string      // every step's depends_on keys, in order
 	blocked    []string      // cfg.Blocked, copied once if a templated path needs it at run time
-	scratch    *jsonScratch
+	work       *parseBuffers
+	scratch    *jsonScratch // &work.sc
 }
 
 // problem is a Problem before step labels are known. idx is the step index, -1 for the batch; phase orders a
@@ -148,7 +158,8 @@ type draftRollback struct {
 const (
 	keyAbsent uint8 = iota
 	keyGiven
-	keyBad // wrong JSON type or not an object: reported already, unusable
+	keyBad   // wrong JSON type or not an object: reported already, unusable
+	keyBound // checked and unique: the step's label in problems (set by bindKeys)
 )
 
 type draftHeader struct {
