@@ -105,8 +105,12 @@ type parser struct {
 	headers    []draftHeader // every step's headers, in order
 	depends    []string      // every step's depends_on keys, in order
 	blocked    []string      // cfg.Blocked, copied once if a templated path needs it at run time
-	work       *parseBuffers
-	scratch    *jsonScratch // &work.sc
+	// The last static path accepted, as written, and what it compiled to (see compilePath).
+	lastPath     string
+	lastTemplate PathTemplate
+	lastName     string
+	work         *parseBuffers
+	scratch      *jsonScratch // &work.sc
 }
 
 // problem is a Problem before step labels are known. idx is the step index, -1 for the batch; phase orders a
@@ -428,10 +432,18 @@ func (p *parser) readStep(i int) error {
 
 // compilePath compiles the path of step i (or of its rollback, with what "rollback "), reporting a problem.
 func (p *parser) compilePath(i int, text, what string) (PathTemplate, string) {
+	// Batches often call one method many times: a static path that was accepted just before is accepted again.
+	// A templated path is never reused, as its references are bound per step.
+	if text == p.lastPath && text != "" {
+		return p.lastTemplate, p.lastName
+	}
 	t, name, reason, detail := compilePath(text, p.cfg.Blocked)
 	if reason != "" {
 		p.problem(i, phaseStep, reason, what+detail)
 		return t, "" // its references are still checked
+	}
+	if t.parts == nil {
+		p.lastPath, p.lastTemplate, p.lastName = text, t, name
 	}
 	if t.blocked != nil && p.blocked == nil {
 		// A templated path checks the list again at run time: keep a copy the caller cannot change.

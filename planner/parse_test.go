@@ -339,6 +339,42 @@ func TestParseReportsEveryProblem(t *testing.T) {
 	assert.Contains(t, err.Error(), "(and more)")
 }
 
+// TestParseRepeatedPaths covers compilePath's reuse of the previous static path: a repeated path compiles as the
+// first did, a repeated templated path binds its own references, and a refused path is refused every time.
+func TestParseRepeatedPaths(t *testing.T) {
+	p := mustParse(t, `[{"key":"A","path":"Producer/Add"},{"key":"B","path":"Producer/Add"},
+		{"key":"C","path":"/Producer/Add?x=1","rollback":{"path":"/Producer/Add?x=1"}},
+		{"key":"D","path":"x/${A.id}"},{"key":"E","path":"x/${A.id}"},{"key":"F","path":"x/${B.id}"},
+		{"key":"G","path":"g","rollback":{"path":"undo/${self.id}"}},{"key":"H","path":"g","rollback":{"path":"undo/${self.id}"}}]`,
+		Config{})
+	r := responses{0: `{"id":1}`, 1: `{"id":2}`, 6: `{"id":6}`, 7: `{"id":7}`}
+	for i, want := range []struct{ path, name string }{{"Producer/Add", "Producer/Add"}, {"Producer/Add", "Producer/Add"},
+		{"Producer/Add?x=1", "Producer/Add"}, {"x/1", "x/${A.id}"}, {"x/1", "x/${A.id}"}, {"x/2", "x/${B.id}"}} {
+		got, err := p.Steps[i].Path.Resolve(r)
+		require.NoError(t, err)
+		assert.Equal(t, want.path, got, "step %d", i)
+		assert.Equal(t, want.name, p.Steps[i].Name, "step %d", i)
+	}
+	rb, err := p.Steps[2].Rollback.Path.Resolve(nil)
+	require.NoError(t, err)
+	assert.Equal(t, "Producer/Add?x=1", rb)
+	for _, i := range []int{6, 7} {
+		rb, err := p.Steps[i].Rollback.Path.Resolve(r)
+		require.NoError(t, err)
+		assert.Equal(t, "undo/"+strconv.Itoa(i), rb, "each rollback's ${self} is its own step")
+	}
+	assert.Equal(t, [][]int{nil, nil, nil, {0}, {0}, {1}}, [][]int{p.Steps[0].Deps, p.Steps[1].Deps, p.Steps[2].Deps,
+		p.Steps[3].Deps, p.Steps[4].Deps, p.Steps[5].Deps})
+
+	probs := refusal(t, `[{"path":"Item/Import"},{"path":"Item/Import"},{"path":"a//b"},{"path":"a//b"}]`,
+		Config{Blocked: []string{"Item/Import"}})
+	var reasons []Reason
+	for _, pr := range probs {
+		reasons = append(reasons, pr.Reason)
+	}
+	assert.Equal(t, []Reason{ReasonBlocked, ReasonBlocked, ReasonInvalidPath, ReasonInvalidPath}, reasons)
+}
+
 func TestParseCycleReports(t *testing.T) {
 	// Two independent cycles and a step that only waits for one: each cycle is reported once, the waiter not at all.
 	body := `[{"key":"A","path":"a","depends_on":["B"]},{"key":"B","path":"b","depends_on":["A"]},
