@@ -32,7 +32,10 @@ type batchRequest struct {
 	Requests    []stepRequest `json:"requests"`
 }
 
-func stepKey(i int) string { return "s" + strconv.Itoa(i) }
+func stepKey(i int) string { return string(appendStepKey(nil, i)) }
+
+// appendStepKey appends stepKey(i) to b: the answer checks compare keys without allocating.
+func appendStepKey(b []byte, i int) []byte { return strconv.AppendInt(append(b, 's'), int64(i), 10) }
 
 // addPath is the path of an independent step, and of a chain's first step.
 func addPath(prefix string) string { return prefix + "/Item/Add" }
