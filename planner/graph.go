@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"hash/maphash"
+
 	"github.com/heimdalr/dag"
 )
 
@@ -54,13 +56,17 @@ func (p *parser) ints(k int) []int {
 }
 
 // bindKeys gives every step its key (defaulting to the index where the form allows), marks the usable ones
-// keyBound and returns the key → index map of them. The map is pooled: it is empty here.
-func (p *parser) bindKeys() map[string]int {
-	keys := p.work.keys
-	if keys == nil {
-		keys = make(map[string]int, len(p.steps))
-		p.work.keys = keys
+// keyBound and returns them indexed by key.
+func (p *parser) bindKeys() keyIndex {
+	size := 8
+	for size < 2*len(p.steps) {
+		size *= 2
 	}
+	if cap(p.work.slots) < size {
+		p.work.slots = make([]int32, size)
+	}
+	keys := keyIndex{steps: p.steps, seed: p.work.seed, slots: p.work.slots[:size]}
+	clear(keys.slots) // 4 bytes a slot and no pointers: a plain memclr
 	for i := range p.steps {
 		d := &p.steps[i]
 		switch d.keyState {
@@ -73,19 +79,57 @@ func (p *parser) bindKeys() map[string]int {
 			}
 			d.key = strconv.Itoa(i)
 		}
-		switch j, dup := keys[d.key]; {
+		switch {
 		case !validKey(d.key):
 			p.problem(i, phaseKey, ReasonInvalidKey, "key "+quoteClip(d.key)+" must match [A-Za-z0-9_-]{1,64}")
 		case d.key == "self":
 			p.problem(i, phaseKey, ReasonInvalidKey, `key "self" is reserved`)
-		case dup:
-			p.problem(i, phaseKey, ReasonInvalidKey, "duplicate key "+quote(d.key)+" (step #"+strconv.Itoa(j)+" has it too)")
 		default:
-			keys[d.key] = i
+			if j, dup := keys.add(d.key, i); dup {
+				p.problem(i, phaseKey, ReasonInvalidKey, "duplicate key "+quote(d.key)+" (step #"+strconv.Itoa(j)+" has it too)")
+				continue
+			}
 			d.keyState = keyBound
 		}
 	}
 	return keys
+}
+
+// keyIndex finds a step by its key: an open-addressing hash table of step indices, reused from batch to batch.
+// A map[string]int did the same, but reusing one means clearing its string pointers (under write barriers while
+// the GC runs) and a fresh one cost four allocations for ten keys; these slots hold no pointers. The seed is
+// random per table, so that a client cannot choose keys that collide.
+type keyIndex struct {
+	steps []draft // the keys are steps[i].key
+	seed  maphash.Seed
+	slots []int32 // a step's index plus one, 0 for an empty slot; a power of two, more than twice the steps
+}
+
+// slot returns the slot that holds key or, when none does, the empty slot where it belongs (linear probing; there
+// is always an empty slot).
+func (x keyIndex) slot(key string) int {
+	mask := len(x.slots) - 1
+	h := int(maphash.String(x.seed, key)) & mask
+	for x.slots[h] != 0 && x.steps[x.slots[h]-1].key != key {
+		h = (h + 1) & mask
+	}
+	return h
+}
+
+// find returns the index of the step with key; ok is false when there is none.
+func (x keyIndex) find(key string) (i int, ok bool) {
+	s := x.slots[x.slot(key)]
+	return int(s) - 1, s != 0
+}
+
+// add indexes step i under key, unless a step has it already: then it returns that step's index and dup true.
+func (x keyIndex) add(key string, i int) (first int, dup bool) {
+	h := x.slot(key)
+	if s := x.slots[h]; s != 0 {
+		return int(s) - 1, true
+	}
+	x.slots[h] = int32(i + 1)
+	return i, false
 }
 
 // label names step i in problems: its key when usable, "" when it has none.
@@ -98,7 +142,7 @@ func (p *parser) label(i int) string {
 
 // bindRefs points every placeholder at its step and sets each step's Deps, ascending and unique. It returns the
 // array that holds every Deps, with room after them for as many Dependents (invert's).
-func (p *parser) bindRefs(keys map[string]int, steps []Step) []int {
+func (p *parser) bindRefs(keys keyIndex, steps []Step) []int {
 	total := len(p.depends)
 	for i := range p.steps {
 		total += len(p.steps[i].path.refs) + len(p.steps[i].body.refs)
@@ -115,7 +159,7 @@ func (p *parser) bindRefs(keys map[string]int, steps []Step) []int {
 		reported = reported[:0]
 		// rf is the placeholder, nil for a depends_on entry; the problem text is only built for a problem.
 		bind := func(key string, rf *ref) int {
-			j, ok := keys[key]
+			j, ok := keys.find(key)
 			if ok && j != i {
 				all = append(all, j)
 				return j
@@ -167,7 +211,7 @@ func (p *parser) bindRefs(keys map[string]int, steps []Step) []int {
 // succeeded and before the rollbacks of the step's dependencies, so it may use the step's own response (${self…},
 // or the step's key) and those of the step's direct dependencies (deps, ascending), and nothing else: any other
 // step may have failed, never run, or been rolled back already.
-func (p *parser) bindRollback(i int, rb *draftRollback, keys map[string]int, deps []int) {
+func (p *parser) bindRollback(i int, rb *draftRollback, keys keyIndex, deps []int) {
 	var reported []string
 	bindAll := func(refs []ref) {
 		for k := range refs {
@@ -177,7 +221,7 @@ func (p *parser) bindRollback(i int, rb *draftRollback, keys map[string]int, dep
 				rf.step = i
 				continue
 			}
-			j, ok := keys[rf.key]
+			j, ok := keys.find(rf.key)
 			if _, dep := slices.BinarySearch(deps, j); ok && (j == i || dep) {
 				rf.step = j
 				continue

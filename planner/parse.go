@@ -3,6 +3,7 @@ package planner
 import (
 	"bytes"
 	"errors"
+	"hash/maphash"
 	"io"
 	"net/textproto"
 	"strconv"
@@ -51,17 +52,18 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 
 // parseBuffers are the working space of one Parse that no Plan keeps: the decoder, whose state stacks and
 // duplicate-name sets would otherwise be grown afresh for every batch, compileJSON's scratch, the drafts (build
-// copies what the Plan needs of them) and the dependency graph's key map and arrays.
+// copies what the Plan needs of them) and the dependency graph's key index and arrays.
 type parseBuffers struct {
 	bb    bytes.Buffer
 	dec   jsontext.Decoder
 	sc    jsonScratch
 	steps []draft
-	keys  map[string]int // bindKeys: usable key → step index
-	ints  []int          // invert's counts, then longestChain's arrays
+	slots []int32      // bindKeys: the key index's table
+	seed  maphash.Seed // the key index's hash seed, random per parseBuffers
+	ints  []int        // invert's counts, then longestChain's arrays
 }
 
-var parseWork = sync.Pool{New: func() any { return new(parseBuffers) }}
+var parseWork = sync.Pool{New: func() any { return &parseBuffers{seed: maphash.MakeSeed()} }}
 
 // release returns w to the pool holding nothing of the batch: no reference to the body, to its strings or to the
 // Plan's storage. steps are the drafts as grown by this Parse; they are kept for the next one unless a batch far
@@ -75,10 +77,9 @@ func (w *parseBuffers) release(steps []draft, maxSteps int) {
 	if cap(steps) <= 2*(maxSteps+1) {
 		w.steps = steps[:0]
 	}
-	if len(w.keys) > 2*(maxSteps+1) {
-		w.keys = nil // a map keeps the size it grew to
+	if cap(w.slots) > 4*(maxSteps+1) {
+		w.slots = nil
 	}
-	clear(w.keys)
 	if cap(w.ints) > 6*(maxSteps+1) {
 		w.ints = nil
 	}

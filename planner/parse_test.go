@@ -375,6 +375,20 @@ func TestParseRepeatedPaths(t *testing.T) {
 	assert.Equal(t, []Reason{ReasonBlocked, ReasonBlocked, ReasonInvalidPath, ReasonInvalidPath}, reasons)
 }
 
+// TestParseUnusableKeys checks that a step whose key is refused (malformed, reserved or a duplicate) cannot be
+// named: references to it name no step, while a duplicated key still names its first step.
+func TestParseUnusableKeys(t *testing.T) {
+	probs := refusal(t, `[{"key":"self","path":"a"},{"key":"A","path":"a"},{"key":"A","path":"b"},{"key":"x.y","path":"c"},
+		{"key":"B","path":"d","depends_on":["self","x.y","A"],"payload":"${self.x}"}]`, Config{})
+	assert.Equal(t, []Problem{
+		{Key: "#0", Reason: ReasonInvalidKey, Detail: `key "self" is reserved`},
+		{Key: "#2", Reason: ReasonInvalidKey, Detail: `duplicate key "A" (step #1 has it too)`},
+		{Key: "#3", Reason: ReasonInvalidKey, Detail: `key "x.y" must match [A-Za-z0-9_-]{1,64}`},
+		{Key: "B", Reason: ReasonUnknownRef, Detail: `placeholder ${self.x}: ${self…} may only be used in a "rollback"`},
+		{Key: "B", Reason: ReasonUnknownRef, Detail: `depends_on "x.y" names no step of this batch`},
+	}, probs)
+}
+
 func TestParseCycleReports(t *testing.T) {
 	// Two independent cycles and a step that only waits for one: each cycle is reported once, the waiter not at all.
 	body := `[{"key":"A","path":"a","depends_on":["B"]},{"key":"B","path":"b","depends_on":["A"]},
