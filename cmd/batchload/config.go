@@ -24,6 +24,7 @@ type config struct {
 	warmup          int
 	duration        time.Duration
 	concurrency     int
+	rounds          int
 	maxParallel     int
 	format          string
 	maxTime         time.Duration
@@ -57,6 +58,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.warmup, "warmup", 20, "warm-up groups per latency phase, sent and checked but not measured (at most a fifth of the measured count)")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured time of each throughput phase (d10, demo10), after a warm-up of min(1s, duration/5)")
 	fs.IntVar(&cfg.concurrency, "concurrency", 32, "concurrent clients in throughput phases")
+	fs.IntVar(&cfg.rounds, "rounds", 5, "windows each throughput phase's -duration is cut into; the phases of a scenario take turns window by window")
 	fs.IntVar(&cfg.maxParallel, "max-parallel", 50, "-max-parallel given to the batchd the tool starts")
 	fs.StringVar(&cfg.format, "format", "text", "output: text, markdown (for BENCHMARKS.md) or json")
 	fs.DurationVar(&cfg.maxTime, "max-time", 5*time.Minute, "overall time limit")
@@ -97,6 +99,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	bound("seq-requests", cfg.seqRequests, 0, maxRequests)
 	bound("warmup", cfg.warmup, 0, maxWarmup)
 	bound("concurrency", cfg.concurrency, 1, maxConcurrency)
+	bound("rounds", cfg.rounds, 1, 100)
 	bound("max-parallel", cfg.maxParallel, 1, 1000)
 	boundD("duration", cfg.duration, 100*time.Millisecond, maxDuration)
 	boundD("delay", cfg.delay, 0, time.Second)

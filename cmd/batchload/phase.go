@@ -156,18 +156,74 @@ func runInterleaved(ctx context.Context, up callCounter, phases []seqPhase) []ph
 	return res
 }
 
-// runConcurrent runs clients loops, each sending one group after another, for warm then dur. Groups that complete
-// within dur after the warm-up count towards throughput; those that also started after the warm-up give the
-// latencies. No client starts a group after the end, and every group started is finished, so the upstream's count
-// is exact.
-func runConcurrent(ctx context.Context, mode string, steps, clients int, warm, dur time.Duration, up callCounter, o op) phaseResult {
-	res := phaseResult{Mode: mode, Steps: steps, Clients: clients}
-	var chk *callCheck
-	var before upstreamStats
-	if up != nil {
-		chk = &callCheck{PerGroup: int64(steps), MinPerGroup: -1, MaxPerGroup: -1}
-		before = up.stats()
+// concPhase is one row of a throughput scenario: clients loops sending groups with op.
+type concPhase struct {
+	mode  string
+	steps int
+	op    op
+}
+
+// runConcurrent runs throughput phases, each as clients loops sending one group after another. Each phase's
+// measured time dur is cut into rounds windows, and the phases take turns window by window (round i runs window i
+// of every phase), so that a change of the machine's background load hits every row alike, as runInterleaved
+// does for latency. Every window starts with a warm-up (warm for a phase's first window, the shorter of warm and
+// dur/rounds/5 for the others: the loops start afresh, the connections are warm already). Groups that complete
+// within a window after its warm-up count towards throughput; those that also started after the warm-up give
+// the latencies. No client starts a group after its window ends, and every group started is finished before the
+// next window, so the upstream's count is exact.
+func runConcurrent(ctx context.Context, phases []concPhase, clients, rounds int, warm, dur time.Duration, up callCounter) []phaseResult {
+	rounds = max(rounds, 1)
+	slice := dur / time.Duration(rounds)
+	res := make([]phaseResult, len(phases))
+	lats := make([][]time.Duration, len(phases))
+	for i, ph := range phases {
+		res[i] = phaseResult{Mode: ph.mode, Steps: ph.steps, Clients: clients}
+		if up != nil {
+			res[i].Upstream = &callCheck{PerGroup: int64(ph.steps), MinPerGroup: -1, MaxPerGroup: -1}
+		}
 	}
+	for r := range rounds {
+		w := warm
+		if r > 0 {
+			w = min(warm, slice/5)
+		}
+		for i, ph := range phases {
+			if ctx.Err() != nil {
+				res[i].Aborted = true
+				continue
+			}
+			row := &res[i]
+			var s0 upstreamStats
+			if up != nil {
+				s0 = up.stats()
+			}
+			lats[i] = concurrentWindow(ctx, row, clients, w, slice, ph.op, lats[i])
+			if c := row.Upstream; c != nil {
+				d := up.stats().sub(s0)
+				c.Total += d.Calls
+				c.Bad += d.Bad
+				if d.Bad > 0 {
+					c.LastBad = up.lastBadCall()
+				}
+			}
+		}
+	}
+	for i := range res {
+		row := &res[i]
+		row.Lat = summarize(lats[i])
+		if row.Elapsed > 0 {
+			row.Throughput = float64(row.Measured) / row.Elapsed.Seconds()
+		}
+		if c := row.Upstream; c != nil {
+			c.Expected = c.PerGroup * int64(row.Sent)
+		}
+	}
+	return res
+}
+
+// concurrentWindow runs one window of a throughput phase, warm then dur, adding its counts to row and its
+// latencies to lat.
+func concurrentWindow(ctx context.Context, row *phaseResult, clients int, warm, dur time.Duration, o op, lat []time.Duration) []time.Duration {
 	type worker struct {
 		lat                  []time.Duration
 		sent, done, warmDone int
@@ -220,45 +276,25 @@ func runConcurrent(ctx context.Context, mode string, steps, clients int, warm, d
 		})
 	}
 	wg.Wait()
-	var lat []time.Duration
+	aborted := false
 	for _, w := range ws {
 		lat = append(lat, w.lat...)
-		res.Sent += w.sent
-		res.Measured += w.done
-		res.Warmup += w.warmDone
-		res.Errors += w.errs
-		if w.firstErr != nil && res.FirstError == "" {
-			res.FirstError = w.firstErr.Error()
+		row.Sent += w.sent
+		row.Measured += w.done
+		row.Warmup += w.warmDone
+		row.Errors += w.errs
+		if w.firstErr != nil && row.FirstError == "" {
+			row.FirstError = w.firstErr.Error()
 		}
-		res.Aborted = res.Aborted || w.aborted
+		aborted = aborted || w.aborted
 	}
-	res.Elapsed = dur
-	if res.Aborted {
-		res.Elapsed = max(time.Since(measureFrom), time.Millisecond)
+	row.Aborted = row.Aborted || aborted
+	if aborted {
+		row.Elapsed += max(time.Since(measureFrom), time.Millisecond)
+	} else {
+		row.Elapsed += dur
 	}
-	// Throughput counts the groups completed in the window; latency only those that also started in it.
-	res.finish(lat, chk, up, before)
-	return res
-}
-
-// finish computes the row's statistics and the upstream's count since before.
-func (res *phaseResult) finish(lat []time.Duration, chk *callCheck, up callCounter, before upstreamStats) {
-	res.Lat = summarize(lat)
-	if res.Elapsed > 0 {
-		res.Throughput = float64(res.Measured) / res.Elapsed.Seconds()
-	}
-	if up != nil {
-		d := up.stats().sub(before)
-		chk.Total, chk.Bad = d.Calls, d.Bad
-		chk.Expected = chk.PerGroup * int64(res.Sent)
-		if chk.Bad > 0 {
-			chk.LastBad = up.lastBadCall()
-		}
-		if chk.MaxPerGroup < 0 {
-			chk.MinPerGroup = -1
-		}
-		res.Upstream = chk
-	}
+	return lat
 }
 
 // batchdOp sends the batch body to batchd's /v1/batch and checks the answer.

@@ -82,25 +82,46 @@ func TestRunConcurrentCountsEveryGroupItStarts(t *testing.T) {
 	up := newTestUpstream(t, 0)
 	c := newTestClient(t)
 	var mu sync.Mutex
-	groups := 0
-	o := func(ctx context.Context) (time.Duration, error) {
-		mu.Lock()
-		groups++
-		mu.Unlock()
-		for range 2 {
-			if _, _, err := post(ctx, c, up.url+"fast/Item/Add", []byte(`{}`)); err != nil {
-				return 0, err
+	groups := map[string]int{}
+	var order []string // the phase of each group started, in start order
+	phase := func(name string, calls int) concPhase {
+		return concPhase{mode: name, steps: calls, op: func(ctx context.Context) (time.Duration, error) {
+			mu.Lock()
+			groups[name]++
+			order = append(order, name)
+			mu.Unlock()
+			for range calls {
+				if _, _, err := post(ctx, c, up.url+"fast/Item/Add", []byte(`{}`)); err != nil {
+					return 0, err
+				}
 			}
-		}
-		return time.Millisecond, nil
+			return time.Millisecond, nil
+		}}
 	}
-	row := runConcurrent(context.Background(), "x", 2, 4, 50*time.Millisecond, 500*time.Millisecond, up, o)
-	assert.Equal(t, groups, row.Sent)
-	assert.Zero(t, row.Errors)
-	assert.LessOrEqual(t, row.Measured+row.Warmup, row.Sent)
-	assert.Positive(t, row.Measured)
-	assert.Equal(t, 500*time.Millisecond, row.Elapsed)
-	assert.InDelta(t, float64(row.Measured)/0.5, row.Throughput, 1e-9)
-	assert.Equal(t, callCheck{PerGroup: 2, Total: int64(2 * groups), Expected: int64(2 * groups), MinPerGroup: -1, MaxPerGroup: -1}, *row.Upstream)
-	assert.True(t, row.ok())
+	rows := runConcurrent(context.Background(), []concPhase{phase("x", 2), phase("y", 1)}, 4, 3,
+		50*time.Millisecond, 600*time.Millisecond, up)
+	require.Len(t, rows, 2)
+	for i, name := range []string{"x", "y"} {
+		row := rows[i]
+		calls := 2 - i
+		assert.Equal(t, name, row.Mode)
+		assert.Equal(t, groups[name], row.Sent)
+		assert.Zero(t, row.Errors)
+		assert.LessOrEqual(t, row.Measured+row.Warmup, row.Sent)
+		assert.Positive(t, row.Measured)
+		assert.Equal(t, 600*time.Millisecond, row.Elapsed, "three windows of 200 ms")
+		assert.InDelta(t, float64(row.Measured)/0.6, row.Throughput, 1e-9)
+		// Every call of the row, none of the other's, although the upstream is shared.
+		assert.Equal(t, callCheck{PerGroup: int64(calls), Total: int64(calls * groups[name]),
+			Expected: int64(calls * groups[name]), MinPerGroup: -1, MaxPerGroup: -1}, *row.Upstream)
+		assert.True(t, row.ok())
+	}
+	// The phases took turns, window by window: x y x y x y, never overlapping.
+	var turns []string
+	for _, name := range order {
+		if len(turns) == 0 || turns[len(turns)-1] != name {
+			turns = append(turns, name)
+		}
+	}
+	assert.Equal(t, []string{"x", "y", "x", "y", "x", "y"}, turns)
 }

@@ -206,9 +206,11 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base string, up cal
 		}
 		res.Rows = append(res.Rows, runInterleaved(ctx, up, phases)...)
 	}
-	conc := func(mode string, spec batchSpec, o op) {
-		r.progress("%s %s: %d clients for %v + %v warm-up", name, mode, cfg.concurrency, cfg.duration, cfg.warmWindow())
-		res.Rows = append(res.Rows, runConcurrent(ctx, mode, spec.steps, cfg.concurrency, cfg.warmWindow(), cfg.duration, up, o))
+	conc := func(phases ...concPhase) {
+		for _, ph := range phases {
+			r.progress("%s %s: %d clients for %v + %v warm-up, in %d windows taking turns", name, ph.mode, cfg.concurrency, cfg.duration, cfg.warmWindow(), cfg.rounds)
+		}
+		res.Rows = append(res.Rows, runConcurrent(ctx, phases, cfg.concurrency, cfg.rounds, cfg.warmWindow(), cfg.duration, up)...)
 	}
 	latencyNote := "latency: from sending the batch (or the group's first call) to the last byte of the last answer; warm-up groups excluded; the rows' groups are interleaved (one of each in turn)"
 	delay := fmtMS(cfg.delay)
@@ -249,10 +251,12 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base string, up cal
 	case "d10":
 		spec := batchSpec{kind: batchIndependent, steps: 10, prefix: fastPrefix}
 		res.Title = fmt.Sprintf("10 independent steps, upstream 0 ms, %d concurrent clients for %v", cfg.concurrency, cfg.duration)
-		conc(modeBatchd, spec, batchdOp(r.client, base, spec))
-		conc(modeSeq, spec, seqOp(r.client, upURL, spec))
-		conc(modePar, spec, parOp(r.client, upURL, spec))
-		res.Notes = append(res.Notes, "throughput: groups completed in the measured window / its length; latency of the groups started in it")
+		conc(
+			concPhase{mode: modeBatchd, steps: spec.steps, op: batchdOp(r.client, base, spec)},
+			concPhase{mode: modeSeq, steps: spec.steps, op: seqOp(r.client, upURL, spec)},
+			concPhase{mode: modePar, steps: spec.steps, op: parOp(r.client, upURL, spec)},
+		)
+		res.Notes = append(res.Notes, throughputNote(cfg))
 	}
 	r.judge(&res)
 	return res
@@ -282,22 +286,23 @@ func (r *runner) runDemo(ctx context.Context) (scenarioResult, error) {
 		{mode: modeBatch1, steps: 10, count: n, warmup: w, op: batchdOp(r.client, base, spec)},
 		{mode: modeSingle1, steps: 1, count: n, warmup: w, op: directDemoOp(r.client, base)},
 	})...)
-	for _, ph := range []struct {
-		mode  string
-		steps int
-		o     op
-	}{
-		{modeBatchC, 10, batchdOp(r.client, base, spec)},
-		{modeSingleC, 1, directDemoOp(r.client, base)},
-	} {
-		r.progress("demo10 %s: %d clients for %v + %v warm-up", ph.mode, cfg.concurrency, cfg.duration, cfg.warmWindow())
-		res.Rows = append(res.Rows, runConcurrent(ctx, ph.mode, ph.steps, cfg.concurrency, cfg.warmWindow(), cfg.duration, nil, ph.o))
-	}
-	res.Notes = append(res.Notes,
+	r.progress("demo10 %s and %s: %d clients for %v + %v warm-up each, in %d windows taking turns", modeBatchC, modeSingleC,
+		cfg.concurrency, cfg.duration, cfg.warmWindow(), cfg.rounds)
+	res.Rows = append(res.Rows, runConcurrent(ctx, []concPhase{
+		{mode: modeBatchC, steps: 10, op: batchdOp(r.client, base, spec)},
+		{mode: modeSingleC, steps: 1, op: directDemoOp(r.client, base)},
+	}, cfg.concurrency, cfg.rounds, cfg.warmWindow(), cfg.duration, nil)...)
+	res.Notes = append(res.Notes, throughputNote(cfg),
 		"no upstream: steps run in batchd's embedded demo API, so calls are not counted; every answer is checked (status 200, ok, the echoed payload)",
 		"added latency: p50 of a 10-step batch minus p50 of one call, both from one client, interleaved")
 	r.judge(&res)
 	return res, nil
+}
+
+// throughputNote says how throughput rows were measured.
+func throughputNote(cfg config) string {
+	return fmt.Sprintf("throughput: groups completed in the measured windows / their length; the rows took turns in %d windows of %v each (after a warm-up of %v, then %v per window); latency of the groups started in them",
+		cfg.rounds, cfg.duration/time.Duration(cfg.rounds), cfg.warmWindow(), min(cfg.warmWindow(), cfg.duration/time.Duration(cfg.rounds)/5))
 }
 
 // judge records the scenario's failed checks and evaluates its targets.
