@@ -22,14 +22,16 @@ type jsonScratch struct {
 	lits     string    // the arena as a string, made at most once per template when some literal needs it
 
 	// Storage handed out to templates. A template's segs, refs and parts are capped windows of these (nothing can
-	// append across them); a full slab is left to its templates and a new one made. The first slabs are sized from
-	// body (the whole batch, when known): a template has at most one ref per "${", and segs and parts at most two.
+	// append across them), and its jsonHoles an element of holeSlab; a full slab is left to its templates and a new
+	// one made. The first slabs are sized from body (the whole batch, when known): a template has at most one ref
+	// per "${", segs and parts at most two, and a templated payload holds at least one "${".
 	body     string
 	est      int  // count of "${" in body
 	counted  bool // est is set
 	segSlab  []jseg
 	refSlab  []ref
 	partSlab []part
+	holeSlab []jsonHoles
 }
 
 // reset empties sc for another batch, dropping every reference to this one's strings and Plan. An arena grown
@@ -83,6 +85,15 @@ func (sc *jsonScratch) slabSize(n, per int) int {
 		sc.est, sc.counted = strings.Count(sc.body, "${"), true
 	}
 	return max(n, per*sc.est, 8)
+}
+
+// takeHoles returns a new jsonHoles from a slab: nothing appends to a full slab, so the pointer stays valid.
+func (sc *jsonScratch) takeHoles() *jsonHoles {
+	if len(sc.holeSlab) == cap(sc.holeSlab) {
+		sc.holeSlab = make([]jsonHoles, 0, sc.slabSize(1, 1))
+	}
+	sc.holeSlab = sc.holeSlab[:len(sc.holeSlab)+1]
+	return &sc.holeSlab[len(sc.holeSlab)-1]
 }
 
 func (sc *jsonScratch) takeSegs(src []jseg) []jseg {
@@ -184,11 +195,13 @@ func compileJSON(raw string, baseDepth, maxDepth int, sc *jsonScratch) (t JSONTe
 	default:
 		sc.arena = append(sc.arena, raw[last:]...)
 		sc.endSeg(jseg{ref: -1}, len(raw))
-		t.segs = sc.takeSegs(sc.segs)
-		t.refs = sc.takeRefs(sc.refs)
-		for k := range t.segs {
-			t.segs[k].lit = sc.lit(raw, sc.spans[k])
+		h := sc.takeHoles()
+		h.segs = sc.takeSegs(sc.segs)
+		h.refs = sc.takeRefs(sc.refs)
+		for k := range h.segs {
+			h.segs[k].lit = sc.lit(raw, sc.spans[k])
 		}
+		t.holes = h
 		for _, f := range sc.fix {
 			f.p.lit = sc.lit(raw, f.span)
 		}
@@ -403,7 +416,8 @@ func compilePath(text string, list []string) (t PathTemplate, name string, reaso
 	pieces, perrs := splitTemplate(nil, text)
 	if perrs != nil {
 		// Keep the well-formed references so that they are checked too; the batch is refused anyway.
-		t.parts = textParts(pieces, &t.refs, false, true)
+		t.holes = &pathHoles{}
+		t.holes.parts = textParts(pieces, &t.holes.refs, false, true)
 		return t, "", ReasonPlaceholder, "path: " + strings.Join(perrs, "; ")
 	}
 	if !anyRef(pieces) {
@@ -418,8 +432,8 @@ func compilePath(text string, list []string) (t PathTemplate, name string, reaso
 		pieces[0].lit = strings.TrimPrefix(pieces[0].lit, "/")
 	}
 	t.text = strings.TrimPrefix(text, "/")
-	t.parts = textParts(pieces, &t.refs, false, true)
-	t.blocked = list
+	t.holes = &pathHoles{blocked: list}
+	t.holes.parts = textParts(pieces, &t.holes.refs, false, true)
 	return t, templateName(t.text), "", ""
 }
 

@@ -117,12 +117,12 @@ func checkPlan(t *testing.T, plan *Plan) {
 		}
 		// Every reference is to a dependency.
 		var refs []ref
-		refs = append(refs, s.Path.refs...)
+		refs = append(refs, s.Path.refList()...)
 		for _, h := range s.Headers {
 			refs = append(refs, h.Value.refs...)
 		}
 		if s.Body != nil {
-			refs = append(refs, s.Body.refs...)
+			refs = append(refs, s.Body.refList()...)
 		}
 		for _, r := range refs {
 			if !slices.Contains(s.Deps, r.step) {
@@ -134,12 +134,12 @@ func checkPlan(t *testing.T, plan *Plan) {
 			if rb.Path == nil || !isToken(rb.Method) || rb.Method != strings.ToUpper(rb.Method) {
 				t.Fatalf("step %d: rollback %+v", i, rb)
 			}
-			rbRefs := slices.Clone(rb.Path.refs)
+			rbRefs := slices.Clone(rb.Path.refList())
 			for _, h := range rb.Headers {
 				rbRefs = append(rbRefs, h.Value.refs...)
 			}
 			if rb.Body != nil {
-				rbRefs = append(rbRefs, rb.Body.refs...)
+				rbRefs = append(rbRefs, rb.Body.refList()...)
 			}
 			for _, r := range rbRefs {
 				if r.step != i && !slices.Contains(s.Deps, r.step) {

@@ -145,7 +145,7 @@ func (p *parser) label(i int) string {
 func (p *parser) bindRefs(keys keyIndex, steps []Step) []int {
 	total := len(p.depends)
 	for i := range p.steps {
-		total += len(p.steps[i].path.refs) + len(p.steps[i].body.refs)
+		total += len(p.steps[i].path.refList()) + len(p.steps[i].body.refList())
 	}
 	for _, h := range p.headers {
 		total += len(h.value.refs)
@@ -186,11 +186,11 @@ func (p *parser) bindRefs(keys keyIndex, steps []Step) []int {
 				refs[k].step = bind(refs[k].key, &refs[k])
 			}
 		}
-		bindAll(d.path.refs)
+		bindAll(d.path.refList())
 		for _, h := range p.headers[d.hdr0:d.hdr1] {
 			bindAll(h.value.refs)
 		}
-		bindAll(d.body.refs)
+		bindAll(d.body.refList())
 		for _, key := range p.depends[d.dep0:d.dep1] {
 			bind(key, nil)
 		}
@@ -238,11 +238,11 @@ func (p *parser) bindRollback(i int, rb *draftRollback, keys keyIndex, deps []in
 				", which this step does not depend on; a rollback may use ${self…} and the step's dependencies")
 		}
 	}
-	bindAll(rb.path.refs)
+	bindAll(rb.path.refList())
 	for _, h := range p.headers[rb.hdr0:rb.hdr1] {
 		bindAll(h.value.refs)
 	}
-	bindAll(rb.body.refs)
+	bindAll(rb.body.refList())
 }
 
 // requireRollbacks refuses the steps of an atomic batch that could not be undone: every step needs a rollback

@@ -443,15 +443,14 @@ func (p *parser) compilePath(i int, text, what string) (PathTemplate, string) {
 		p.problem(i, phaseStep, reason, what+detail)
 		return t, "" // its references are still checked
 	}
-	if t.parts == nil {
+	if t.holes == nil {
 		p.lastPath, p.lastTemplate, p.lastName = text, t, name
-	}
-	if t.blocked != nil && p.blocked == nil {
+	} else if t.holes.blocked != nil {
 		// A templated path checks the list again at run time: keep a copy the caller cannot change.
-		p.blocked = append([]string(nil), p.cfg.Blocked...)
-	}
-	if t.blocked != nil {
-		t.blocked = p.blocked
+		if p.blocked == nil {
+			p.blocked = append([]string(nil), p.cfg.Blocked...)
+		}
+		t.holes.blocked = p.blocked
 	}
 	return t, name
 }

@@ -191,15 +191,29 @@ func blocked(pathPart string, list []string) bool {
 
 // PathTemplate is a compiled method path.
 type PathTemplate struct {
-	text     string // as written, leading "/" removed
-	resolved string // static: the checked path, leading "/" removed, query kept
-	parts    []part // nil when static
-	refs     []ref
-	blocked  []string // Config.Blocked, checked again on the resolved path
+	text     string     // as written, leading "/" removed
+	resolved string     // static: the checked path, leading "/" removed, query kept
+	holes    *pathHoles // nil when static
+}
+
+// pathHoles is what a templated path holds besides its text. It stands apart so that a static path, the common
+// case, takes 40 bytes in a Plan rather than 104.
+type pathHoles struct {
+	parts   []part
+	refs    []ref
+	blocked []string // Config.Blocked, checked again on the resolved path
+}
+
+// refList returns the path's references, nil when it is static.
+func (t *PathTemplate) refList() []ref {
+	if t.holes == nil {
+		return nil
+	}
+	return t.holes.refs
 }
 
 // Static reports whether the path holds no placeholder; Resolve then returns it without looking at r.
-func (t *PathTemplate) Static() bool { return t.parts == nil }
+func (t *PathTemplate) Static() bool { return t.holes == nil }
 
 // String returns the path as written, without its leading "/".
 func (t *PathTemplate) String() string { return t.text }
@@ -208,19 +222,20 @@ func (t *PathTemplate) String() string { return t.text }
 // segment, and checks the result again (a refused path is a *ResolveError with errcode.ResolvedPathRefused).
 // A value in the query is escaped with url.QueryEscape.
 func (t *PathTemplate) Resolve(r Responses) (string, error) {
-	if t.parts == nil {
+	if t.holes == nil {
 		return t.resolved, nil
 	}
+	h := t.holes
 	var w walker
 	b := make([]byte, 0, len(t.text)+16)
 	var val []byte
-	for _, p := range t.parts {
+	for _, p := range h.parts {
 		b = append(b, p.lit...)
 		if p.ref < 0 {
 			continue
 		}
 		var err error
-		if val, err = w.appendText(val[:0], &t.refs[p.ref], r); err != nil {
+		if val, err = w.appendText(val[:0], &h.refs[p.ref], r); err != nil {
 			return "", err
 		}
 		if p.query {
@@ -233,13 +248,13 @@ func (t *PathTemplate) Resolve(r Responses) (string, error) {
 	var why string
 	if e := checkPath(s, true); e != nil {
 		why = e.Detail
-	} else if pathPart, _, _ := strings.Cut(s, "?"); blocked(pathPart, t.blocked) {
+	} else if pathPart, _, _ := strings.Cut(s, "?"); blocked(pathPart, h.blocked) {
 		why = "the method is blocked"
 	} else {
 		return s, nil
 	}
 	return "", &ResolveError{
-		Placeholder: t.refs[0].text,
+		Placeholder: h.refs[0].text,
 		Code:        errcode.ResolvedPathRefused,
 		Detail:      "resolved path " + quoteClip(s) + " (from " + quoteClip(t.text) + ") refused: " + why,
 	}
