@@ -31,6 +31,7 @@ type config struct {
 	forwardHeaders string
 	metricMethods  string
 	logFormat      string
+	gcHeapFloor    byteSize // heapfloor.Start's floor; 0: Go's default GC pacing
 	// requireRollback refuses atomic batches in which a step other than GET, HEAD or OPTIONS has no rollback.
 	requireRollback bool
 
@@ -50,7 +51,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	c := config{
 		addr: ":8080", maxSteps: 50, stepTimeout: 10 * time.Second, batchTimeout: 60 * time.Second,
 		maxParallel: 16, blocked: "Item/Import", maxBody: 1 << 20, maxResponse: 8 << 20, logFormat: "auto",
-		idempotencyTTL: 24 * time.Hour, idempotencyMaxEntries: 10000,
+		gcHeapFloor: 32 << 20, idempotencyTTL: 24 * time.Hour, idempotencyMaxEntries: 10000,
 	}
 	fs := flag.NewFlagSet("batchd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -79,6 +80,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	bind((*stringValue)(&c.forwardHeaders), "forward-headers", "BATCHD_FORWARD_HEADERS", "comma-separated extra request headers forwarded to every step")
 	bind((*stringValue)(&c.metricMethods), "metric-methods", "BATCHD_METRIC_METHODS", "comma-separated known method patterns for the metrics method label, '*' wildcards (e.g. Producer/*)")
 	bind((*stringValue)(&c.logFormat), "log-format", "BATCHD_LOG_FORMAT", "auto, json or text")
+	bind(&c.gcHeapFloor, "gc-heap-floor", "BATCHD_GC_HEAP_FLOOR", "the Go heap may grow to this before a collection while the live heap is under half of it (fewer collections under load); 0: Go's default; ignored when GOGC is set")
 	bind((*boolValue)(&c.requireRollback), "atomic-require-rollback", "BATCHD_ATOMIC_REQUIRE_ROLLBACK", "refuse an atomic batch in which a step other than GET, HEAD or OPTIONS has no rollback")
 	bind((*durationValue)(&c.idempotencyTTL), "idempotency-ttl", "BATCHD_IDEMPOTENCY_TTL", "how long the answer of a batch sent with an Idempotency-Key is replayed")
 	bind((*intValue)(&c.idempotencyMaxEntries), "idempotency-max-entries", "BATCHD_IDEMPOTENCY_MAX_ENTRIES", "most Idempotency-Key answers kept in memory (without -redis-url); the oldest is evicted")

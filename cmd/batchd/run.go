@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/batchd/batchd"
+	"github.com/batchd/batchd/heapfloor"
 	"github.com/batchd/batchd/idempotency"
 	"github.com/batchd/batchd/metrics"
 	"github.com/batchd/batchd/planner"
@@ -39,6 +40,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := newLogger(cfg.logFormat, stderr)
+	gcFloor := "off"
+	if getenv("GOGC") != "" {
+		gcFloor = "GOGC=" + getenv("GOGC")
+	} else if stopFloor, ok := heapfloor.Start(uint64(cfg.gcHeapFloor)); ok {
+		defer stopFloor()
+		gcFloor = cfg.gcHeapFloor.String()
+	} else if cfg.gcHeapFloor > 0 {
+		gcFloor = "kept by another server in this process"
+	}
 
 	reg := metrics.NewRegistry()
 	known := list(cfg.metricMethods)
@@ -143,7 +153,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	hs := srv.HTTPServer(cfg.addr, cfg.batchTimeout+10*time.Second)
 	log.Info("listening", "addr", ln.Addr().String(), "mode", mode, "upstream", cfg.upstream,
-		"max_steps", cfg.maxSteps, "max_parallel", cfg.maxParallel, "step_timeout", cfg.stepTimeout.String())
+		"max_steps", cfg.maxSteps, "max_parallel", cfg.maxParallel, "step_timeout", cfg.stepTimeout.String(), "gc_heap_floor", gcFloor)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 

@@ -455,10 +455,15 @@ func TestFlags(t *testing.T) {
 	assert.Equal(t, 16, c.maxParallel)
 	assert.Equal(t, 60*time.Second, c.batchTimeout)
 	assert.Equal(t, "Item/Import", c.blocked)
+	assert.Equal(t, byteSize(32<<20), c.gcHeapFloor)
+	env["BATCHD_GC_HEAP_FLOOR"] = "0"
+	c, err = parseConfig(nil, getenv, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, byteSize(0), c.gcHeapFloor, "0 turns the floor off")
 
 	var help bytes.Buffer
 	require.NoError(t, run(context.Background(), []string{"-h"}, getenv, io.Discard, &help))
-	for _, f := range []string{"-addr", "-upstream", "-max-steps", "-step-timeout", "-batch-timeout", "-max-parallel", "-blocked", "-max-body"} {
+	for _, f := range []string{"-addr", "-upstream", "-max-steps", "-step-timeout", "-batch-timeout", "-max-parallel", "-blocked", "-max-body", "-gc-heap-floor"} {
 		assert.Contains(t, help.String(), f)
 	}
 
@@ -470,6 +475,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"-max-steps", "0"}, nil},
 		{[]string{"-step-timeout", "10"}, nil},
 		{[]string{"-max-body", "lots"}, nil},
+		{[]string{"-gc-heap-floor", "-1"}, nil},
 		{[]string{"-upstream", "ftp://x"}, nil},
 		{[]string{"-upstream", "http://h/?q=1"}, nil},
 		{[]string{"stray"}, nil},
