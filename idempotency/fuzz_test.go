@@ -9,7 +9,7 @@ import (
 // FuzzRedisValue: decode never panics on whatever a Redis key holds, and every answer Complete accepts comes back
 // from decode as it went in.
 func FuzzRedisValue(f *testing.F) {
-	fp := NewFingerprint(nil, []byte("seed"))
+	fp := NewFingerprint(false, []byte("seed"))
 	f.Add([]byte(encodeRunning(Entry{Fingerprint: fp, Token: "t"})), uint16(200), "application/json", []byte(`{"responses":[]}`))
 	f.Add(encodeDone(Entry{Fingerprint: fp, Done: true, Answer: Answer{Status: 200, ContentType: "a/b", Body: []byte("\n")}}),
 		uint16(599), "", []byte{})
@@ -20,7 +20,7 @@ func FuzzRedisValue(f *testing.F) {
 		if status < 100 || status > 999 || strings.ContainsAny(contentType, "\r\n") {
 			return // refused by Complete
 		}
-		in := Entry{Fingerprint: NewFingerprint(nil, raw), Done: true,
+		in := Entry{Fingerprint: NewFingerprint(false, raw), Done: true,
 			Answer: Answer{Status: int(status), ContentType: contentType, Body: body}}
 		out, err := decode(encodeDone(in))
 		if err != nil {

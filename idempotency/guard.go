@@ -11,10 +11,11 @@
 //     TTL when the handler finishes with a 2xx status, also when the client went away mid-run: its retry then sees
 //     what ran. A request refused before running (finish with any other status, or never finished because the
 //     handler panicked) releases the key, so that the client can fix the request and retry with the same key.
-//   - A retry with the same key and the same fingerprint (sha256 of the body and of the answer form asked for in
-//     Accept: JSON or NDJSON) gets the stored answer, byte for byte, with "Idempotent-Replayed: true", and nothing
-//     executes. While the first still runs, a retry gets 409 (code 4090). The same key with another fingerprint
-//     gets 422 (code 4220), whether the first is running or done.
+//   - A retry with the same key and the same fingerprint (sha256 of the body and of the answer's form, JSON or
+//     NDJSON, as the handler decided it for the answer it sends) gets the stored answer, byte for byte, with its
+//     stored status and content type and "Idempotent-Replayed: true", and nothing executes. While the first still
+//     runs, a retry gets 409 (code 4090). The same key with another fingerprint gets 422 (code 4220), whether the
+//     first is running or done.
 //   - A claim lives for a lease (at most the TTL) while its batch runs, so that the claim of a replica that
 //     crashed mid-batch expires on its own.
 //   - Fail closed: when the store cannot be reached, a request with a key gets 503 (code 5030) and nothing runs.
@@ -106,14 +107,16 @@ func New(cfg Config) *Guard {
 	return g
 }
 
-// Begin is called with a batch request once its body is read, before the batch is planned.
+// Begin is called with a batch request once its body is read, before the batch is planned. stream is the form the
+// handler will answer in (true: NDJSON); it is part of the fingerprint, since a stream is another answer than JSON.
+// The guard does not read Accept: one decision, the handler's, picks the answer sent and the fingerprint.
 //
 // When Begin answered the request itself — a replay, a conflict, a bad key, a store failure — answered is true and
 // the handler must stop. Otherwise the handler runs the batch and calls finish with the answer it sends; only the
 // first call counts, so the handler may also defer finish(0, "", nil) to release the key on every path that did
 // not answer (a refused plan, a panic). A 2xx status stores the answer; any other status releases the key. body
 // must not be modified after finish. finish is never nil, and is a no-op for a request without a key.
-func (g *Guard) Begin(w http.ResponseWriter, r *http.Request, body []byte) (finish func(status int, contentType string, body []byte), answered bool) {
+func (g *Guard) Begin(w http.ResponseWriter, r *http.Request, body []byte, stream bool) (finish func(status int, contentType string, body []byte), answered bool) {
 	keys := r.Header.Values(HeaderKey)
 	if len(keys) == 0 {
 		return nopFinish, false
@@ -124,7 +127,7 @@ func (g *Guard) Begin(w http.ResponseWriter, r *http.Request, body []byte) (fini
 		return nil, true
 	}
 	key := scopedKey(r.Header.Values("Authorization"), keys[0])
-	fp := NewFingerprint(r.Header.Values("Accept"), body)
+	fp := NewFingerprint(stream, body)
 
 	ctx, cancel := context.WithTimeout(r.Context(), g.timeout)
 	e, claimed, err := g.store.Claim(ctx, key, fp, g.lease)

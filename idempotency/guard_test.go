@@ -2,6 +2,7 @@ package idempotency
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -128,7 +129,7 @@ type req struct {
 	key    string   // Idempotency-Key; "" for none
 	keys   []string // several Idempotency-Key headers
 	auth   string
-	accept string
+	stream bool // the answer's form, as the handler decided it
 	body   string
 }
 
@@ -143,16 +144,13 @@ func (q req) http(ctx context.Context) *http.Request {
 	if q.auth != "" {
 		r.Header.Set("Authorization", q.auth)
 	}
-	if q.accept != "" {
-		r.Header.Set("Accept", q.accept)
-	}
 	return r
 }
 
 // begin calls Begin; when the guard did not answer, the caller runs and finishes.
 func begin(g *Guard, q req) (*httptest.ResponseRecorder, func(int, string, []byte), bool) {
 	w := httptest.NewRecorder()
-	finish, answered := g.Begin(w, q.http(context.Background()), []byte(q.body))
+	finish, answered := g.Begin(w, q.http(context.Background()), []byte(q.body), q.stream)
 	return w, finish, answered
 }
 
@@ -214,10 +212,10 @@ func TestBehaviours(t *testing.T) {
 			assert.Equal(t, 1, rec.get(ResultReplayed))
 		}},
 		{"stored status and content type are replayed as they were", func(t *testing.T, b backend, g *Guard, rec *countingRecorder) {
-			_, finish, answered := begin(g, req{key: "k", body: body})
+			_, finish, answered := begin(g, req{key: "k", body: body, stream: true})
 			require.False(t, answered)
 			finish(http.StatusAccepted, "application/x-ndjson", []byte("{\"a\":1}\n{\"b\":\"\\n\"}\n"))
-			w, _, answered := begin(g, req{key: "k", body: body})
+			w, _, answered := begin(g, req{key: "k", body: body, stream: true})
 			require.True(t, answered)
 			assert.Equal(t, http.StatusAccepted, w.Code)
 			assert.Equal(t, "application/x-ndjson", w.Header().Get("Content-Type"))
@@ -234,12 +232,25 @@ func TestBehaviours(t *testing.T) {
 		}},
 		{"same key and body, other answer form", func(t *testing.T, b backend, g *Guard, rec *countingRecorder) {
 			runs := 0
-			batch(t, g, req{key: "k", body: body, accept: "application/json"}, &runs, answer)
-			w := batch(t, g, req{key: "k", body: body, accept: "application/x-ndjson"}, &runs, "must not run")
-			assert.Equal(t, 4220, errorCode(t, w))
-			w = batch(t, g, req{key: "k", body: body, accept: "*/*"}, &runs, "must not run")
-			assert.Equal(t, "true", w.Header().Get(HeaderReplayed), "Accept */* asks for the same JSON answer")
+			batch(t, g, req{key: "k", body: body}, &runs, answer)
+			w := batch(t, g, req{key: "k", body: body, stream: true}, &runs, "must not run")
+			assert.Equal(t, 4220, errorCode(t, w), "a stream is another answer than JSON")
+			w = batch(t, g, req{key: "k", body: body}, &runs, "must not run")
+			assert.Equal(t, "true", w.Header().Get(HeaderReplayed))
 			assert.Equal(t, 1, runs)
+			assert.Equal(t, 1, rec.get(ResultMismatch))
+		}},
+		{"the form is the handler's decision, not Accept's", func(t *testing.T, b backend, g *Guard, rec *countingRecorder) {
+			runs := 0
+			batch(t, g, req{key: "k", body: body}, &runs, answer)
+			// Headers that would have asked for a stream change nothing: only the stream argument counts.
+			q := req{key: "k", body: body}.http(context.Background())
+			q.Header.Set("Accept", "application/x-ndjson")
+			w := httptest.NewRecorder()
+			_, answered := g.Begin(w, q, []byte(body), false)
+			require.True(t, answered)
+			assert.Equal(t, "true", w.Header().Get(HeaderReplayed))
+			assert.Equal(t, answer, w.Body.String())
 		}},
 		{"busy while the first runs", func(t *testing.T, b backend, g *Guard, rec *countingRecorder) {
 			_, finish, answered := begin(g, req{key: "k", body: body})
@@ -305,7 +316,7 @@ func TestBehaviours(t *testing.T) {
 		}},
 		{"the answer is stored when the client went away mid-run", func(t *testing.T, b backend, g *Guard, rec *countingRecorder) {
 			ctx, cancel := context.WithCancel(context.Background())
-			finish, answered := g.Begin(httptest.NewRecorder(), req{key: "k", body: body}.http(ctx), []byte(body))
+			finish, answered := g.Begin(httptest.NewRecorder(), req{key: "k", body: body}.http(ctx), []byte(body), false)
 			require.False(t, answered)
 			cancel()
 			finish(http.StatusOK, "application/json", []byte(answer))
@@ -460,7 +471,7 @@ func TestRedisDownFailsClosed(t *testing.T) {
 
 // TestRedisValues: what Redis holds decodes to what was written, and anything else is an error.
 func TestRedisValues(t *testing.T) {
-	fp := NewFingerprint(nil, []byte("body"))
+	fp := NewFingerprint(false, []byte("body"))
 	running := Entry{Fingerprint: fp, Token: newToken()}
 	e, err := decode([]byte(encodeRunning(running)))
 	require.NoError(t, err)
@@ -568,24 +579,13 @@ func TestMemorySweepsExpiredEntries(t *testing.T) {
 	assert.Equal(t, 1, m.Len(), "the expired entries went with the next write")
 }
 
-func TestAnswerForm(t *testing.T) {
-	for accept, want := range map[string]string{
-		"":                                       "json",
-		"application/json":                       "json",
-		"*/*":                                    "json",
-		"application/x-ndjson":                   "ndjson",
-		"Application/X-NDJSON; charset=utf-8":    "ndjson",
-		"application/json, application/x-ndjson": "ndjson",
-		"application/x-ndjson;q=0":               "json",
-		"application/x-ndjson;q=0.0, */*":        "json",
-		"application/x-ndjson;q=0.5":             "ndjson",
-		"garbage;;;":                             "json",
-	} {
-		assert.Equal(t, want, answerForm([]string{accept}), "%q", accept)
-	}
-	assert.Equal(t, NewFingerprint(nil, []byte("b")), NewFingerprint([]string{"application/json"}, []byte("b")))
-	assert.NotEqual(t, NewFingerprint(nil, []byte("b")), NewFingerprint([]string{"application/x-ndjson"}, []byte("b")))
-	assert.NotEqual(t, NewFingerprint(nil, []byte("b")), NewFingerprint(nil, []byte("b ")))
+// TestFingerprint: the form and the body each change the fingerprint, and its hash input is pinned: answers stored
+// by an earlier batchd (under the same input) must still be replayed after an upgrade.
+func TestFingerprint(t *testing.T) {
+	assert.NotEqual(t, NewFingerprint(false, []byte("b")), NewFingerprint(true, []byte("b")))
+	assert.NotEqual(t, NewFingerprint(false, []byte("b")), NewFingerprint(false, []byte("b ")))
+	assert.Equal(t, Fingerprint(sha256.Sum256([]byte("batchd-idempotency-v1\x00json\x00b"))), NewFingerprint(false, []byte("b")))
+	assert.Equal(t, Fingerprint(sha256.Sum256([]byte("batchd-idempotency-v1\x00ndjson\x00b"))), NewFingerprint(true, []byte("b")))
 }
 
 func TestScopedKey(t *testing.T) {

@@ -5,9 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"mime"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -47,35 +44,27 @@ type Answer struct {
 type Fingerprint [sha256.Size]byte
 
 // NewFingerprint is sha256 over the answer's form and the request body. The form is part of it because the same
-// body asked for as application/x-ndjson (Accept) gets another answer than as application/json.
-func NewFingerprint(accept []string, body []byte) Fingerprint {
+// body answered as a stream (application/x-ndjson) is another answer than as JSON. stream is the caller's decision,
+// the one that picks the answer actually sent (transport.WantsStream), so that the fingerprint cannot disagree
+// with it; this package never reads Accept.
+//
+// The hash input is unchanged from when this package derived the form from Accept itself (the "-v1" prefix, then
+// "json" or "ndjson"), so answers stored by an older batchd stay valid across an upgrade: a new version would make
+// every retry in flight run its batch again. Only an entry stored under the old rule for a client that named
+// application/x-ndjson but preferred JSON keeps its "ndjson" form, until its TTL ends.
+func NewFingerprint(stream bool, body []byte) Fingerprint {
+	form := "json"
+	if stream {
+		form = "ndjson"
+	}
 	h := sha256.New()
 	h.Write([]byte("batchd-idempotency-v1\x00"))
-	h.Write([]byte(answerForm(accept)))
+	h.Write([]byte(form))
 	h.Write([]byte{0})
 	h.Write(body)
 	var fp Fingerprint
 	h.Sum(fp[:0])
 	return fp
-}
-
-// answerForm is "ndjson" when the Accept header values name application/x-ndjson (with a non-zero q), else
-// "json". Other differences in Accept (order, */*, an absent header) do not change the answer, so they do not
-// change the fingerprint: a client that retries with slightly different headers is not told it reused its key.
-func answerForm(accept []string) string {
-	for _, v := range accept {
-		for _, part := range strings.Split(v, ",") {
-			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
-			if err != nil || mt != "application/x-ndjson" {
-				continue
-			}
-			if q, err := strconv.ParseFloat(params["q"], 64); err == nil && q <= 0 {
-				continue // q=0: "not acceptable"
-			}
-			return "ndjson"
-		}
-	}
-	return "json"
 }
 
 // newToken is a claim's token: 128 random bits, so that no other claim of the key, in any process, has it.

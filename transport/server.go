@@ -46,11 +46,13 @@ type Batcher interface {
 }
 
 // Idempotency makes a retried batch run once (CONTRACT.md §9, Idempotency-Key); *idempotency.Guard implements it.
-// Begin sees the request once its body is read, before planning. When it answered the request itself (a replay, a
+// Begin sees the request once its body is read, before planning, with the form the handler will answer in (stream:
+// NDJSON, as WantsStream decided), which is part of what a retry must repeat: the handler decides it once, so the
+// key's fingerprint is always the form of the answer sent. When Begin answered the request itself (a replay, a
 // conflict, a refusal) the handler stops. Otherwise the handler calls finish with the answer it gives (only the
 // first call counts): a 2xx answer is stored, any other status, or none (a refused plan, a panic), frees the key.
 type Idempotency interface {
-	Begin(w http.ResponseWriter, r *http.Request, body []byte) (finish func(status int, contentType string, body []byte), answered bool)
+	Begin(w http.ResponseWriter, r *http.Request, body []byte, stream bool) (finish func(status int, contentType string, body []byte), answered bool)
 }
 
 // Config is the server's wiring. Zero values mean defaults or "absent".
@@ -199,10 +201,12 @@ func (s *Server) handleBatch(c echo.Context) error {
 		s.log.Info("batch body not read", "request_id", reqID, "err", err)
 		return nil // the client is gone or broke the stream; nobody reads an answer
 	}
+	// Decided once: the form of the answer is also part of an Idempotency-Key's fingerprint.
+	stream := WantsStream(r.Header.Values("Accept"))
 	finish := func(int, string, []byte) {}
 	if s.cfg.Idempotency != nil {
 		var answered bool
-		if finish, answered = s.cfg.Idempotency.Begin(c.Response(), r, body); answered {
+		if finish, answered = s.cfg.Idempotency.Begin(c.Response(), r, body, stream); answered {
 			return nil
 		}
 		defer finish(0, "", nil) // a no-op once the answer below was recorded; else (refused, panic) frees the key
@@ -223,7 +227,7 @@ func (s *Server) handleBatch(c echo.Context) error {
 		return err
 	}
 
-	if WantsStream(r.Header.Values("Accept")) {
+	if stream {
 		return s.stream(c, start, plan, finish)
 	}
 	s.obs.BatchStarted()

@@ -14,8 +14,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchd/batchd/idempotency"
 	"github.com/batchd/batchd/runner"
 )
+
+var _ Idempotency = (*idempotency.Guard)(nil)
 
 func TestWantsStream(t *testing.T) {
 	for _, tc := range []struct {
@@ -182,7 +185,7 @@ type recordingIdempotency struct {
 	finished int
 }
 
-func (r *recordingIdempotency) Begin(http.ResponseWriter, *http.Request, []byte) (func(int, string, []byte), bool) {
+func (r *recordingIdempotency) Begin(http.ResponseWriter, *http.Request, []byte, bool) (func(int, string, []byte), bool) {
 	return func(status int, ct string, body []byte) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -205,4 +208,76 @@ func TestStreamRecordsTheWholeAnswer(t *testing.T) {
 	assert.Equal(t, "application/x-ndjson", idem.ct)
 	assert.Equal(t, string(b), string(idem.body), "the recorded answer is the streamed body")
 	assert.Equal(t, 3, strings.Count(string(b), "\n"))
+}
+
+// TestIdempotencyKeysTheFormSent: through the real handler and guard, the Idempotency-Key fingerprint is the form of
+// the answer actually sent (WantsStream), not whether Accept names application/x-ndjson. Every retry is checked
+// against the first answer byte for byte: Producer/Add would answer another new_id had the batch run again.
+func TestIdempotencyKeysTheFormSent(t *testing.T) {
+	const body = `[{"key": "add", "path": "Producer/Add", "payload": {"name": "Fanta"}}]`
+	type retry struct {
+		accept     string
+		status     int    // 200: a replay of the first answer; 422: key reused
+		replayedCT string // the replayed answer's Content-Type
+	}
+	for _, tc := range []struct {
+		name, accept string
+		firstCT      string
+		retries      []retry
+	}{
+		{
+			name: "JSON preferred to NDJSON is a JSON answer", accept: "application/json, application/x-ndjson;q=0.5",
+			firstCT: "application/json",
+			retries: []retry{
+				{accept: "application/json", status: http.StatusOK, replayedCT: "application/json"},
+				{accept: "", status: http.StatusOK, replayedCT: "application/json"},
+				{accept: "*/*", status: http.StatusOK, replayedCT: "application/json"},
+				{accept: "application/json, application/x-ndjson;q=0.5", status: http.StatusOK, replayedCT: "application/json"},
+				{accept: "application/x-ndjson", status: http.StatusUnprocessableEntity},
+			},
+		},
+		{
+			name: "a stream is another answer than JSON", accept: "application/x-ndjson",
+			firstCT: MIMENDJSON,
+			retries: []retry{
+				{accept: "application/json", status: http.StatusUnprocessableEntity},
+				{accept: "", status: http.StatusUnprocessableEntity},
+				{accept: "application/json, application/x-ndjson;q=0.5", status: http.StatusUnprocessableEntity},
+				{accept: "application/x-ndjson", status: http.StatusOK, replayedCT: MIMENDJSON},
+				{accept: "application/x-ndjson, application/json", status: http.StatusOK, replayedCT: MIMENDJSON},
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, ts := newTestServer(t, nil, &recordingObserver{}, io.Discard)
+			srv.cfg.Idempotency = idempotency.New(idempotency.Config{Store: idempotency.NewMemory(idempotency.MemoryConfig{})})
+			send := func(accept string) (*http.Response, []byte) {
+				hdr := []string{idempotency.HeaderKey, "k"}
+				if accept != "" {
+					hdr = append(hdr, "Accept", accept)
+				}
+				return post(t, ts.URL+"/v1/batch", "application/json", body, hdr...)
+			}
+			resp, first := send(tc.accept)
+			require.Equal(t, http.StatusOK, resp.StatusCode, "%s", first)
+			require.Equal(t, tc.firstCT, resp.Header.Get("Content-Type"))
+			require.Contains(t, string(first), `"new_id":1`)
+			assert.Empty(t, resp.Header.Get(idempotency.HeaderReplayed))
+
+			for _, r := range tc.retries {
+				resp, b := send(r.accept)
+				if !assert.Equal(t, r.status, resp.StatusCode, "Accept %q: %s", r.accept, b) {
+					continue
+				}
+				if r.status != http.StatusOK {
+					assert.Contains(t, string(b), `"error":4220`, "Accept %q", r.accept)
+					assert.Empty(t, resp.Header.Get(idempotency.HeaderReplayed), "Accept %q", r.accept)
+					continue
+				}
+				assert.Equal(t, "true", resp.Header.Get(idempotency.HeaderReplayed), "Accept %q", r.accept)
+				assert.Equal(t, r.replayedCT, resp.Header.Get("Content-Type"), "Accept %q: the form stored", r.accept)
+				assert.Equal(t, string(first), string(b), "Accept %q: the first answer, byte for byte", r.accept)
+			}
+		})
+	}
 }
