@@ -1,11 +1,13 @@
 package heapfloor_test
 
 import (
+	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -15,83 +17,58 @@ import (
 
 const mib = 1 << 20
 
-func TestPercent(t *testing.T) {
-	for _, c := range []struct {
-		floor, live uint64
-		want        int
-	}{
-		{32 * mib, 0, 3100}, // no cycle yet: counted as 1 MiB
-		{32 * mib, 1 * mib, 3100},
-		{32 * mib, 4 * mib, 700},
-		{32 * mib, 15 * mib, 113},
-		{32 * mib, 16 * mib, 100}, // half the floor: the default again
-		{32 * mib, 200 * mib, 100},
-		{1 << 40, 1 * mib, heapfloor.MaxPercent},
-	} {
-		assert.Equal(t, c.want, heapfloor.Percent(c.floor, c.live), "floor %d live %d", c.floor, c.live)
-	}
-}
-
-func gogc(t *testing.T) int {
-	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+func goal(t *testing.T) uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
 	metrics.Read(s)
 	require.Equal(t, metrics.KindUint64, s[0].Value.Kind())
-	return int(s[0].Value.Uint64())
+	return s[0].Value.Uint64()
 }
 
-// eventually collects and waits for the floor's finalizer to set want. The bound only catches a floor that never
-// tunes; it is not what the test measures.
-func eventually(t *testing.T, want func(int) bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !want(gogc(t)) {
-		require.True(t, time.Now().Before(deadline), "GOGC %d: never %s", gogc(t), what)
-		runtime.GC()
-		time.Sleep(time.Millisecond)
+// rss is the process's resident memory (Linux), or 0 where /proc is missing.
+func rss(t *testing.T) uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
 	}
-}
-
-var keep [][]byte
-
-// The floor follows the live heap from one collection to the next, and stop restores GOGC.
-func TestStartFollowsLiveHeapAndStopRestores(t *testing.T) {
-	prev := debug.SetGCPercent(90)
-	t.Cleanup(func() { debug.SetGCPercent(prev) })
-
-	const floor = 64 * mib
-	stop, ok := heapfloor.Start(floor)
-	require.True(t, ok)
-	second, ok := heapfloor.Start(floor)
-	assert.False(t, ok, "one floor per process")
-	second()
-	eventually(t, func(p int) bool { return p > 200 }, "raised over a small live heap")
-
-	// A live heap over half the floor: the default multiplier is enough.
-	for range 40 {
-		keep = append(keep, make([]byte, mib))
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			require.NoError(t, err, line)
+			return kb << 10
+		}
 	}
-	eventually(t, func(p int) bool { return p == 100 }, "back to 100 over a large live heap")
-
-	keep = nil
-	eventually(t, func(p int) bool { return p > 200 }, "raised again once the heap shrank")
-
-	stop()
-	assert.Equal(t, 90, gogc(t), "stop restores the GOGC Start found")
-	stop() // idempotent
-	assert.Equal(t, 90, gogc(t))
-
-	again, ok := heapfloor.Start(floor)
-	require.True(t, ok, "a floor may start again once the last one stopped")
-	again()
+	return 0
 }
 
-func TestStartZeroDoesNothing(t *testing.T) {
-	prev := debug.SetGCPercent(90)
-	t.Cleanup(func() { debug.SetGCPercent(prev) })
-	stop, ok := heapfloor.Start(0)
-	assert.False(t, ok)
+// The floor raises the collector's target to at least itself, without making the process use that memory, and
+// stop gives the default back.
+func TestFloorRaisesTheTargetNotTheRSS(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	const floor = 256 * mib
 	runtime.GC()
-	assert.Equal(t, 90, gogc(t))
+	before, rssBefore := goal(t), rss(t)
+	require.Less(t, before, uint64(floor), "the test's own heap is small")
+
+	stop := heapfloor.Start(floor)
+	runtime.GC()
+	assert.GreaterOrEqual(t, goal(t), uint64(floor))
+	if rssBefore > 0 {
+		// 128 MiB of ballast, untouched: resident memory grows by far less (allow for the test's own churn).
+		assert.Less(t, rss(t), rssBefore+32*mib, "the ballast must not be resident")
+	}
+
 	stop()
-	assert.Equal(t, 90, gogc(t))
+	runtime.GC()
+	runtime.GC()
+	assert.Less(t, goal(t), uint64(floor), "stop releases the floor")
+}
+
+func TestTinyFloorDoesNothing(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	runtime.GC()
+	before := goal(t)
+	stop := heapfloor.Start(1)
+	runtime.GC()
+	assert.InDelta(t, float64(before), float64(goal(t)), float64(4*mib))
+	stop()
 }

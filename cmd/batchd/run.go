@@ -41,13 +41,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(cfg.logFormat, stderr)
 	gcFloor := "off"
-	if getenv("GOGC") != "" {
-		gcFloor = "GOGC=" + getenv("GOGC")
-	} else if stopFloor, ok := heapfloor.Start(uint64(cfg.gcHeapFloor)); ok {
-		defer stopFloor()
+	switch {
+	case getenv("GOGC") != "":
+		gcFloor = "GOGC=" + getenv("GOGC") // the operator's own GC setting wins
+	case cfg.gcHeapFloor > 0:
+		defer heapfloor.Start(uint64(cfg.gcHeapFloor))()
 		gcFloor = cfg.gcHeapFloor.String()
-	} else if cfg.gcHeapFloor > 0 {
-		gcFloor = "kept by another server in this process"
 	}
 
 	reg := metrics.NewRegistry()
