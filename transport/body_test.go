@@ -2,9 +2,10 @@ package transport
 
 import (
 	"encoding/json"
-	"runtime/debug"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/batchd/batchd/internal/race"
 )
 
 func TestNormalizeBody(t *testing.T) {
@@ -64,23 +65,8 @@ func TestNormalizeBodyKeepsJSONAsIs(t *testing.T) {
 	}
 }
 
-// raceEnabled reports whether the test binary was built with -race, under which sync.Pool drops items at random
-// and allocation counts mean nothing.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
 func TestNormalizeBodyAllocs(t *testing.T) {
-	if raceEnabled() {
+	if race.Enabled() {
 		t.Skip("allocation counts are meaningless under -race")
 	}
 	body := []byte(`{"ok":true,"result":{"new_id":1}}`)

@@ -2,12 +2,13 @@ package main
 
 import (
 	"fmt"
-	"runtime/debug"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/batchd/batchd/internal/race"
 )
 
 // Answers to edit in the tables below: each case replaces one piece of a right answer.
@@ -227,7 +228,7 @@ func TestCheckEchoAndNewID(t *testing.T) {
 
 // TestChecksAllocateNothing: a right answer, other members included, costs the tool no allocation.
 func TestChecksAllocateNothing(t *testing.T) {
-	if raceEnabled() {
+	if race.Enabled() {
 		t.Skip("allocation counts are meaningless under -race")
 	}
 	echo10 := echoAnswer(10)
@@ -242,21 +243,6 @@ func TestChecksAllocateNothing(t *testing.T) {
 		require.NoError(t, f(), name)
 		assert.Zero(t, testing.AllocsPerRun(100, func() { _ = f() }), name)
 	}
-}
-
-// raceEnabled reports whether the test binary was built with -race, under which sync.Pool drops items at random
-// and allocation counts mean nothing.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // Example_checkBatch shows what an error about a step says: the step, what is wrong, and its response as sent.
