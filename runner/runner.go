@@ -221,14 +221,12 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 		b.stop = make(chan struct{})
 	}
 	prompt, _ := r.inv.(PromptInvoker)
-	anyPrompt := false
 	for i := range b.steps {
 		st := &b.steps[i]
 		if len(p.Steps[i].Dependents) > 0 { // only a dependent waits for a step to end
 			st.done = make(chan struct{})
 		}
 		st.prompt = prompt != nil && b.isPrompt(prompt, i)
-		anyPrompt = anyPrompt || st.prompt
 	}
 
 	for i := range n {
@@ -239,11 +237,9 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 			})
 		}
 	}
-	if anyPrompt {
-		for i := range n {
-			if b.steps[i].prompt {
-				b.run(i)
-			}
+	for i := range n { // the prompt steps, once every other step's goroutine is started
+		if b.steps[i].prompt {
+			b.run(i)
 		}
 	}
 	_ = b.g.Wait()
