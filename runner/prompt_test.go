@@ -79,7 +79,8 @@ func TestPromptStepsRunOnRunsGoroutine(t *testing.T) {
 		{"key":"p2","path":"prompt/Echo","payload":{"id":"${p1.result.new_id}"}},
 		{"key":"after_slow","path":"prompt/Echo","payload":{"id":"${slow.result.new_id}"}},
 		{"key":"templated","path":"prompt/Get/${p1.result.new_id}"},
-		{"key":"p3","path":"prompt/Echo"}
+		{"key":"p3","path":"prompt/Echo"},
+		{"key":"g","method":"GET","path":"prompt/Echo"}
 	]`)
 	const stepTimeout, batchTimeout = time.Minute, time.Hour
 	r := runner.New(inv, runner.Config{StepTimeout: stepTimeout, BatchTimeout: batchTimeout})
@@ -90,7 +91,7 @@ func TestPromptStepsRunOnRunsGoroutine(t *testing.T) {
 	for _, res := range results {
 		require.Equal(t, 200, res.Status, "%s: %s", res.Key, res.Body)
 	}
-	for _, k := range []string{"p1", "p2", "p3"} {
+	for _, k := range []string{"p1", "p2", "p3", "g"} {
 		assert.Equal(t, self, inv.on(k), "%s runs on Run's goroutine", k)
 		// The batch's deadline, not a step's: an hour away rather than a minute.
 		assert.Greater(t, inv.deadline[k].Sub(start), batchTimeout-time.Minute, k)
@@ -104,8 +105,8 @@ func TestPromptStepsRunOnRunsGoroutine(t *testing.T) {
 	assert.Less(t, pos(t, ev, "end p2"), pos(t, ev, "start p3"))
 	assert.Less(t, pos(t, ev, "end slow"), pos(t, ev, "start after_slow"))
 	// Asked at most once per step, with the checked path; never for a templated path or after a non-prompt
-	// dependency.
-	assert.Equal(t, []string{"POST prompt/Echo", "POST Sleep", "POST prompt/Echo", "POST prompt/Echo"}, inv.asked)
+	// dependency, nor again for the call the step before was asked about (p3 after p2; g has another method).
+	assert.Equal(t, []string{"POST prompt/Echo", "POST Sleep", "POST prompt/Echo", "GET prompt/Echo"}, inv.asked)
 }
 
 // Prompt steps keep every rule of the runner: a failure skips dependents and, with stop_on_error, the steps not

@@ -221,12 +221,13 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 		b.stop = make(chan struct{})
 	}
 	prompt, _ := r.inv.(PromptInvoker)
+	var memo promptMemo
 	for i := range b.steps {
 		st := &b.steps[i]
 		if len(p.Steps[i].Dependents) > 0 { // only a dependent waits for a step to end
 			st.done = make(chan struct{})
 		}
-		st.prompt = prompt != nil && b.isPrompt(prompt, i)
+		st.prompt = prompt != nil && b.isPrompt(prompt, &memo, i)
 	}
 
 	for i := range n {
@@ -269,9 +270,15 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 	return b.results
 }
 
+// promptMemo is the last call a batch asked PromptInvoker about: a batch often calls one method many times in a row.
+type promptMemo struct {
+	method, path  string
+	asked, prompt bool
+}
+
 // isPrompt reports whether step i runs on Run's goroutine: its path is static, inv says its call is prompt, and
 // each of its dependencies is a prompt step before it (so it has ended when step i's turn comes).
-func (b *batch) isPrompt(inv PromptInvoker, i int) bool {
+func (b *batch) isPrompt(inv PromptInvoker, memo *promptMemo, i int) bool {
 	step := &b.plan.Steps[i]
 	if !step.Path.Static() {
 		return false
@@ -282,7 +289,10 @@ func (b *batch) isPrompt(inv PromptInvoker, i int) bool {
 		}
 	}
 	path, _ := step.Path.Resolve(nil) // static: returns the checked path without looking at responses
-	return inv.Prompt(step.Method, path)
+	if !memo.asked || memo.path != path || memo.method != step.Method {
+		*memo = promptMemo{method: step.Method, path: path, asked: true, prompt: inv.Prompt(step.Method, path)}
+	}
+	return memo.prompt
 }
 
 // Response implements planner.Responses. A template asks only for its step's dependencies, which have ended
