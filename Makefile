@@ -1,7 +1,7 @@
 # batchd — see README.md. Every target is bounded in time; nothing here reaches beyond loopback.
 GO        ?= go
 BIN       := bin/batchd
-FUZZTIME  ?= 5s
+FUZZTIME  ?= 20000x
 BENCHTIME ?= 1s
 COUNT     ?= 5
 
