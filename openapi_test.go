@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchd/batchd"
+	"github.com/batchd/batchd/internal/syncbuf"
 	"github.com/batchd/batchd/ratelimit"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport"
@@ -714,13 +714,13 @@ func startBinary(t *testing.T, args ...string) string {
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			logs.WriteLine(sc.Bytes())
+			_, _ = logs.Write(append(sc.Bytes(), '\n'))
 			var rec struct{ Msg, Addr string }
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
 				select {
@@ -753,23 +753,4 @@ func startBinary(t *testing.T, args ...string) string {
 		t.Fatalf("batchd did not log its address within 20s:\n%s", logs)
 	}
 	return ""
-}
-
-// lockedBuffer collects a child's log lines while the test may print them.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) WriteLine(p []byte) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Write(p)
-	l.b.WriteByte('\n')
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

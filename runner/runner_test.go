@@ -1,7 +1,6 @@
 package runner_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/syncbuf"
 	"github.com/batchd/batchd/runner"
 )
 
@@ -521,9 +521,8 @@ func TestCancelledBeforeRun(t *testing.T) {
 }
 
 func TestPanicInInvoker(t *testing.T) {
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	log := slog.New(slog.NewTextHandler(&lockedWriter{mu: &logMu, w: &logs}, nil))
+	var logs syncbuf.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
 	f := &fakeInvoker{Step: map[string]func(context.Context, runner.Call) (runner.Response, error){
 		"A": func(context.Context, runner.Call) (runner.Response, error) { panic("secret internal state") },
 	}}
@@ -540,8 +539,6 @@ func TestPanicInInvoker(t *testing.T) {
 	requireDecided(t, m["B"], errcode.DependencyFailed, runner.OutcomeSkipped, false)
 	requireOK(t, m["C"]) // the slot was released
 	requireOK(t, m["D"])
-	logMu.Lock()
-	defer logMu.Unlock()
 	assert.Contains(t, logs.String(), "secret internal state")
 	assert.Contains(t, logs.String(), "runtime/debug.Stack", "the stack is logged")
 }
@@ -575,17 +572,6 @@ type panickyRecorder struct{}
 func (panickyRecorder) StepStarted(string)          { panic("recorder") }
 func (panickyRecorder) StepDone(runner.StepEvent)   { panic("recorder") }
 func (panickyRecorder) BatchDone(runner.BatchEvent) { panic("recorder") }
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
 
 func TestInvokeErrors(t *testing.T) {
 	for _, tc := range []struct {

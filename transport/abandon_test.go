@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchd/batchd/internal/syncbuf"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 )
@@ -28,7 +29,7 @@ func TestClientGoneIsCountedAbandoned(t *testing.T) {
 		return runner.Response{}, ctx.Err()
 	})
 	obs := &lockedObserver{}
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	srv := New(Config{Planner: planner.Config{}, Runner: runner.New(inv, runner.Config{}), Observer: obs,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	ts := httptest.NewServer(srv.Handler())

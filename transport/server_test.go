@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchd/batchd/internal/syncbuf"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport/demoapi"
@@ -201,21 +201,8 @@ func TestBatchHeadersForwardedStepHeadersIsolated(t *testing.T) {
 	assert.Equal(t, "Bearer batch", out.Responses[2].Response["auth"], "a step's own header never leaks to another step")
 }
 
-// lockedBuffer is a log sink written by the server while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 func TestClientGoneStopsTheBatch(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	_, ts := newTestServer(t, nil, nil, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

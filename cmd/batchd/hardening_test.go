@@ -25,6 +25,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/batchd/batchd/internal/syncbuf"
 )
 
 // seenRequest is one request as the upstream received it.
@@ -775,7 +777,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	addrc := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)

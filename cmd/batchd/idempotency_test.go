@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchd/batchd/idempotency/redistest"
+	"github.com/batchd/batchd/internal/syncbuf"
 )
 
 // keyedPost posts a batch with an Idempotency-Key (none when key is "") and an Authorization (none when "").
@@ -265,7 +266,7 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close()) // nothing listens there now
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	err = run(context.Background(), []string{"-addr", "127.0.0.1:0", "-redis-url", "redis://" + addr + "/0"},
 		func(string) string { return "" }, io.Discard, &stderr)
 	require.Error(t, err)

@@ -15,25 +15,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/batchd/batchd/internal/syncbuf"
 )
-
-// syncBuffer is a log sink that run() writes to while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // instance is one batchd started through run() on a loopback port.
 type instance struct {
@@ -53,7 +37,7 @@ type logSink interface {
 // start runs batchd with args (plus -addr 127.0.0.1:0) and waits until it logs its address.
 func start(t *testing.T, args ...string) *instance {
 	t.Helper()
-	return launch(t, &syncBuffer{}, nil, args...)
+	return launch(t, &syncbuf.Buffer{}, nil, args...)
 }
 
 // launch is start with the log going to logs and the environment run() sees (nil: none; run() never reads the

@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/batchd/batchd/internal/syncbuf"
 )
 
 // otlpCollector accepts OTLP/HTTP protobuf exports on /v1/traces and keeps what it got.
@@ -84,7 +86,7 @@ func (c *otlpCollector) spans() map[string][]string {
 // startEnv is start with an environment: run() reads env through getenv, never from the process.
 func startEnv(t *testing.T, env map[string]string, args ...string) *instance {
 	t.Helper()
-	return launch(t, &syncBuffer{}, env, args...)
+	return launch(t, &syncbuf.Buffer{}, env, args...)
 }
 
 func TestTracingExportsOverOTLP(t *testing.T) {

@@ -5,17 +5,17 @@
 package redistest
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/batchd/batchd/internal/syncbuf"
 )
 
 // Server is a running redis-server on a loopback port.
@@ -59,7 +59,7 @@ func try(t testing.TB, bin string) (*Server, string, bool) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
 
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", t.TempDir(), "--loglevel", "warning")
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -104,21 +104,4 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
