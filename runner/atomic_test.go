@@ -14,41 +14,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/answer"
 	"github.com/batchd/batchd/runner"
 )
 
 type handlers = map[string]func(context.Context, runner.Call) (runner.Response, error)
 
-// atomicAnswer decodes AppendAnswer's output for an atomic batch.
-type atomicAnswer struct {
-	Responses []struct {
-		Key            string          `json:"key"`
-		Status         int             `json:"status"`
-		Response       json.RawMessage `json:"response"`
-		RolledBack     *bool           `json:"rolled_back"`
-		RollbackStatus int             `json:"rollback_status"`
-		Timing         *struct {
-			Queued   float64  `json:"queued_ms"`
-			Started  *float64 `json:"started_ms"`
-			Duration *float64 `json:"duration_ms"`
-		} `json:"timing"`
-	} `json:"responses"`
-	CriticalPath *float64 `json:"critical_path_ms"`
-	Atomic       *struct {
-		Committed        bool `json:"committed"`
-		RollbackFailures []struct {
-			Key      string          `json:"key"`
-			Status   int             `json:"status"`
-			Response json.RawMessage `json:"response"`
-		} `json:"rollback_failures"`
-	} `json:"atomic"`
-}
-
-func answer(t *testing.T, body string, results []runner.Result) atomicAnswer {
+func decodeAnswer(t *testing.T, body string, results []runner.Result) answer.Answer {
 	t.Helper()
 	out := runner.AppendAnswer(nil, mustPlan(t, body), results)
 	require.True(t, json.Valid(out), "%s", out)
-	var a atomicAnswer
+	var a answer.Answer
 	require.NoError(t, json.Unmarshal(out, &a), "%s", out)
 	return a
 }
@@ -80,7 +56,7 @@ func TestAtomicCommitted(t *testing.T) {
 		assert.Nil(t, r.Rollback)
 	}
 	assert.Empty(t, rollbackEvents(f), "a committed batch runs no rollback")
-	a := answer(t, body, results)
+	a := decodeAnswer(t, body, results)
 	require.NotNil(t, a.Atomic)
 	assert.True(t, a.Atomic.Committed)
 	assert.NotNil(t, a.Atomic.RollbackFailures, "always listed, empty")
@@ -155,7 +131,7 @@ func TestAtomicRollsBackInReverseDependencyOrder(t *testing.T) {
 	assert.Equal(t, []string{"result A", "result B", "result C", "rollback B", "rollback A"}, lines)
 	mu.Unlock()
 
-	a := answer(t, chainABC, results)
+	a := decodeAnswer(t, chainABC, results)
 	assert.False(t, a.Atomic.Committed)
 	assert.Empty(t, a.Atomic.RollbackFailures)
 	for i, want := range []bool{true, true, false} {
@@ -219,7 +195,7 @@ func TestAtomicFailedRollbackIsReported(t *testing.T) {
 	assert.ElementsMatch(t, []string{"a ok=false", "b ok=false", "c ok=true"}, rec.events(),
 		"the recorder counts the rollback not attempted as failed")
 
-	a := answer(t, body, results)
+	a := decodeAnswer(t, body, results)
 	assert.False(t, a.Atomic.Committed)
 	require.Len(t, a.Atomic.RollbackFailures, 2, "never hidden")
 	assert.Equal(t, "A", a.Atomic.RollbackFailures[0].Key)
@@ -410,7 +386,7 @@ func TestTimings(t *testing.T) {
 	assert.GreaterOrEqual(t, m["B"].Queued, m["A"].Started+m["A"].Duration, "B is ready once A ended")
 	assert.GreaterOrEqual(t, cp, m["A"].Duration+m["B"].Duration+m["C"].Duration)
 
-	a := answer(t, body, results)
+	a := decodeAnswer(t, body, results)
 	require.NotNil(t, a.CriticalPath)
 	assert.InDelta(t, float64(cp.Microseconds())/1000, *a.CriticalPath, 0.0005)
 	assert.Nil(t, a.Atomic)

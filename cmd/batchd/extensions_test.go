@@ -13,38 +13,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/batchd/batchd/internal/answer"
 )
 
-// extAnswer is the JSON answer with the extension members.
-type extAnswer struct {
-	Responses []struct {
-		Key            string          `json:"key"`
-		Status         int             `json:"status"`
-		Response       json.RawMessage `json:"response"`
-		RolledBack     *bool           `json:"rolled_back"`
-		RollbackStatus int             `json:"rollback_status"`
-		Timing         *struct {
-			Queued   float64  `json:"queued_ms"`
-			Started  *float64 `json:"started_ms"`
-			Duration *float64 `json:"duration_ms"`
-		} `json:"timing"`
-	} `json:"responses"`
-	CriticalPath *float64 `json:"critical_path_ms"`
-	Atomic       *struct {
-		Committed        bool `json:"committed"`
-		RollbackFailures []struct {
-			Key      string          `json:"key"`
-			Status   int             `json:"status"`
-			Response json.RawMessage `json:"response"`
-		} `json:"rollback_failures"`
-	} `json:"atomic"`
-}
-
-func (in *instance) extBatch(t *testing.T, body string) extAnswer {
+func (in *instance) extBatch(t *testing.T, body string) answer.Answer {
 	t.Helper()
 	status, _, b := in.send(t, body)
 	require.Equal(t, http.StatusOK, status, "%s", b)
-	var a extAnswer
+	var a answer.Answer
 	require.NoError(t, json.Unmarshal(b, &a), "%s", b)
 	return a
 }
