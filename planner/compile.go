@@ -97,31 +97,27 @@ func (sc *jsonScratch) takeHoles() *jsonHoles {
 }
 
 func (sc *jsonScratch) takeSegs(src []jseg) []jseg {
-	if cap(sc.segSlab)-len(sc.segSlab) < len(src) {
-		sc.segSlab = make([]jseg, 0, sc.slabSize(len(src), 2))
-	}
-	l := len(sc.segSlab)
-	sc.segSlab = append(sc.segSlab, src...)
-	return sc.segSlab[l:len(sc.segSlab):len(sc.segSlab)]
+	return append(window(&sc.segSlab, len(src), sc.slabSize(len(src), 2)), src...)
 }
 
 func (sc *jsonScratch) takeRefs(src []ref) []ref {
-	if cap(sc.refSlab)-len(sc.refSlab) < len(src) {
-		sc.refSlab = make([]ref, 0, sc.slabSize(len(src), 1))
-	}
-	l := len(sc.refSlab)
-	sc.refSlab = append(sc.refSlab, src...)
-	return sc.refSlab[l:len(sc.refSlab):len(sc.refSlab)]
+	return append(window(&sc.refSlab, len(src), sc.slabSize(len(src), 1)), src...)
 }
 
 // takeParts returns an empty window of n parts, to be appended to (never beyond n).
 func (sc *jsonScratch) takeParts(n int) []part {
-	if cap(sc.partSlab)-len(sc.partSlab) < n {
-		sc.partSlab = make([]part, 0, sc.slabSize(n, 2))
+	return window(&sc.partSlab, n, sc.slabSize(n, 2))
+}
+
+// window returns an empty window of n items of *slab, to be appended to (never beyond n). A slab without room for n
+// is replaced by a new one of size items; the old one stays with the templates that hold windows of it.
+func window[T any](slab *[]T, n, size int) []T {
+	if cap(*slab)-len(*slab) < n {
+		*slab = make([]T, 0, size)
 	}
-	l := len(sc.partSlab)
-	sc.partSlab = sc.partSlab[:l+n]
-	return sc.partSlab[l : l : l+n]
+	l := len(*slab)
+	*slab = (*slab)[:l+n]
+	return (*slab)[l : l : l+n]
 }
 
 // compileJSON compiles a payload. raw is the payload exactly as received, already validated by the decoder (syntax,
