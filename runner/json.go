@@ -99,6 +99,12 @@ func AppendAnswer(dst []byte, p *planner.Plan, results []Result) []byte {
 	if p.Form == planner.FormArray {
 		return dst
 	}
+	return append(appendBatchMembers(dst, p, results), '}')
+}
+
+// appendBatchMembers appends the batch-level members the plan asks for (critical_path_ms, atomic), which close
+// both the answer and the stream's summary line.
+func appendBatchMembers(dst []byte, p *planner.Plan, results []Result) []byte {
 	if p.Timings {
 		dst = append(dst, `,"critical_path_ms":`...)
 		dst = appendMillis(dst, CriticalPath(p, results))
@@ -107,7 +113,7 @@ func AppendAnswer(dst []byte, p *planner.Plan, results []Result) []byte {
 		dst = append(dst, `,"atomic":`...)
 		dst = AppendAtomic(dst, results)
 	}
-	return append(dst, '}')
+	return dst
 }
 
 // AppendTiming appends {"queued_ms","started_ms","duration_ms"}: milliseconds from the batch start, with
@@ -209,15 +215,7 @@ func AppendSummary(dst []byte, p *planner.Plan, results []Result, elapsed time.D
 	dst = strconv.AppendInt(dst, int64(failed), 10)
 	dst = append(dst, `,"duration_ms":`...)
 	dst = appendMillis(dst, elapsed)
-	if p.Timings {
-		dst = append(dst, `,"critical_path_ms":`...)
-		dst = appendMillis(dst, CriticalPath(p, results))
-	}
-	if p.Atomic {
-		dst = append(dst, `,"atomic":`...)
-		dst = AppendAtomic(dst, results)
-	}
-	return append(dst, "}\n"...)
+	return append(appendBatchMembers(dst, p, results), "}\n"...)
 }
 
 // appendMillis appends d in milliseconds with microsecond precision, as a JSON number ("12", "0.305").
