@@ -332,8 +332,10 @@ func TestBehaviours(t *testing.T) {
 			assert.Equal(t, `"B's"`, w.Body.String())
 			w = batch(t, g, req{key: "k", auth: "Bearer C", body: "{}"}, &runs, `"C's"`)
 			assert.Equal(t, 3, runs, "C's other body is no mismatch: C never used the key")
+			assert.Equal(t, `"C's"`, w.Body.String())
 			w = batch(t, g, req{key: "k", body: body}, &runs, `"anonymous"`)
 			assert.Equal(t, 4, runs)
+			assert.Equal(t, `"anonymous"`, w.Body.String())
 			for auth, want := range map[string]string{"Bearer A": `"A's"`, "Bearer B": `"B's"`, "": `"anonymous"`} {
 				w = batch(t, g, req{key: "k", auth: auth, body: body}, &runs, "must not run")
 				assert.Equal(t, want, w.Body.String(), auth)
