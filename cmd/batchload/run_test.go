@@ -195,20 +195,19 @@ func TestRunAllScenariosAgainstFakeBatchd(t *testing.T) {
 	assert.Equal(t, []string{modeBatch1, modeSingle1, modeBatchC, modeSingleC}, modes["demo10"])
 }
 
-func TestRunWithChildUpstream(t *testing.T) {
-	target, upAddr := startFake(t, 0)
-	rep, err, _ := runJSON(t, "-scenario", "a50,c10", "-requests", "3", "-warmup", "1", "-delay", "1ms",
-		"-target", target, "-upstream-listen", upAddr, "-upstream-process")
-	requireValidRun(t, rep, err, "a50", "c10")
-	assert.Contains(t, rep.Run.Settings, "upstream in a child process (-upstream-process)")
-}
-
-func TestRunWithInProcessUpstream(t *testing.T) {
-	target, upAddr := startFake(t, 0)
-	rep, err, _ := runJSON(t, "-scenario", "a50,c10", "-requests", "3", "-warmup", "1", "-delay", "1ms",
-		"-target", target, "-upstream-listen", upAddr, "-upstream-process=false")
-	requireValidRun(t, rep, err, "a50", "c10")
-	assert.Contains(t, rep.Run.Settings, "upstream in the client's process (-upstream-process=false)")
+func TestRunWithChildOrInProcessUpstream(t *testing.T) {
+	for flag, setting := range map[string]string{
+		"-upstream-process":       "upstream in a child process (-upstream-process)",
+		"-upstream-process=false": "upstream in the client's process (-upstream-process=false)",
+	} {
+		t.Run(flag, func(t *testing.T) {
+			target, upAddr := startFake(t, 0)
+			rep, err, _ := runJSON(t, "-scenario", "a50,c10", "-requests", "3", "-warmup", "1", "-delay", "1ms",
+				"-target", target, "-upstream-listen", upAddr, flag)
+			requireValidRun(t, rep, err, "a50", "c10")
+			assert.Contains(t, rep.Run.Settings, setting)
+		})
+	}
 }
 
 func TestRunFailsOnWrongUpstreamCount(t *testing.T) {
