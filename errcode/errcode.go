@@ -31,21 +31,27 @@ const (
 	UpstreamReset       Code = 5021 // the connection broke or the upstream spoke broken HTTP
 	UpstreamTooLarge    Code = 5022 // the upstream's response exceeded the size cap
 	StepPanic           Code = 5001 // an invoker panicked; the stack is logged, never returned
+	CallTooLarge        Code = 4131 // the call's path, a header value or its body is over its cap once resolved; not sent
+	OverBudget          Code = 5070 // the batch's byte budget or the process memory budget cannot hold the call or its response
 )
 
 // Batch-level codes: the whole request's answer when it was not accepted.
 const (
-	InvalidBatch      Code = 4000 // the plan was refused; result.details lists every problem
-	Unauthorized      Code = 4010 // reserved for authentication in front of the batch endpoint
-	NotFound          Code = 4040 // unknown route, or an unknown demo API method
-	MethodNotAllowed  Code = 4050
-	IdempotencyBusy   Code = 4090 // the same Idempotency-Key is still running
-	BodyTooLarge      Code = 4130 // the request body exceeded -max-body
-	UnsupportedMedia  Code = 4150 // Content-Type is not JSON
-	IdempotencyReused Code = 4220 // the same Idempotency-Key was used with another body
-	RateLimited       Code = 4290
-	Internal          Code = 5000
-	Unavailable       Code = 5030 // draining on shutdown
+	InvalidBatch     Code = 4000 // the plan was refused; result.details lists every problem
+	Unauthorized     Code = 4010 // reserved for authentication in front of the batch endpoint
+	NotFound         Code = 4040 // unknown route, or an unknown demo API method
+	MethodNotAllowed Code = 4050
+	IdempotencyBusy  Code = 4090 // the same Idempotency-Key is still running
+	// IdempotencyNotStored: the batch of this Idempotency-Key ran, but its answer was too large to store; it is
+	// never run again.
+	IdempotencyNotStored Code = 4091
+	BodyTooLarge         Code = 4130 // the request body exceeded -max-body
+	UnsupportedMedia     Code = 4150 // Content-Type is not JSON
+	IdempotencyReused    Code = 4220 // the same Idempotency-Key was used with another body
+	RateLimited          Code = 4290
+	Internal             Code = 5000
+	Unavailable          Code = 5030 // draining on shutdown
+	Overloaded           Code = 5031 // the process memory budget cannot admit another batch now; retry after Retry-After
 )
 
 // DemoValidation is the REGOS code for a validation error in a business method (used by the demo API).

@@ -18,6 +18,8 @@
 //     first is running or done.
 //   - A claim lives for a lease (at most the TTL) while its batch runs, so that the claim of a replica that
 //     crashed mid-batch expires on its own.
+//   - An answer over Config.MaxAnswer is not stored: the key is kept as run, with its status only, and a retry gets
+//     409 (code 4091, reason idempotency_answer_not_stored): the batch ran once and is never run again.
 //   - Fail closed: when the store cannot be reached, a request with a key gets 503 (code 5030) and nothing runs.
 //     Requests without a key never touch the store. An answer that could not be stored is still sent.
 //
@@ -28,8 +30,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -48,12 +52,21 @@ const MaxKeyLen = 255
 
 // Results counted through Recorder.
 const (
-	ResultStored   = "stored"   // a batch's answer was stored under its key
-	ResultReplayed = "replayed" // a retry got a stored answer
-	ResultConflict = "conflict" // a retry came while the first still ran: 409
+	ResultStored    = "stored"     // a batch's answer was stored under its key
+	ResultNotStored = "not_stored" // a batch's answer was over MaxAnswer: its key is kept as run, without it
+	ResultReplayed  = "replayed"   // a retry got a stored answer
+	ResultConflict  = "conflict"   // a retry came while the first still ran, or after an answer not stored: 409
 	ResultMismatch = "mismatch" // the key came with another body: 422
 	ResultError    = "error"    // the store failed: 503, or an answer that could not be stored
 )
+
+// Results lists every result Recorder is told, a bounded label set for metrics.
+func Results() []string {
+	return []string{ResultStored, ResultNotStored, ResultReplayed, ResultConflict, ResultMismatch, ResultError}
+}
+
+// DefaultMaxAnswer is the largest answer stored by default (-idempotency-max-answer).
+const DefaultMaxAnswer = 4 << 20
 
 // Recorder counts what the guard did; *metrics.Metrics implements it.
 type Recorder interface {
@@ -70,15 +83,19 @@ type Config struct {
 	// not stored.
 	Lease time.Duration
 	// Timeout bounds each store call; default 3s.
-	Timeout  time.Duration
+	Timeout time.Duration
+	// MaxAnswer is the largest answer stored; a larger one is remembered as run but not stored. Default
+	// DefaultMaxAnswer.
+	MaxAnswer int64
 	Recorder Recorder     // optional
 	Logger   *slog.Logger // optional
 }
 
 // Guard applies the Idempotency-Key contract to batch requests.
 type Guard struct {
-	store   Store
-	ttl     time.Duration
+	store     Store
+	maxAnswer int64
+	ttl       time.Duration
 	lease   time.Duration
 	timeout time.Duration
 	rec     Recorder
@@ -87,7 +104,11 @@ type Guard struct {
 
 // New returns a Guard over cfg.Store.
 func New(cfg Config) *Guard {
-	g := &Guard{store: cfg.Store, ttl: cfg.TTL, lease: cfg.Lease, timeout: cfg.Timeout, rec: cfg.Recorder, log: cfg.Logger}
+	g := &Guard{store: cfg.Store, maxAnswer: cfg.MaxAnswer, ttl: cfg.TTL, lease: cfg.Lease, timeout: cfg.Timeout,
+		rec: cfg.Recorder, log: cfg.Logger}
+	if g.maxAnswer <= 0 {
+		g.maxAnswer = DefaultMaxAnswer
+	}
 	if g.ttl <= 0 {
 		g.ttl = 24 * time.Hour
 	}
@@ -114,17 +135,19 @@ func New(cfg Config) *Guard {
 // When Begin answered the request itself — a replay, a conflict, a bad key, a store failure — answered is true and
 // the handler must stop. Otherwise the handler runs the batch and calls finish with the answer it sends; only the
 // first call counts, so the handler may also defer finish(0, "", nil) to release the key on every path that did
-// not answer (a refused plan, a panic). A 2xx status stores the answer; any other status releases the key. body
-// must not be modified after finish. finish is never nil, and is a no-op for a request without a key.
-func (g *Guard) Begin(w http.ResponseWriter, r *http.Request, body []byte, stream bool) (finish func(status int, contentType string, body []byte), answered bool) {
+// not answer (a refused plan, a panic). A 2xx status stores the answer; any other status releases the key. limit is
+// the largest answer stored (0 for a request without a key): for an answer over it the handler passes a nil body
+// with its 2xx status, and the key is kept as run without its answer. body must not be modified after finish.
+// finish is never nil, and is a no-op for a request without a key.
+func (g *Guard) Begin(w http.ResponseWriter, r *http.Request, body []byte, stream bool) (finish func(status int, contentType string, body []byte), limit int64, answered bool) {
 	keys := r.Header.Values(HeaderKey)
 	if len(keys) == 0 {
-		return nopFinish, false
+		return nopFinish, 0, false
 	}
 	if len(keys) > 1 || !validKey(keys[0]) {
 		g.answerError(w, r, errcode.InvalidBatch, "invalid_idempotency_key",
 			"Idempotency-Key must be sent once, as 1 to 255 printable ASCII characters; nothing was executed")
-		return nil, true
+		return nil, 0, true
 	}
 	key := scopedKey(r.Header.Values("Authorization"), keys[0])
 	fp := NewFingerprint(stream, body)
@@ -134,7 +157,13 @@ func (g *Guard) Begin(w http.ResponseWriter, r *http.Request, body []byte, strea
 	cancel()
 	switch {
 	case err != nil && r.Context().Err() != nil:
-		return nil, true // the client left while we asked the store; nobody reads an answer
+		return nil, 0, true // the client left while we asked the store; nobody reads an answer
+	case errors.Is(err, ErrFull):
+		g.rec.IdempotencyResult(ResultError)
+		g.log.Warn("idempotency store full of running batches", "request_id", requestID(r))
+		g.answerError(w, r, errcode.Unavailable, "idempotency_unavailable",
+			"the idempotency store is full of running batches; nothing was executed; retry later with the same Idempotency-Key")
+		return nil, 0, true
 	case err != nil:
 		// Fail closed. The client sent a key because a second run would hurt (a payment, an import): running the
 		// batch without the guarantee, and so silently losing it whenever the store is down, is worse than asking
@@ -143,17 +172,24 @@ func (g *Guard) Begin(w http.ResponseWriter, r *http.Request, body []byte, strea
 		g.log.Error("idempotency store unavailable", "request_id", requestID(r), "err", err)
 		g.answerError(w, r, errcode.Unavailable, "idempotency_unavailable",
 			"the idempotency store is unavailable; nothing was executed; retry later with the same Idempotency-Key")
-		return nil, true
+		return nil, 0, true
 	case !claimed && e.Fingerprint != fp:
 		g.rec.IdempotencyResult(ResultMismatch)
 		g.answerError(w, r, errcode.IdempotencyReused, "idempotency_key_reused",
 			"this Idempotency-Key was used with another request body; nothing was executed; use a new key for a new batch")
-		return nil, true
+		return nil, 0, true
 	case !claimed && !e.Done:
 		g.rec.IdempotencyResult(ResultConflict)
 		g.answerError(w, r, errcode.IdempotencyBusy, "idempotency_key_busy",
 			"a batch with this Idempotency-Key is still running; nothing was executed; retry when it has finished")
-		return nil, true
+		return nil, 0, true
+	case !claimed && e.Answer.NotStored:
+		g.rec.IdempotencyResult(ResultConflict)
+		g.answerError(w, r, errcode.IdempotencyNotStored, "idempotency_answer_not_stored",
+			"the batch with this Idempotency-Key ran once (status "+strconv.Itoa(e.Answer.Status)+
+				"), but its answer was larger than -idempotency-max-answer and was not stored; nothing was executed, "+
+				"and it is never run again with this key")
+		return nil, 0, true
 	case !claimed:
 		g.rec.IdempotencyResult(ResultReplayed)
 		g.log.Info("batch replayed", "request_id", requestID(r), "idempotency_key", keys[0], "status", e.Answer.Status)
@@ -166,9 +202,9 @@ func (g *Guard) Begin(w http.ResponseWriter, r *http.Request, body []byte, strea
 		if _, err := w.Write(e.Answer.Body); err != nil {
 			g.log.Info("replayed answer not written", "request_id", requestID(r), "err", err)
 		}
-		return nil, true
+		return nil, 0, true
 	}
-	return g.finisher(r, key, keys[0], e), false
+	return g.finisher(r, key, keys[0], e), g.maxAnswer, false
 }
 
 // finisher returns the finish function of a claimed key.
@@ -187,7 +223,11 @@ func (g *Guard) finisher(r *http.Request, key, clientKey string, claim Entry) fu
 				}
 				return
 			}
-			stored, err := g.store.Complete(ctx, key, claim, Answer{Status: status, ContentType: contentType, Body: body}, g.ttl)
+			a := Answer{Status: status, ContentType: contentType, Body: body}
+			if body == nil || int64(len(body)) > g.maxAnswer {
+				a = Answer{Status: status, NotStored: true}
+			}
+			stored, err := g.store.Complete(ctx, key, claim, a, g.ttl)
 			switch {
 			case err != nil:
 				g.rec.IdempotencyResult(ResultError)
@@ -196,6 +236,10 @@ func (g *Guard) finisher(r *http.Request, key, clientKey string, claim Entry) fu
 				g.rec.IdempotencyResult(ResultError)
 				g.log.Warn("batch answer not stored: the claim's lease ran out before the batch finished",
 					append(attrs, "lease", g.lease.String())...)
+			case a.NotStored:
+				g.rec.IdempotencyResult(ResultNotStored)
+				g.log.Info("batch answer not stored: over -idempotency-max-answer; the key is kept as run",
+					append(attrs, "max_answer", g.maxAnswer)...)
 			default:
 				g.rec.IdempotencyResult(ResultStored)
 			}

@@ -150,7 +150,7 @@ func (q req) http(ctx context.Context) *http.Request {
 // begin calls Begin; when the guard did not answer, the caller runs and finishes.
 func begin(g *Guard, q req) (*httptest.ResponseRecorder, func(int, string, []byte), bool) {
 	w := httptest.NewRecorder()
-	finish, answered := g.Begin(w, q.http(context.Background()), []byte(q.body), q.stream)
+	finish, _, answered := g.Begin(w, q.http(context.Background()), []byte(q.body), q.stream)
 	return w, finish, answered
 }
 
@@ -247,7 +247,7 @@ func TestBehaviours(t *testing.T) {
 			q := req{key: "k", body: body}.http(context.Background())
 			q.Header.Set("Accept", "application/x-ndjson")
 			w := httptest.NewRecorder()
-			_, answered := g.Begin(w, q, []byte(body), false)
+			_, _, answered := g.Begin(w, q, []byte(body), false)
 			require.True(t, answered)
 			assert.Equal(t, "true", w.Header().Get(HeaderReplayed))
 			assert.Equal(t, answer, w.Body.String())
@@ -316,7 +316,7 @@ func TestBehaviours(t *testing.T) {
 		}},
 		{"the answer is stored when the client went away mid-run", func(t *testing.T, b backend, g *Guard, rec *countingRecorder) {
 			ctx, cancel := context.WithCancel(context.Background())
-			finish, answered := g.Begin(httptest.NewRecorder(), req{key: "k", body: body}.http(ctx), []byte(body), false)
+			finish, _, answered := g.Begin(httptest.NewRecorder(), req{key: "k", body: body}.http(ctx), []byte(body), false)
 			require.False(t, answered)
 			cancel()
 			finish(http.StatusOK, "application/json", []byte(answer))

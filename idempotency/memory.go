@@ -3,6 +3,7 @@ package idempotency
 import (
 	"container/list"
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -12,19 +13,24 @@ type MemoryConfig struct {
 	// MaxEntries bounds the number of keys held, running or done; past it the oldest entry is evicted. Default
 	// 10000.
 	MaxEntries int
+	// MaxBytes bounds the bytes held: each entry counts its key, its answer's body and content type, and
+	// entryOverhead for the rest. Past it the oldest entries are evicted. Default 64 MiB.
+	MaxBytes int64
 	// Now is the clock; default time.Now. Tests pass their own to expire entries without waiting.
 	Now func() time.Time
 }
 
-// Memory is the in-process Store: one replica's keys, lost on restart. It holds at most MaxEntries entries: a new
-// key evicts the oldest one (the least recently written), so a flood of keys costs replays of old answers, never
-// unbounded memory. Expired entries are swept lazily: a lookup drops the expired entry it finds, and every write
+// Memory is the in-process Store: one replica's keys, lost on restart. It holds at most MaxEntries entries and
+// MaxBytes bytes: a new entry evicts the oldest ones (the least recently written), so a flood of keys or of large
+// answers costs replays of old answers, never unbounded memory. Expired entries are swept lazily: a lookup drops the expired entry it finds, and every write
 // first drops expired entries from the old end.
 type Memory struct {
-	max int
-	now func() time.Time
+	max      int
+	maxBytes int64
+	now      func() time.Time
 
 	mu      sync.Mutex
+	bytes   int64                    // the size of every entry held
 	entries map[string]*list.Element // key → element of order
 	order   *list.List               // *memEntry, least recently written first
 }
@@ -33,6 +39,15 @@ type memEntry struct {
 	key     string
 	entry   Entry
 	expires time.Time
+	size    int64
+}
+
+// entryOverhead is what an entry costs besides its key and answer: the list element, the map slot, the struct.
+const entryOverhead = 256
+
+func (me *memEntry) measure() int64 {
+	return int64(entryOverhead + len(me.key) + len(me.entry.Answer.ContentType) + len(me.entry.Answer.Body) +
+		len(me.entry.Token))
 }
 
 var _ Store = (*Memory)(nil)
@@ -42,10 +57,14 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = 10000
 	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 64 << 20
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Memory{max: cfg.MaxEntries, now: cfg.Now, entries: make(map[string]*list.Element), order: list.New()}
+	return &Memory{max: cfg.MaxEntries, maxBytes: cfg.MaxBytes, now: cfg.Now, entries: make(map[string]*list.Element),
+		order: list.New()}
 }
 
 // Claim implements Store.
@@ -62,9 +81,13 @@ func (m *Memory) Claim(_ context.Context, key string, fp Fingerprint, lease time
 		m.remove(el)
 	}
 	e := Entry{Fingerprint: fp, Token: newToken()}
-	m.entries[key] = m.order.PushBack(&memEntry{key: key, entry: e, expires: now.Add(lease)})
-	for m.order.Len() > m.max {
-		m.remove(m.order.Front())
+	me := &memEntry{key: key, entry: e, expires: now.Add(lease)}
+	me.size = me.measure()
+	m.entries[key] = m.order.PushBack(me)
+	m.bytes += me.size
+	if !m.evict(nil) {
+		m.remove(m.entries[key])
+		return Entry{}, false, ErrFull
 	}
 	return e, true, nil
 }
@@ -81,7 +104,18 @@ func (m *Memory) Complete(_ context.Context, key string, claim Entry, a Answer, 
 	me := el.Value.(*memEntry)
 	me.entry.Done, me.entry.Answer = true, a
 	me.expires = now.Add(ttl)
+	m.bytes -= me.size
+	me.size = me.measure()
+	m.bytes += me.size
 	m.order.MoveToBack(el)
+	if !m.evict(el) {
+		// The running batches leave no room for this answer: keep the key as run, without its answer, rather
+		// than drop it and let a retry run the batch again.
+		m.bytes -= me.size
+		me.entry.Answer = Answer{Status: a.Status, NotStored: true}
+		me.size = me.measure()
+		m.bytes += me.size
+	}
 	return true, nil
 }
 
@@ -123,7 +157,33 @@ func (m *Memory) sweep(now time.Time) {
 	}
 }
 
+// evict drops the oldest done entries but keep while the store holds more than its bounds, and reports whether
+// it is within them. A running entry is never dropped: its batch would then run twice.
+func (m *Memory) evict(keep *list.Element) bool {
+	el := m.order.Front()
+	for el != nil && (m.order.Len() > m.max || m.bytes > m.maxBytes) {
+		next := el.Next()
+		if el != keep && el.Value.(*memEntry).entry.Done {
+			m.remove(el)
+		}
+		el = next
+	}
+	return m.order.Len() <= m.max && m.bytes <= m.maxBytes
+}
+
+// ErrFull is Claim's error when the store holds as many running batches as it may: none of them can be dropped.
+var ErrFull = errors.New("idempotency: the memory store is full of running batches")
+
+// Bytes is the size of the entries held, as counted against MaxBytes.
+func (m *Memory) Bytes() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bytes
+}
+
 func (m *Memory) remove(el *list.Element) {
-	delete(m.entries, el.Value.(*memEntry).key)
+	me := el.Value.(*memEntry)
+	delete(m.entries, me.key)
+	m.bytes -= me.size
 	m.order.Remove(el)
 }

@@ -25,8 +25,9 @@ const DefaultRedisPrefix = "batchd:idempotency:"
 // Release act only when the key still holds the caller's own running entry, compared byte for byte, token
 // included. Values are
 //
-//	running: "r1:" <fingerprint, hex> ":" <token>
-//	done:    "d1:" <fingerprint, hex> ":" <status, 3 digits> ":" <content type> "\n" <body>
+//	running:    "r1:" <fingerprint, hex> ":" <token>
+//	done:       "d1:" <fingerprint, hex> ":" <status, 3 digits> ":" <content type> "\n" <body>
+//	not stored: "n1:" <fingerprint, hex> ":" <status, 3 digits>
 //
 // readable with redis-cli, and with no base64 cost on the body.
 type Redis struct {
@@ -111,6 +112,9 @@ func encodeRunning(e Entry) string {
 }
 
 func encodeDone(e Entry) []byte {
+	if e.Answer.NotStored {
+		return fmt.Appendf([]byte("n1:"+hex.EncodeToString(e.Fingerprint[:])), ":%03d", e.Answer.Status)
+	}
 	b := make([]byte, 0, 3+2*len(e.Fingerprint)+6+len(e.Answer.ContentType)+1+len(e.Answer.Body))
 	b = append(b, "d1:"...)
 	b = hex.AppendEncode(b, e.Fingerprint[:])
@@ -150,6 +154,13 @@ func decode(v []byte) (Entry, error) {
 		}
 		e.Done = true
 		e.Answer = Answer{Status: status, ContentType: string(rest[4 : 4+nl]), Body: rest[4+nl+1:]}
+		return e, nil
+	case "n1:":
+		if len(rest) != 3 || !isDigits(rest) {
+			return e, errCorrupt
+		}
+		status, _ := strconv.Atoi(string(rest))
+		e.Done, e.Answer = true, Answer{Status: status, NotStored: true}
 		return e, nil
 	default:
 		return e, errCorrupt

@@ -38,6 +38,9 @@ type Answer struct {
 	Status      int
 	ContentType string
 	Body        []byte
+	// NotStored: the batch ran, but its answer was over the size it may be stored at (Config.MaxAnswer): only its
+	// status is kept, so that the key is never run again.
+	NotStored bool
 }
 
 // Fingerprint identifies what a batch asked for: the same key with another fingerprint is a misuse of the key.

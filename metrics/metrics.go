@@ -61,7 +61,7 @@ var RejectReasons = []string{
 	"invalid_header", "placeholder", "unknown_ref", "self_ref", "cycle", "too_large", "invalid_method",
 	"missing_rollback",
 	// HTTP layer
-	"body_too_large", "unsupported_media_type", "draining", "rate_limited",
+	"body_too_large", "unsupported_media_type", "draining", "rate_limited", "overloaded",
 	// anything else
 	"invalid",
 }
@@ -79,7 +79,7 @@ const kindFallback = "other"
 // stored (a keyed batch's answer was stored), replayed (a retry got it), conflict (a retry came while the first still
 // ran: 409), mismatch (the key came with another body: 422), error (the store failed: 503, or an answer was not
 // stored). IdempotencyResult counts any other value as "error".
-var IdempotencyResults = []string{"stored", "replayed", "conflict", "mismatch", "error"}
+var IdempotencyResults = []string{"stored", "not_stored", "replayed", "conflict", "mismatch", "error"}
 
 const idempotencyFallback = "error"
 
@@ -89,14 +89,18 @@ const (
 	outError
 	outTimeout
 	outSkipped
+	outTooLarge
+	outOverBudget
 	numOutcomes
 )
 
 var stepOutcomes = [numOutcomes]string{
-	outOK:      string(runner.OutcomeOK),
-	outError:   string(runner.OutcomeError),
-	outTimeout: string(runner.OutcomeTimeout),
-	outSkipped: string(runner.OutcomeSkipped),
+	outOK:         string(runner.OutcomeOK),
+	outError:      string(runner.OutcomeError),
+	outTimeout:    string(runner.OutcomeTimeout),
+	outSkipped:    string(runner.OutcomeSkipped),
+	outTooLarge:   string(runner.OutcomeTooLarge),
+	outOverBudget: string(runner.OutcomeOverBudget),
 }
 
 // maxCache bounds the name → series cache, whose keys are at most maxNameLen bytes: at most about 2 MiB of keys.
@@ -113,6 +117,10 @@ type Config struct {
 	// one matching only wildcard patterns is labelled with the first of them as written, so that each pattern is at
 	// most one label value; any other step is labelled "other".
 	Methods []string
+	// MemoryInUse, optional, reads the bytes the batches in flight hold (batchd_budget_bytes_in_use), and
+	// MemoryLimit is their budget (batchd_budget_bytes_limit; 0: none).
+	MemoryInUse func() int64
+	MemoryLimit int64
 }
 
 // Metrics holds every batchd metric. Build it with New.
@@ -215,6 +223,21 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		Help: "Rollbacks of the steps of atomic batches that did not commit, by outcome: ok (the step was undone), " +
 			"failed (the rollback failed, or was not attempted because a rollback it waited for failed).",
 	}, []string{"outcome"})
+	budgetInUse := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "budget_bytes_in_use",
+		Help: "Bytes reserved now by the batches in flight (requests, responses kept, calls built, answers) against " +
+			"the memory budget (-memory-budget).",
+	}, func() float64 {
+		if cfg.MemoryInUse == nil {
+			return 0
+		}
+		return float64(cfg.MemoryInUse())
+	})
+	budgetLimit := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "budget_bytes_limit",
+		Help: "The memory budget of the batches in flight (-memory-budget); 0: none.",
+	})
+	budgetLimit.Set(float64(cfg.MemoryLimit))
 	m.rollbacksOK = rollbacks.WithLabelValues("ok")
 	m.rollbacksFailed = rollbacks.WithLabelValues("failed")
 
@@ -259,7 +282,7 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	if reg != nil {
 		for _, c := range []prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration,
 			stepTimeouts, m.batchesInFlight, m.stepsInFlight, rejected, m.abandoned, upstream,
-			idempotency, rollbacks} {
+			idempotency, rollbacks, budgetInUse, budgetLimit} {
 			if err := reg.Register(c); err != nil {
 				return nil, errors.Join(errors.New("metrics: registering batchd metrics"), err)
 			}
@@ -373,7 +396,7 @@ func (m *Metrics) StepDone(ev runner.StepEvent) {
 	if o == outTimeout {
 		s.timeouts.Inc()
 	}
-	if o != outSkipped || ev.Duration > 0 {
+	if executed(o) || ev.Duration > 0 {
 		m.stepsInFlight.Dec()
 	}
 	if ev.UpstreamError != "" {
@@ -385,6 +408,9 @@ func (m *Metrics) StepDone(ev runner.StepEvent) {
 	}
 }
 
+// executed reports whether a step of outcome o had a StepStarted: every outcome but those of a step never sent.
+func executed(o int) bool { return o != outSkipped && o != outTooLarge && o != outOverBudget }
+
 // outcomeIndex maps an Outcome to its series; an outcome the runner should never report counts as an error, so it
 // is seen rather than dropped.
 func outcomeIndex(o runner.Outcome) int {
@@ -395,6 +421,10 @@ func outcomeIndex(o runner.Outcome) int {
 		return outTimeout
 	case runner.OutcomeSkipped:
 		return outSkipped
+	case runner.OutcomeTooLarge:
+		return outTooLarge
+	case runner.OutcomeOverBudget:
+		return outOverBudget
 	default:
 		return outError
 	}

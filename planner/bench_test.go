@@ -100,20 +100,20 @@ func BenchmarkJSONFloorDecode(b *testing.B) {
 // benchResponses serves every step the same small REGOS answer.
 type benchResponses struct{ body []byte }
 
-func (r benchResponses) Response(int) []byte { return r.body }
+func (r benchResponses) all() *Responses { return bodiesOf(func(int) []byte { return r.body }) }
 
 func BenchmarkAppend(b *testing.B) {
 	plan, err := Parse(benchBody("diamond", 50), Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	var r Responses = benchResponses{[]byte(`{"ok":true,"result":{"new_id":4,"name":"Coca-Cola","last_update":1758289402},"total":1}`)}
+	r := benchResponses{[]byte(`{"ok":true,"result":{"new_id":4,"name":"Coca-Cola","last_update":1758289402},"total":1}`)}
 	step := plan.Steps[len(plan.Steps)-1]
 	buf := make([]byte, 0, 256)
 	b.Run("templated", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if buf, err = step.Body.Append(buf[:0], r); err != nil {
+			if buf, err = step.Body.Append(buf[:0], r.all()); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -122,7 +122,7 @@ func BenchmarkAppend(b *testing.B) {
 	b.Run("static", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			buf, _ = static.Body.Append(buf[:0], r)
+			buf, _ = static.Body.Append(buf[:0], r.all())
 		}
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/batchd/batchd/internal/jsonscan"
 )
 
 // jsonScratch is working space for compileJSON, reused across the payloads of one Parse so that compiling a
@@ -217,7 +219,7 @@ func (sc *jsonScratch) compileString(pieces []piece, s string, i, end, at int) {
 	case !anyRef(pieces):
 		sc.arena = append(sc.arena, '"')
 		for _, p := range pieces {
-			sc.arena = appendJSONText(sc.arena, p.lit, false)
+			sc.arena = jsonscan.AppendStringContent(sc.arena, p.lit)
 		}
 		sc.arena = append(sc.arena, '"')
 	default:
@@ -243,7 +245,7 @@ func (sc *jsonScratch) compileString(pieces []piece, s string, i, end, at int) {
 		}
 		for _, p := range pieces {
 			if !p.isRef {
-				sc.arena = appendJSONText(sc.arena, p.lit, false)
+				sc.arena = jsonscan.AppendStringContent(sc.arena, p.lit)
 				if p.lit == "${" && strings.HasPrefix(s[pos:], "$${") {
 					pos += 3
 				} else {
@@ -338,7 +340,7 @@ func textParts(pieces []piece, refs *[]ref, jsonEsc, path bool) []part {
 	for _, p := range pieces {
 		if !p.isRef {
 			if jsonEsc {
-				acc = appendJSONText(acc, p.lit, false)
+				acc = jsonscan.AppendStringContent(acc, p.lit)
 			} else {
 				acc = append(acc, p.lit...)
 			}

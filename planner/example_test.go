@@ -10,7 +10,9 @@ import (
 // answers is what the runner would hand the templates: each finished step's raw response body, by index.
 type answers map[int]string
 
-func (a answers) Response(i int) []byte { return []byte(a[i]) }
+func (a answers) all() *planner.Responses {
+	return planner.NewResponses(len(a)+1, func(i int) []byte { return []byte(a[i]) }, nil)
+}
 
 // A string that is exactly one placeholder takes the referenced value with its JSON type; a placeholder inside a
 // longer string is interpolated as text. Steps may name steps later in the array.
@@ -27,7 +29,7 @@ func Example_placeholderTyping() {
 	fmt.Println("Get waits for", get.Deps, "depth", plan.Depth)
 
 	add := answers{1: `{"ok": true, "result": {"new_id": 4, "name": "Coca-Cola", "active": true, "owner": {"id": 9}}}`}
-	body, err := get.Body.Append(nil, add)
+	body, err := get.Body.Append(nil, add.all())
 	fmt.Println(string(body), err)
 	// Output:
 	// Get waits for [1] depth 2
@@ -47,7 +49,7 @@ func Example_resolveErrors() {
 	}
 	a := answers{0: `{"result": {"owner": {"id": 9}, "list": [1, 2]}}`}
 	for _, s := range plan.Steps[1:] {
-		_, err := s.Body.Append(nil, a)
+		_, err := s.Body.Append(nil, a.all())
 		var re *planner.ResolveError
 		if errors.As(err, &re) {
 			fmt.Println(re.Code, re.Placeholder, "—", re.Detail)
@@ -67,7 +69,7 @@ func Example_escapeAndInjection() {
 	if err != nil {
 		panic(err)
 	}
-	body, _ := plan.Steps[1].Body.Append(nil, answers{0: `{"x": 1, "text": "${B.secret}"}`})
+	body, _ := plan.Steps[1].Body.Append(nil, answers{0: `{"x": 1, "text": "${B.secret}"}`}.all())
 	fmt.Println(string(body))
 	// Output:
 	// {"template": "${A.x} stays text", "echo": "${B.secret}"}
@@ -86,7 +88,7 @@ func Example_pathSubstitution() {
 	path := plan.Steps[1].Path
 	fmt.Println(plan.Steps[1].Method, plan.Steps[1].Name)
 	for _, resp := range []string{`{"id": "a/b", "tag": "x&y z"}`, `{"id": "..", "tag": ""}`} {
-		p, err := path.Resolve(answers{0: resp})
+		p, err := path.Resolve(answers{0: resp}.all(), 0)
 		fmt.Printf("%q %v\n", p, err)
 	}
 	// Output:

@@ -15,6 +15,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/jsonscan"
 )
 
 // seedBodies are batch bodies from the tests, accepted and refused, for the fuzzers' corpora.
@@ -93,7 +94,7 @@ func checkPlan(t *testing.T, plan *Plan) {
 			t.Fatalf("step %d: no path", i)
 		}
 		if s.Path.Static() {
-			p, err := s.Path.Resolve(nil)
+			p, err := s.Path.Resolve(nil, 0)
 			if err != nil || CheckPath(p) != nil || strings.HasPrefix(p, "/") {
 				t.Fatalf("step %d: static path %q: %v", i, p, err)
 			}
@@ -146,7 +147,7 @@ func checkPlan(t *testing.T, plan *Plan) {
 					t.Fatalf("step %d: rollback %s refers to step %d, not itself or in %v", i, r.text, r.step, s.Deps)
 				}
 			}
-			if p, err := rb.Path.Resolve(fuzzResponses{}); err == nil {
+			if p, err := rb.Path.Resolve(fuzzResponses{}.all(), 0); err == nil {
 				if e := checkPath(p, true); e != nil {
 					t.Fatalf("step %d: resolved rollback path %q: %v", i, p, e)
 				}
@@ -156,7 +157,7 @@ func checkPlan(t *testing.T, plan *Plan) {
 			t.Fatal("an atomic plan must stop on error")
 		}
 		// Whatever the responses, a path that resolves is safe and a header value cannot split headers.
-		if p, err := s.Path.Resolve(fuzzResponses{}); err == nil {
+		if p, err := s.Path.Resolve(fuzzResponses{}.all(), 0); err == nil {
 			if e := checkPath(p, true); e != nil {
 				t.Fatalf("step %d: resolved path %q: %v", i, p, e)
 			}
@@ -165,13 +166,13 @@ func checkPlan(t *testing.T, plan *Plan) {
 			checkResolveError(t, err)
 		}
 		for _, h := range s.Headers {
-			if v, err := h.Value.Resolve(fuzzResponses{}); err == nil && badHeaderByte(v) >= 0 {
+			if v, err := h.Value.Resolve(fuzzResponses{}.all(), 0); err == nil && badHeaderByte(v) >= 0 {
 				t.Fatalf("step %d: header %s: %q", i, h.Name, v)
 			}
 		}
 		// Whatever the responses, a payload that resolves is valid JSON.
 		if s.Body != nil {
-			out, err := s.Body.Append(nil, fuzzResponses{})
+			out, err := s.Body.Append(nil, fuzzResponses{}.all())
 			if err == nil && !json.Valid(out) {
 				t.Fatalf("step %d: invalid payload %s", i, out)
 			}
@@ -222,9 +223,11 @@ func fuzzBase() *url.URL {
 // fuzzResponses answers every step with a response that has a bit of everything.
 type fuzzResponses struct{}
 
-func (fuzzResponses) Response(int) []byte {
-	return []byte(`{"id":1,"name":"n\"\u00e9","x":{"y":[true,null,"${A.x}"]},"list":[{"id":2}],"result":{"new_id":3,"name":"z"}}`)
+func (fuzzResponses) all() *Responses {
+	return bodiesOf(func(int) []byte { return fuzzBody })
 }
+
+var fuzzBody = []byte(`{"id":1,"name":"n\"\u00e9","x":{"y":[true,null,"${A.x}"]},"list":[{"id":2}],"result":{"new_id":3,"name":"z"}}`)
 
 func FuzzResolve(f *testing.F) {
 	seeds := []struct{ payload, response string }{
@@ -247,7 +250,7 @@ func FuzzResolve(f *testing.F) {
 		r := responses{0: string(response)}
 		body := `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":` + payload + `}]`
 		if plan, err := Parse([]byte(body), Config{}); err == nil && plan.Steps[1].Body != nil {
-			out, err := plan.Steps[1].Body.Append(nil, r)
+			out, err := plan.Steps[1].Body.Append(nil, r.all())
 			checkResolveError(t, err)
 			if err == nil && !json.Valid(out) {
 				t.Fatalf("payload %s with response %q gave invalid JSON %s", payload, response, out)
@@ -279,14 +282,14 @@ func FuzzResolve(f *testing.F) {
 			return
 		}
 		step := plan.Steps[1]
-		if v, err := step.Headers[0].Value.Resolve(r); err == nil {
+		if v, err := step.Headers[0].Value.Resolve(r.all(), 0); err == nil {
 			if badHeaderByte(v) >= 0 {
 				t.Fatalf("header value %q", v)
 			}
 		} else {
 			checkResolveError(t, err)
 		}
-		p, err := step.Path.Resolve(r)
+		p, err := step.Path.Resolve(r.all(), 0)
 		if err != nil {
 			checkResolveError(t, err)
 			return
@@ -383,7 +386,7 @@ func referenceLookup(v any, path string) (any, bool) {
 				return nil, false
 			}
 		case []any:
-			i, ok := arrayIndex(seg)
+			i, ok := jsonscan.ArrayIndex(seg)
 			if !ok || i >= len(x) {
 				return nil, false
 			}

@@ -13,13 +13,11 @@ import (
 // responses serves canned response bodies by step index.
 type responses map[int]string
 
-func (r responses) Response(i int) []byte {
-	s, ok := r[i]
-	if !ok {
-		return nil
-	}
-	return []byte(s)
-}
+// all returns the Responses of these bodies, by step index.
+func (r responses) all() *Responses { return bodiesOf(func(i int) []byte { return []byte(r[i]) }) }
+
+// bodiesOf returns Responses over fixed bodies by step index, for tests of templates.
+func bodiesOf(body func(int) []byte) *Responses { return NewResponses(1024, body, nil) }
 
 func mustParse(t testing.TB, body string, cfg Config) *Plan {
 	t.Helper()
@@ -59,7 +57,7 @@ func TestParseForms(t *testing.T) {
 		assert.Equal(t, 1, g.Index)
 		assert.Equal(t, "GET", g.Method, "upper-cased")
 		assert.Equal(t, "Producer/Get", g.Name, "no leading slash, no query")
-		path, err := g.Path.Resolve(nil)
+		path, err := g.Path.Resolve(nil, 0)
 		require.NoError(t, err)
 		assert.Equal(t, "Producer/Get?x=1", path)
 		require.NotNil(t, g.Body, `"body" is a synonym of "payload"`)
@@ -90,7 +88,7 @@ func TestParseForms(t *testing.T) {
 		assert.Equal(t, "GET", p.Steps[1].Method)
 		assert.Nil(t, p.Steps[1].Body)
 		assert.Equal(t, "users/${0.id}", p.Steps[1].Name)
-		path, err := p.Steps[1].Path.Resolve(responses{0: `{"id": 42}`})
+		path, err := p.Steps[1].Path.Resolve(responses{0: `{"id": 42}`}.all(), 0)
 		require.NoError(t, err)
 		assert.Equal(t, "users/42", path)
 	})
@@ -121,10 +119,10 @@ func TestParseForms(t *testing.T) {
 		assert.Equal(t, "X-Request-Id", h[1].Name)
 		assert.Equal(t, "X-Empty", h[2].Name)
 		assert.True(t, h[0].Value.Static())
-		v, err := h[0].Value.Resolve(nil)
+		v, err := h[0].Value.Resolve(nil, 0)
 		require.NoError(t, err)
 		assert.Equal(t, "Bearer x", v)
-		v, err = h[1].Value.Resolve(responses{1: `{"id": 7}`})
+		v, err = h[1].Value.Resolve(responses{1: `{"id": 7}`}.all(), 0)
 		require.NoError(t, err)
 		assert.Equal(t, "r-7", v)
 		assert.Equal(t, []int{1}, p.Steps[0].Deps)
@@ -350,16 +348,16 @@ func TestParseRepeatedPaths(t *testing.T) {
 	r := responses{0: `{"id":1}`, 1: `{"id":2}`, 6: `{"id":6}`, 7: `{"id":7}`}
 	for i, want := range []struct{ path, name string }{{"Producer/Add", "Producer/Add"}, {"Producer/Add", "Producer/Add"},
 		{"Producer/Add?x=1", "Producer/Add"}, {"x/1", "x/${A.id}"}, {"x/1", "x/${A.id}"}, {"x/2", "x/${B.id}"}} {
-		got, err := p.Steps[i].Path.Resolve(r)
+		got, err := p.Steps[i].Path.Resolve(r.all(), 0)
 		require.NoError(t, err)
 		assert.Equal(t, want.path, got, "step %d", i)
 		assert.Equal(t, want.name, p.Steps[i].Name, "step %d", i)
 	}
-	rb, err := p.Steps[2].Rollback.Path.Resolve(nil)
+	rb, err := p.Steps[2].Rollback.Path.Resolve(nil, 0)
 	require.NoError(t, err)
 	assert.Equal(t, "Producer/Add?x=1", rb)
 	for _, i := range []int{6, 7} {
-		rb, err := p.Steps[i].Rollback.Path.Resolve(r)
+		rb, err := p.Steps[i].Rollback.Path.Resolve(r.all(), 0)
 		require.NoError(t, err)
 		assert.Equal(t, "undo/"+strconv.Itoa(i), rb, "each rollback's ${self} is its own step")
 	}

@@ -220,28 +220,40 @@ func (t *PathTemplate) String() string { return t.text }
 
 // Resolve returns the method path (no leading "/", query kept), each substituted value escaped as one path
 // segment, and checks the result again (a refused path is a *ResolveError with errcode.ResolvedPathRefused).
-// A value in the query is escaped with url.QueryEscape.
-func (t *PathTemplate) Resolve(r Responses) (string, error) {
+// A value in the query is escaped with url.QueryEscape. A path over limit bytes (0: no limit) is a *TooLargeError.
+func (t *PathTemplate) Resolve(r *Responses, limit int) (string, error) {
 	if t.holes == nil {
 		return t.resolved, nil
 	}
 	h := t.holes
-	var w walker
 	b := make([]byte, 0, len(t.text)+16)
 	var val []byte
 	for _, p := range h.parts {
 		b = append(b, p.lit...)
+		if limit > 0 && len(b) > limit {
+			return "", &TooLargeError{Part: "path", Size: int64(len(b)), Limit: int64(limit), AtLeast: true}
+		}
 		if p.ref < 0 {
 			continue
 		}
+		room := -1 // appendText's limit: none
+		if limit > 0 {
+			room = limit - len(b)
+		}
 		var err error
-		if val, err = w.appendText(val[:0], &h.refs[p.ref], r); err != nil {
+		if val, err = appendText(val[:0], &h.refs[p.ref], r, room); err != nil {
+			if tl, ok := err.(*TooLargeError); ok {
+				tl.Part, tl.Size, tl.Limit = "path", tl.Size+int64(len(b)), int64(limit)
+			}
 			return "", err
 		}
 		if p.query {
 			b = append(b, url.QueryEscape(string(val))...)
 		} else {
 			b = append(b, url.PathEscape(string(val))...)
+		}
+		if limit > 0 && len(b) > limit {
+			return "", &TooLargeError{Part: "path", Size: int64(len(b)), Limit: int64(limit), AtLeast: true}
 		}
 	}
 	s := string(b)

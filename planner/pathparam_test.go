@@ -43,7 +43,7 @@ func TestResolvedPathParametersDoNotDodgeChecks(t *testing.T) {
 		{"key":"D","path":"v1/${A.batch}"}]`, Config{Blocked: []string{"Item/Import"}})
 	r := responses{0: `{"v":"Import;x","dots":"..;","batch":"batch;y"}`}
 	for _, i := range []int{1, 2, 3} {
-		_, err := plan.Steps[i].Path.Resolve(r)
+		_, err := plan.Steps[i].Path.Resolve(r.all(), 0)
 		var re *ResolveError
 		require.True(t, errors.As(err, &re), "step %d: %v", i, err)
 		assert.Equal(t, errcode.ResolvedPathRefused, re.Code)

@@ -134,22 +134,6 @@ func validKey(k string) bool {
 	return true
 }
 
-// arrayIndex parses a segment as an array index: decimal, no sign, no leading zero except "0".
-func arrayIndex(seg string) (int, bool) {
-	if seg == "" || len(seg) > 9 || (seg[0] == '0' && len(seg) > 1) {
-		return 0, false
-	}
-	n := 0
-	for i := 0; i < len(seg); i++ {
-		c := seg[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, true
-}
-
 // quoteClip quotes s for a message, shortened so that a hostile body cannot blow up the 400 answer.
 func quoteClip(s string) string {
 	const limit = 80

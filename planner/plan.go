@@ -115,10 +115,13 @@ type Header struct {
 	Value *StringTemplate
 }
 
-// Responses gives the raw JSON response body of a finished, successful step by index. The runner implements it;
-// a template only asks for steps listed in its step's Deps.
-type Responses interface {
-	Response(step int) []byte
+// Resolve returns the header's value resolved, as StringTemplate.Resolve does, a *TooLargeError naming the header.
+func (h *Header) Resolve(r *Responses, limit int) (string, error) {
+	v, err := h.Value.Resolve(r, limit)
+	if tl, ok := err.(*TooLargeError); ok {
+		tl.Part = "header " + quote(h.Name)
+	}
+	return v, err
 }
 
 // Problem is one reason a batch was refused.

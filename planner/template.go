@@ -1,13 +1,13 @@
 package planner
 
 import (
-	"bytes"
+	"slices"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/jsonscan"
 )
 
 // ref is a compiled placeholder. step is filled in once every key of the batch is known (a reference may name a
@@ -69,13 +69,13 @@ func (t *JSONTemplate) String() string {
 		b = append(b, s.lit...)
 		switch {
 		case s.ref >= 0:
-			b = appendJSONText(b, t.holes.refs[s.ref].text, true)
+			b = jsonscan.AppendString(b, t.holes.refs[s.ref].text)
 		case s.text != nil:
 			b = append(b, '"')
 			for _, p := range s.text {
 				b = append(b, p.lit...)
 				if p.ref >= 0 {
-					b = appendJSONText(b, t.holes.refs[p.ref].text, false)
+					b = jsonscan.AppendStringContent(b, t.holes.refs[p.ref].text)
 				}
 			}
 			b = append(b, '"')
@@ -84,52 +84,140 @@ func (t *JSONTemplate) String() string {
 	return string(b)
 }
 
-// Append appends the resolved payload JSON to dst. A placeholder that cannot be resolved yields a *ResolveError;
-// dst is then returned with its original length.
-func (t *JSONTemplate) Append(dst []byte, r Responses) ([]byte, error) {
+// Append appends the resolved payload JSON to dst, with no limit on its size. A placeholder that cannot be
+// resolved yields a *ResolveError; dst is then returned with its original length.
+func (t *JSONTemplate) Append(dst []byte, r *Responses) ([]byte, error) {
 	if t.holes == nil {
 		return append(dst, t.raw...), nil
 	}
-	start := len(dst)
-	var w walker
-	segs, refs := t.holes.segs, t.holes.refs
-	for i := range segs {
-		s := &segs[i]
-		dst = append(dst, s.lit...)
+	var inline [8][]byte
+	vals := refValues(inline[:], len(t.holes.refs))
+	size, err := t.lookup(r, vals)
+	if err != nil {
+		return dst, err
+	}
+	return t.build(slices.Grow(dst, size), vals), nil
+}
+
+// refValues returns room for the values of n references: inline when it is large enough (most templates hold a
+// few placeholders), else a slice of its own.
+func refValues(inline [][]byte, n int) [][]byte {
+	if n <= len(inline) {
+		return inline[:n]
+	}
+	return make([][]byte, n)
+}
+
+// Resolve returns the resolved payload in a buffer of its own. Its exact size is known before anything is copied:
+// a payload over limit bytes (0: no limit) is a *TooLargeError, and reserve (optional) is asked for the size
+// first, its error returned as it is; either way nothing was copied. A placeholder that cannot be resolved yields a
+// *ResolveError.
+func (t *JSONTemplate) Resolve(r *Responses, limit int64, reserve func(int64) error) ([]byte, error) {
+	var inline [8][]byte
+	var vals [][]byte
+	size := len(t.raw)
+	if t.holes != nil {
+		vals = refValues(inline[:], len(t.holes.refs))
+		var err error
+		if size, err = t.lookup(r, vals); err != nil {
+			return nil, err
+		}
+	}
+	if limit > 0 && int64(size) > limit {
+		return nil, &TooLargeError{Part: "body", Size: int64(size), Limit: limit}
+	}
+	if reserve != nil {
+		if err := reserve(int64(size)); err != nil {
+			return nil, err
+		}
+	}
+	if t.holes == nil {
+		return []byte(t.raw), nil
+	}
+	return t.build(make([]byte, 0, size), vals), nil
+}
+
+// lookup reads the value of every reference into vals (by the reference's index) and returns the resolved
+// payload's size.
+func (t *JSONTemplate) lookup(r *Responses, vals [][]byte) (int, error) {
+	refs := t.holes.refs
+	size := 0
+	for i := range t.holes.segs {
+		s := &t.holes.segs[i]
+		size += len(s.lit)
 		switch {
 		case s.ref >= 0:
-			rf := &refs[s.ref]
-			v, err := w.lookup(rf, r)
+			v, err := r.value(&refs[s.ref])
 			if err != nil {
-				return dst[:start], err
+				return 0, err
 			}
-			dst = appendValidUTF8(dst, v)
+			vals[s.ref] = v
+			size += len(v)
 		case s.text != nil:
-			dst = append(dst, '"')
+			size += 2 // the quotes
 			for _, p := range s.text {
-				dst = append(dst, p.lit...)
+				size += len(p.lit)
 				if p.ref < 0 {
 					continue
 				}
 				rf := &refs[p.ref]
-				v, err := w.lookup(rf, r)
+				v, err := r.value(rf)
 				if err != nil {
-					return dst[:start], err
+					return 0, err
 				}
-				switch v.Kind() {
+				switch v[0] {
 				case '"':
-					// The inside of a valid JSON string is valid inside another one: copy it still escaped.
-					dst = appendValidUTF8(dst, v[1:len(v)-1])
+					v = v[1 : len(v)-1] // the inside of a valid JSON string is valid inside another one, as it stands
 				case '{', '[':
-					return dst[:start], notEmbeddable(rf, v)
-				default:
-					dst = append(dst, v...)
+					return 0, notEmbeddable(rf, v)
+				}
+				vals[p.ref] = v
+				size += len(v)
+			}
+		}
+	}
+	return size, nil
+}
+
+// build appends the payload to dst, the references' values read by lookup.
+func (t *JSONTemplate) build(dst []byte, vals [][]byte) []byte {
+	for i := range t.holes.segs {
+		s := &t.holes.segs[i]
+		dst = append(dst, s.lit...)
+		switch {
+		case s.ref >= 0:
+			dst = append(dst, vals[s.ref]...)
+		case s.text != nil:
+			dst = append(dst, '"')
+			for _, p := range s.text {
+				dst = append(dst, p.lit...)
+				if p.ref >= 0 {
+					dst = append(dst, vals[p.ref]...)
 				}
 			}
 			dst = append(dst, '"')
 		}
 	}
-	return dst, nil
+	return dst
+}
+
+// TooLargeError is a call that would be over a cap once resolved (CONTRACT.md §10): the step fails unsent, with
+// 413 naming the part, its size and the cap.
+type TooLargeError struct {
+	Part  string // "path", "header \"X-Token\"", "body"
+	Size  int64  // the resolved size, or at least this much when AtLeast
+	Limit int64
+	// AtLeast: resolving stopped as soon as the part was sure to be over the cap, so Size is a lower bound.
+	AtLeast bool
+}
+
+func (e *TooLargeError) Error() string {
+	size := strconv.FormatInt(e.Size, 10)
+	if e.AtLeast {
+		size = "at least " + size
+	}
+	return e.Part + " is " + size + " bytes once its placeholders are resolved; at most " +
+		strconv.FormatInt(e.Limit, 10) + " allowed"
 }
 
 // StringTemplate is a compiled header value.
@@ -145,14 +233,18 @@ func (t *StringTemplate) Static() bool { return t.parts == nil }
 // String returns the value as written (placeholders included), with any $${ escape already applied when static.
 func (t *StringTemplate) String() string { return t.text }
 
-// Resolve returns the header value with its placeholders interpolated as text. A resolved value that contains a
-// control character other than tab (CR, LF, NUL, …) is refused with a *ResolveError (errcode.Unresolvable): a
-// response must not be able to split or smuggle headers.
-func (t *StringTemplate) Resolve(r Responses) (string, error) {
+// Resolve returns the header value with its placeholders interpolated as text; a value over limit bytes (0: no
+// limit) is a *TooLargeError (Header.Resolve names the header in it). A resolved value that contains a control character other than
+// tab (CR, LF, NUL, …) is refused with a *ResolveError (errcode.Unresolvable): a response must not be able to
+// split or smuggle headers.
+func (t *StringTemplate) Resolve(r *Responses, limit int) (string, error) {
 	if t.parts == nil {
 		return t.text, nil
 	}
-	var w walker
+	room := -1 // appendText's limit: none
+	if limit > 0 {
+		room = limit
+	}
 	b := make([]byte, 0, len(t.text)+16)
 	for _, p := range t.parts {
 		b = append(b, p.lit...)
@@ -162,7 +254,10 @@ func (t *StringTemplate) Resolve(r Responses) (string, error) {
 		rf := &t.refs[p.ref]
 		at := len(b)
 		var err error
-		if b, err = w.appendText(b, rf, r); err != nil {
+		if b, err = appendText(b, rf, r, room); err != nil {
+			if tl, ok := err.(*TooLargeError); ok {
+				tl.Part = "header"
+			}
 			return "", err
 		}
 		if badHeaderByte(b[at:]) >= 0 {
@@ -172,6 +267,9 @@ func (t *StringTemplate) Resolve(r Responses) (string, error) {
 				Detail:      "placeholder " + rf.text + " resolved to a header value with a control character",
 			}
 		}
+	}
+	if limit > 0 && len(b) > limit {
+		return "", &TooLargeError{Part: "header", Size: int64(len(b)), Limit: int64(limit)}
 	}
 	return string(b), nil
 }
@@ -190,13 +288,18 @@ func notEmbeddable(rf *ref, v []byte) *ResolveError {
 }
 
 // appendText appends the value rf names as text: a string unquoted, a number, boolean or null as its JSON text.
-func (w *walker) appendText(dst []byte, rf *ref, r Responses) ([]byte, error) {
-	v, rerr := w.lookup(rf, r)
-	if rerr != nil {
-		return dst, rerr
+// With a limit (negative: none), a text that cannot fit in limit bytes together with dst is a *TooLargeError (of no
+// part yet: the caller names it) before it is unquoted: a JSON string of n bytes unquotes to at least (n-2)/6 bytes.
+func appendText(dst []byte, rf *ref, r *Responses, limit int) ([]byte, error) {
+	v, err := r.value(rf)
+	if err != nil {
+		return dst, err
 	}
-	switch v.Kind() {
+	switch v[0] {
 	case '"':
+		if least := len(dst) + (len(v)-2)/6; limit >= 0 && least > limit {
+			return dst, &TooLargeError{Size: int64(least), Limit: int64(limit), AtLeast: true}
+		}
 		// Invalid UTF-8 is replaced; AppendUnquote reports it, which is not a reason to fail here.
 		dst, _ = jsontext.AppendUnquote(dst, v)
 		return dst, nil
@@ -238,63 +341,6 @@ func kindName(k jsontext.Kind) string {
 		return "array"
 	}
 	return "invalid value"
-}
-
-// appendValidUTF8 appends b, replacing invalid UTF-8 (which a tolerant walk may return from an upstream response)
-// so that a built payload is always valid JSON. In valid JSON syntax such bytes can only sit inside strings.
-func appendValidUTF8(dst, b []byte) []byte {
-	if utf8.Valid(b) {
-		return append(dst, b...)
-	}
-	return append(dst, bytes.ToValidUTF8(b, []byte("\uFFFD"))...)
-}
-
-// appendJSONText appends s JSON-escaped, with surrounding quotes when quoted is set.
-func appendJSONText(dst []byte, s string, quoted bool) []byte {
-	const hex = "0123456789abcdef"
-	if quoted {
-		dst = append(dst, '"')
-	}
-	last := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			r, n := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && n == 1 {
-				dst = append(dst, s[last:i]...)
-				dst = append(dst, `\ufffd`...)
-				i++
-				last = i
-				continue
-			}
-			i += n
-			continue
-		}
-		if c >= 0x20 && c != '"' && c != '\\' {
-			i++
-			continue
-		}
-		dst = append(dst, s[last:i]...)
-		switch c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
-		i++
-		last = i
-	}
-	dst = append(dst, s[last:]...)
-	if quoted {
-		dst = append(dst, '"')
-	}
-	return dst
 }
 
 // badHeaderByte returns the index of the first byte a header value may not hold (a control character other than

@@ -30,7 +30,7 @@ const srcResponse = `{
 func resolvePayload(t *testing.T, payload string) (string, error) {
 	t.Helper()
 	p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":`+payload+`}]`, Config{})
-	out, err := p.Steps[1].Body.Append([]byte("prefix:"), responses{0: srcResponse})
+	out, err := p.Steps[1].Body.Append([]byte("prefix:"), responses{0: srcResponse}.all())
 	if err != nil {
 		assert.Equal(t, "prefix:", string(out), "on error dst keeps its original content")
 		return "", err
@@ -133,7 +133,7 @@ func TestPayloadNoInjection(t *testing.T) {
 	for _, payload := range []string{`{"v":"${A.result.inject}"}`, `{"v":"<${A.result.inject}>"}`, `{"v":"${A.result.dollar}"}`} {
 		p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b"},{"key":"C","path":"c","payload":`+payload+`}]`, Config{})
 		assert.Equal(t, []int{0}, p.Steps[2].Deps)
-		out, err := p.Steps[2].Body.Append(nil, responses{0: srcResponse, 1: `{"x":"INJECTED"}`})
+		out, err := p.Steps[2].Body.Append(nil, responses{0: srcResponse, 1: `{"x":"INJECTED"}`}.all())
 		require.NoError(t, err)
 		assert.NotContains(t, string(out), "INJECTED")
 		assert.True(t, strings.Contains(string(out), "${B.x}") || strings.Contains(string(out), "$${x}"), string(out))
@@ -172,7 +172,7 @@ func TestPayloadResolveErrors(t *testing.T) {
 	}
 	t.Run("no response", func(t *testing.T) {
 		p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":"${A.x}"}]`, Config{})
-		for _, r := range []Responses{nil, responses{}} {
+		for _, r := range []*Responses{nil, responses{}.all()} {
 			_, err := p.Steps[1].Body.Append(nil, r)
 			var re *ResolveError
 			require.ErrorAs(t, err, &re)
@@ -182,7 +182,7 @@ func TestPayloadResolveErrors(t *testing.T) {
 	t.Run("broken response", func(t *testing.T) {
 		p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":"${A.x}"}]`, Config{})
 		for _, body := range []string{`{"x":`, `{"y":1,`, `[`, `{"x"}`} {
-			_, err := p.Steps[1].Body.Append(nil, responses{0: body})
+			_, err := p.Steps[1].Body.Append(nil, responses{0: body}.all())
 			var re *ResolveError
 			require.ErrorAs(t, err, &re, body)
 			assert.Equal(t, errcode.Unresolvable, re.Code)
@@ -193,7 +193,7 @@ func TestPayloadResolveErrors(t *testing.T) {
 func TestPayloadTolerantResponses(t *testing.T) {
 	p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":["${A.x}","${A.s}","v=${A.s}","${A.k\u00e9}"]}]`, Config{})
 	// Duplicate names: the first wins. Invalid UTF-8 is repaired so the payload stays valid JSON.
-	out, err := p.Steps[1].Body.Append(nil, responses{0: "{\"x\":1,\"x\":2,\"s\":\"a\xffb\",\"k\\u00e9\":3}"})
+	out, err := p.Steps[1].Body.Append(nil, responses{0: "{\"x\":1,\"x\":2,\"s\":\"a\xffb\",\"k\\u00e9\":3}"}.all())
 	require.NoError(t, err)
 	assert.Equal(t, "[1,\"a\uFFFDb\",\"v=a\uFFFDb\",3]", string(out))
 }
@@ -204,22 +204,22 @@ func TestHeaderInterpolation(t *testing.T) {
 		"X-Lit":"$${A}", "X-Bad":"${A.result.crlf}"}}]`, Config{})
 	h := p.Steps[1].Headers
 	r := responses{0: `{"result":{"token":"t\u00e9k","id":12,"crlf":"a\r\nHost: evil"}}`}
-	v, err := h[0].Value.Resolve(r)
+	v, err := h[0].Value.Resolve(r.all(), 0)
 	require.NoError(t, err)
 	assert.Equal(t, "Bearer ték", v)
 	assert.Equal(t, "Bearer ${A.result.token}", h[0].Value.String())
-	v, err = h[1].Value.Resolve(r)
+	v, err = h[1].Value.Resolve(r.all(), 0)
 	require.NoError(t, err)
 	assert.Equal(t, "12", v)
-	_, err = h[2].Value.Resolve(r)
+	_, err = h[2].Value.Resolve(r.all(), 0)
 	var re *ResolveError
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, errcode.NotEmbeddable, re.Code)
 	assert.True(t, h[3].Value.Static())
-	v, err = h[3].Value.Resolve(nil)
+	v, err = h[3].Value.Resolve(nil, 0)
 	require.NoError(t, err)
 	assert.Equal(t, "${A}", v)
-	_, err = h[4].Value.Resolve(r)
+	_, err = h[4].Value.Resolve(r.all(), 0)
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, errcode.Unresolvable, re.Code)
 	assert.Equal(t, "${A.result.crlf}", re.Placeholder)
@@ -263,7 +263,7 @@ func TestPathSubstitution(t *testing.T) {
 				Config{Blocked: []string{"Item/Import"}})
 			assert.False(t, p.Steps[1].Path.Static())
 			assert.Equal(t, []int{0}, p.Steps[1].Deps)
-			got, err := p.Steps[1].Path.Resolve(responses{0: `{"v":` + c.value + `}`})
+			got, err := p.Steps[1].Path.Resolve(responses{0: `{"v":` + c.value + `}`}.all(), 0)
 			if c.code == 0 {
 				require.NoError(t, err)
 				assert.Equal(t, c.want, got)
@@ -279,13 +279,13 @@ func TestPathSubstitution(t *testing.T) {
 		list := []string{"Item/Import"}
 		p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"${A.v}"}]`, Config{Blocked: list})
 		list[0] = "other"
-		_, err := p.Steps[1].Path.Resolve(responses{0: `{"v":"Item/Import"}`})
+		_, err := p.Steps[1].Path.Resolve(responses{0: `{"v":"Item/Import"}`}.all(), 0)
 		require.Error(t, err)
 	})
 	t.Run("static path with escape", func(t *testing.T) {
 		p := mustParse(t, `[{"key":"A","path":"/a$${b}"}]`, Config{})
 		assert.True(t, p.Steps[0].Path.Static())
-		got, err := p.Steps[0].Path.Resolve(nil)
+		got, err := p.Steps[0].Path.Resolve(nil, 0)
 		require.NoError(t, err)
 		assert.Equal(t, "a${b}", got)
 	})
@@ -350,15 +350,15 @@ func TestConcurrentResolve(t *testing.T) {
 	for g := 0; g < 8; g++ {
 		wg.Go(func() {
 			for _, s := range p.Steps {
-				b, err := s.Body.Append(nil, r)
+				b, err := s.Body.Append(nil, r.all())
 				if err != nil || !json.Valid(b) {
 					t.Error(err, string(b))
 				}
-				if _, err := s.Path.Resolve(r); err != nil {
+				if _, err := s.Path.Resolve(r.all(), 0); err != nil {
 					t.Error(err)
 				}
 				for _, h := range s.Headers {
-					if _, err := h.Value.Resolve(r); err != nil {
+					if _, err := h.Value.Resolve(r.all(), 0); err != nil {
 						t.Error(err)
 					}
 				}
@@ -370,7 +370,7 @@ func TestConcurrentResolve(t *testing.T) {
 
 func TestResolveErrorIsTyped(t *testing.T) {
 	p := mustParse(t, `[{"key":"A","path":"a"},{"key":"B","path":"b","payload":"${A.x}"}]`, Config{})
-	_, err := p.Steps[1].Body.Append(nil, responses{0: `{}`})
+	_, err := p.Steps[1].Body.Append(nil, responses{0: `{}`}.all())
 	var re *ResolveError
 	assert.True(t, errors.As(err, &re))
 }
@@ -401,7 +401,8 @@ func TestAllocations(t *testing.T) {
 	p := mustParse(t, string(benchBody("diamond", 50)), Config{})
 	many := mustParse(t, `[{"path":"a"},{"path":"b","payload":["${0.result.new_id}","${0.result.name}","x${0.result.name}",
 		"${0.result}","${0.result.new_id}-${0.result.new_id}"]}]`, Config{})
-	var r Responses = byteResponses{0: []byte(`{"result":{"new_id":4,"name":"Coca-Cola"}}`), 1: []byte(`{"result":{"new_id":5}}`)}
+	// One Responses, as the runner keeps one per batch: each response is indexed by its first lookup.
+	r := byteResponses{0: []byte(`{"result":{"new_id":4,"name":"Coca-Cola"}}`), 1: []byte(`{"result":{"new_id":5}}`)}.all()
 	buf := make([]byte, 0, 512)
 	cases = append(cases,
 		struct {
@@ -413,7 +414,7 @@ func TestAllocations(t *testing.T) {
 			name string
 			max  float64
 			f    func()
-		}{"append templated", 0, func() { buf, _ = p.Steps[10].Body.Append(buf[:0], r) }}, // the walker scans in place
+		}{"append templated", 0, func() { buf, _ = p.Steps[10].Body.Append(buf[:0], r) }}, // the index is built once
 		struct {
 			name string
 			max  float64
@@ -424,8 +425,8 @@ func TestAllocations(t *testing.T) {
 			max  float64
 			f    func()
 		}{"resolve static path and header", 0, func() {
-			_, _ = p.Steps[0].Path.Resolve(r)
-			_, _ = p.Steps[0].Headers[0].Value.Resolve(r)
+			_, _ = p.Steps[0].Path.Resolve(r, 0)
+			_, _ = p.Steps[0].Headers[0].Value.Resolve(r, 0)
 		}},
 	)
 	for _, c := range cases {
@@ -441,15 +442,15 @@ func TestAllocations(t *testing.T) {
 // byteResponses serves responses without converting them on each call, for allocation counts.
 type byteResponses map[int][]byte
 
-func (r byteResponses) Response(i int) []byte { return r[i] }
+func (r byteResponses) all() *Responses { return bodiesOf(func(i int) []byte { return r[i] }) }
 
 // TestParseOwnsItsStrings checks that a Plan neither aliases the body (the caller may reuse it) nor shares storage
 // with another Plan or with Parse's pooled working space (drafts, key map, scratch): plans parsed concurrently from
 // buffers that are then overwritten resolve as they did, right away and once every other Parse has run.
 func TestParseOwnsItsStrings(t *testing.T) {
-	var r Responses = byteResponses{0: []byte(`{"result":{"new_id":4,"name":"Co\"ke"}}`)}
+	r := byteResponses{0: []byte(`{"result":{"new_id":4,"name":"Co\"ke"}}`)}
 	for k := range 20 {
-		r.(byteResponses)[k] = r.Response(0)
+		r[k] = r[0]
 	}
 	bodies := []string{
 		string(benchBody("diamond", 20)),
@@ -461,16 +462,16 @@ func TestParseOwnsItsStrings(t *testing.T) {
 	resolve := func(p *Plan) []string {
 		var out []string
 		for _, s := range p.Steps {
-			path, err := s.Path.Resolve(r)
+			path, err := s.Path.Resolve(r.all(), 0)
 			require.NoError(t, err)
 			out = append(out, s.Key, s.Method, s.Name, path, fmt.Sprint(s.Deps, s.Dependents))
 			for _, h := range s.Headers {
-				v, err := h.Value.Resolve(r)
+				v, err := h.Value.Resolve(r.all(), 0)
 				require.NoError(t, err)
 				out = append(out, h.Name, v)
 			}
 			if s.Body != nil {
-				b, err := s.Body.Append(nil, r)
+				b, err := s.Body.Append(nil, r.all())
 				require.NoError(t, err)
 				out = append(out, string(b), s.Body.String())
 			}

@@ -19,6 +19,17 @@ type Call struct {
 	// Rollback marks the call that undoes step Key in an atomic batch (planner.Step.Rollback); Name and Path are
 	// then the rollback's.
 	Rollback bool
+	// Budget is the batch's byte budget (Options.Budget), nil for none. An Invoker reserves the bytes of the
+	// response it reads before it allocates them, and fails the call with the reservation's error when the budget
+	// cannot hold them (the step then fails with 507).
+	Budget Budget
+}
+
+// Budget is the byte budget that a batch's steps draw on (CONTRACT.md §10): the responses kept, the calls built,
+// the index of each response read by a placeholder. *budget.Account implements it; its errors are *budget.Error.
+type Budget interface {
+	Reserve(n int64) error
+	Release(n int64)
 }
 
 // Response is what an Invoker got back.
@@ -63,7 +74,16 @@ const (
 	OutcomeError   Outcome = "error"   // executed and failed: status >= 400, ok:false, unreachable, panic
 	OutcomeTimeout Outcome = "timeout" // cancelled at -step-timeout or -batch-timeout
 	OutcomeSkipped Outcome = "skipped" // never executed: 424, 412, cancelled before start
+	// OutcomeTooLarge: never sent, the call being over a cap once resolved (413).
+	OutcomeTooLarge Outcome = "too_large"
+	// OutcomeOverBudget: the batch's or the process's byte budget could not hold the call or its response (507).
+	OutcomeOverBudget Outcome = "over_budget"
 )
+
+// Outcomes lists every Outcome, a bounded label set for metrics.
+func Outcomes() []Outcome {
+	return []Outcome{OutcomeOK, OutcomeError, OutcomeTimeout, OutcomeSkipped, OutcomeTooLarge, OutcomeOverBudget}
+}
 
 // StepEvent is reported once per step when it ends, executed or not.
 type StepEvent struct {

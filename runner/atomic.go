@@ -104,12 +104,13 @@ func (b *batch) undo(u *undo, i int) {
 		}
 	}
 	call := Call{Key: step.Key, Method: rb.Method, Name: rb.Name, Rollback: true}
-	if err := b.fill(&call, rb.Path, rb.Headers, rb.Body); err != nil {
+	if err := b.fill(u.ctx, &call, rb.Path, rb.Headers, rb.Body); err != nil {
 		var tmp Result
-		b.resolveFailed(err, &tmp)
+		b.resolveFailed(u.ctx, err, &tmp)
 		out.decide(tmp.Code, tmp.Body)
 		return
 	}
+	defer b.releaseBytes(int64(len(call.Body)))
 	if !b.acquireRollback(u.ctx) {
 		out.decide(errcode.BatchTimeout, b.r.bodyBatchTimeout)
 		return

@@ -16,14 +16,18 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/budget"
 	"github.com/batchd/batchd/planner"
 )
 
-// Defaults of Config; CONTRACT.md §2.
+// Defaults of Config; CONTRACT.md §2 and §10.
 const (
-	DefaultMaxParallel  = 16
-	DefaultStepTimeout  = 10 * time.Second
-	DefaultBatchTimeout = 60 * time.Second
+	DefaultMaxParallel   = 16
+	DefaultStepTimeout   = 10 * time.Second
+	DefaultBatchTimeout  = 60 * time.Second
+	DefaultMaxCallPath   = 8 << 10
+	DefaultMaxCallHeader = 8 << 10
+	DefaultMaxCallBody   = 8 << 20
 )
 
 // Config is a Runner's configuration. The zero value of each field means its default.
@@ -36,6 +40,11 @@ type Config struct {
 	Limit *semaphore.Weighted
 	// Logger receives panics with their stack; nil means slog.Default().
 	Logger *slog.Logger
+	// MaxCallPath, MaxCallHeader and MaxCallBody cap one call once its placeholders are resolved: its path, each
+	// header value, its body (CONTRACT.md §10). A step over one fails unsent with 413. Defaults 8 KiB, 8 KiB, 8 MiB.
+	MaxCallPath   int
+	MaxCallHeader int
+	MaxCallBody   int64
 }
 
 // Options are one batch's settings.
@@ -50,6 +59,11 @@ type Options struct {
 	// ends (Result.Rollback is then set), after every OnResult of the batch. It may be called concurrently for
 	// independent rollbacks.
 	OnRollback func(Result)
+	// Budget, optional, is the batch's byte budget: each call built, each response read (through Call.Budget) and
+	// each index of a response read by a placeholder reserves its bytes from it first. A step whose reservation
+	// fails is 507 (OutcomeOverBudget). The runner releases what it reserved for a call once the call returned;
+	// the rest is the batch's until the caller closes the budget.
+	Budget Budget
 }
 
 // Result is one step's result.
@@ -133,6 +147,15 @@ func New(inv Invoker, cfg Config) *Runner {
 	if cfg.BatchTimeout <= 0 {
 		cfg.BatchTimeout = DefaultBatchTimeout
 	}
+	if cfg.MaxCallPath <= 0 {
+		cfg.MaxCallPath = DefaultMaxCallPath
+	}
+	if cfg.MaxCallHeader <= 0 {
+		cfg.MaxCallHeader = DefaultMaxCallHeader
+	}
+	if cfg.MaxCallBody <= 0 {
+		cfg.MaxCallBody = DefaultMaxCallBody
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -169,10 +192,11 @@ type batch struct {
 	ctxDone  <-chan struct{}
 	deadline time.Time // ctx's
 	results  []Result
-	steps    []stepState   // goroutine i's, and under tmu those of the steps in the timer's queue
-	slots    chan struct{} // per-batch concurrency slots; nil when the batch cannot exceed MaxParallel
-	stopped  atomic.Bool   // stop_on_error: a step failed, start nothing more
-	stop     chan struct{} // closed when stopped turns true; nil without stop_on_error
+	resps    *planner.Responses // what templates read; nil when no step depends on another and nothing rolls back
+	steps    []stepState        // goroutine i's, and under tmu those of the steps in the timer's queue
+	slots    chan struct{}      // per-batch concurrency slots; nil when the batch cannot exceed MaxParallel
+	stopped  atomic.Bool        // stop_on_error: a step failed, start nothing more
+	stop     chan struct{}      // closed when stopped turns true; nil without stop_on_error
 	// g runs one goroutine per step. Not errgroup.WithContext: a failed step is data, it must not cancel
 	// unrelated branches; every step returns nil.
 	g errgroup.Group
@@ -208,6 +232,9 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 		steps:   make([]stepState, n),
 		qhead:   -1,
 		qtail:   -1,
+	}
+	if p.Depth > 1 || p.Atomic { // only then can a template read a response
+		b.resps = planner.NewResponses(n, b.response, b.reserve)
 	}
 	var cancel context.CancelFunc
 	b.ctx, cancel = context.WithTimeoutCause(ctx, r.cfg.BatchTimeout, r.batchTimeout)
@@ -288,16 +315,30 @@ func (b *batch) isPrompt(inv PromptInvoker, memo *promptMemo, i int) bool {
 			return false
 		}
 	}
-	path, _ := step.Path.Resolve(nil) // static: returns the checked path without looking at responses
+	path, _ := step.Path.Resolve(nil, 0) // static: returns the checked path without looking at responses
 	if !memo.asked || memo.path != path || memo.method != step.Method {
 		*memo = promptMemo{method: step.Method, path: path, asked: true, prompt: inv.Prompt(step.Method, path)}
 	}
 	return memo.prompt
 }
 
-// Response implements planner.Responses. A template asks only for its step's dependencies, which have ended
-// successfully before it is resolved.
-func (b *batch) Response(step int) []byte { return b.results[step].Body }
+// response is the body of a step that ended successfully, for b.resps: a template asks only for its step's
+// dependencies (or, in a rollback, the step itself), which have ended before it is resolved.
+func (b *batch) response(step int) []byte { return b.results[step].Body }
+
+// reserve draws on the batch's budget, when it has one.
+func (b *batch) reserve(n int64) error {
+	if b.opt.Budget == nil {
+		return nil
+	}
+	return b.opt.Budget.Reserve(n)
+}
+
+func (b *batch) releaseBytes(n int64) {
+	if b.opt.Budget != nil {
+		b.opt.Budget.Release(n)
+	}
+}
 
 // run runs step i: on a goroutine of its own, or on Run's for a prompt step.
 func (b *batch) run(i int) {
@@ -352,6 +393,7 @@ func (b *batch) exec(i int, res *Result) {
 	if !ok {
 		return
 	}
+	defer b.releaseBytes(int64(len(call.Body))) // what resolve reserved for it: garbage once the call returned
 
 	if !b.acquire(res) {
 		return
@@ -434,16 +476,22 @@ func (b *batch) depFailed(step *planner.Step, res *Result) bool {
 // resolve builds step's call from its templates and the responses of its dependencies.
 func (b *batch) resolve(step *planner.Step, res *Result) (Call, bool) {
 	call := Call{Key: step.Key, Method: step.Method, Name: step.Name}
-	if err := b.fill(&call, step.Path, step.Headers, step.Body); err != nil {
-		return call, b.resolveFailed(err, res)
+	if err := b.fill(b.ctx, &call, step.Path, step.Headers, step.Body); err != nil {
+		return call, b.resolveFailed(b.ctx, err, res)
 	}
 	return call, true
 }
 
-// fill resolves a call's path, headers and body (a step's, or its rollback's) against the responses so far.
-func (b *batch) fill(call *Call, path *planner.PathTemplate, headers []planner.Header, body *planner.JSONTemplate) error {
+// fill resolves a call's path, headers and body (a step's, or its rollback's) against the responses so far,
+// within the call caps, and reserves the body's bytes from the batch's budget. It checks the batch's context
+// (the batch's, or the rollbacks') before each part: resolving reads responses, which can take time, and is work like any other.
+func (b *batch) fill(ctx context.Context, call *Call, path *planner.PathTemplate, headers []planner.Header, body *planner.JSONTemplate) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var err error
-	if call.Path, err = path.Resolve(b); err != nil {
+	call.Budget = b.opt.Budget
+	if call.Path, err = path.Resolve(b.resps, b.r.cfg.MaxCallPath); err != nil {
 		return err
 	}
 	call.Header = b.opt.Header
@@ -456,7 +504,7 @@ func (b *batch) fill(call *Call, path *planner.PathTemplate, headers []planner.H
 		vals := make([]string, len(headers))
 		for j := range headers {
 			sh := &headers[j]
-			if vals[j], err = sh.Value.Resolve(b); err != nil {
+			if vals[j], err = sh.Resolve(b.resps, b.r.cfg.MaxCallHeader); err != nil {
 				return err
 			}
 			if j > 0 && repeated(headers[:j], sh.Name) {
@@ -468,7 +516,10 @@ func (b *batch) fill(call *Call, path *planner.PathTemplate, headers []planner.H
 		call.Header = h
 	}
 	if body != nil {
-		if call.Body, err = body.Append(nil, b); err != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if call.Body, err = body.Resolve(b.resps, b.r.cfg.MaxCallBody, b.reserve); err != nil {
 			return err
 		}
 	}
@@ -484,8 +535,24 @@ func repeated(hs []planner.Header, name string) bool {
 	return false
 }
 
-// resolveFailed fills res for a placeholder that could not be resolved; it always returns false.
-func (b *batch) resolveFailed(err error, res *Result) bool {
+// resolveFailed fills res for a call that could not be built: a placeholder that could not be resolved (424), a
+// part over its cap (413), a budget that could not hold the body or an index (507), or the batch's context ending
+// meanwhile. It always returns false.
+func (b *batch) resolveFailed(ctx context.Context, err error, res *Result) bool {
+	var tl *planner.TooLargeError
+	var be *budget.Error
+	switch {
+	case ctx.Err() != nil:
+		b.notStarted(res)
+		return false
+	case errors.As(err, &tl):
+		b.decided(res, errcode.CallTooLarge, OutcomeTooLarge, errcode.Body(errcode.CallTooLarge,
+			"not sent: the call's "+tl.Error()+" (-max-call-"+callFlag(tl.Part)+")"))
+		return false
+	case errors.As(err, &be):
+		b.overBudget(res, be)
+		return false
+	}
 	code, desc := errcode.Unresolvable, "placeholder could not be resolved"
 	var re *planner.ResolveError
 	if errors.As(err, &re) {
@@ -558,8 +625,30 @@ func (b *batch) failed() {
 	}
 }
 
+// callFlag names the flag of a call cap by the part it caps.
+func callFlag(part string) string {
+	switch {
+	case part == "path":
+		return "path"
+	case part == "body":
+		return "body"
+	}
+	return "header"
+}
+
+// overBudget fills res for a step whose call or response a budget could not hold.
+func (b *batch) overBudget(res *Result, be *budget.Error) {
+	b.decided(res, errcode.OverBudget, OutcomeOverBudget, errcode.Body(errcode.OverBudget, "step failed: "+be.Error()))
+}
+
 // invokeFailed classifies an invocation that returned an error or ended with its context done.
 func (b *batch) invokeFailed(i int, sctx context.Context, err error, res *Result) {
+	var be *budget.Error
+	if errors.As(err, &be) {
+		res.Executed = false // the call may have been sent, but its response was not kept
+		b.overBudget(res, be)
+		return
+	}
 	if sctx.Err() != nil {
 		cause := context.Cause(sctx)
 		var ste *StepTimeoutError

@@ -59,7 +59,7 @@ func FuzzPlannedURLHost(f *testing.F) {
 		if err != nil {
 			return
 		}
-		resolved, err := plan.Steps[1].Path.Resolve(fuzzValue(`{"v":` + string(valueJSON) + `}`))
+		resolved, err := plan.Steps[1].Path.Resolve(fuzzValue(`{"v":`+string(valueJSON)+`}`), 0)
 		if err != nil {
 			return
 		}
@@ -83,6 +83,6 @@ func FuzzPlannedURLHost(f *testing.F) {
 }
 
 // fuzzValue answers every step with the same response body.
-type fuzzValue string
-
-func (v fuzzValue) Response(int) []byte { return []byte(v) }
+func fuzzValue(body string) *planner.Responses {
+	return planner.NewResponses(2, func(int) []byte { return []byte(body) }, nil)
+}

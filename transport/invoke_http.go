@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/batchd/batchd/internal/budget"
 	"github.com/batchd/batchd/runner"
 )
 
@@ -196,8 +197,15 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 		}
 		return runner.Response{}, h.classify(ctx, c, err, st.gotConn.Load())
 	}
+	// Closing a body that was not read to its end makes the Transport close the connection instead of reusing
+	// it: every early return below leaves a connection that misbehaved (or whose rest is unknown) unused.
 	defer resp.Body.Close()
 
+	if s := resp.StatusCode; s < 200 || s > 599 {
+		// A final status outside 200–599 (0, 101 or another 1xx the Transport passed on) is not an answer.
+		return runner.Response{}, &runner.InvokeError{Kind: "protocol",
+			Err: fmt.Errorf("status %d is not a final HTTP status", s)}
+	}
 	length := resp.ContentLength // -1 when unknown
 	if method == http.MethodHead {
 		length = 0 // the length of the body a GET would have had; none comes
@@ -206,19 +214,35 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 		return runner.Response{}, &runner.InvokeError{Kind: "too_large",
 			Err: fmt.Errorf("response of %d bytes is over the %d-byte cap", length, h.maxBytes)}
 	}
-	buf := make([]byte, 0, initialBufSize(length, h.maxBytes))
-	buf, err = readAll(io.LimitReader(resp.Body, h.maxBytes+1), buf)
+	buf, err := newCappedBuffer(length, h.maxBytes, c.Budget)
 	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
+		return runner.Response{}, err
+	}
+	if err := buf.readFrom(resp.Body); err != nil {
+		buf.discard()
+		var ctxErr error
+		switch ctxErr = ctx.Err(); {
+		case ctxErr != nil:
 			return runner.Response{}, fmt.Errorf("transport: step %s: %w", c.Key, ctxErr)
+		case errors.Is(err, errOverCap):
+			return runner.Response{}, &runner.InvokeError{Kind: "too_large",
+				Err: fmt.Errorf("response is over the %d-byte cap", h.maxBytes)}
+		case isBudget(err):
+			return runner.Response{}, err
 		}
 		return runner.Response{}, &runner.InvokeError{Kind: "reset", Err: fmt.Errorf("reading response: %w", err)}
 	}
-	if int64(len(buf)) > h.maxBytes {
-		return runner.Response{}, &runner.InvokeError{Kind: "too_large",
-			Err: fmt.Errorf("response is over the %d-byte cap", h.maxBytes)}
+	out, err := buf.body(resp.Header.Get("Content-Type"))
+	if err != nil {
+		return runner.Response{}, err
 	}
-	return runner.Response{Status: resp.StatusCode, Body: NormalizeBody(resp.Header.Get("Content-Type"), buf)}, nil
+	return runner.Response{Status: resp.StatusCode, Body: out}, nil
+}
+
+// isBudget reports whether err is a budget's refusal (CONTRACT.md §10), which the runner turns into 507.
+func isBudget(err error) bool {
+	var be *budget.Error
+	return errors.As(err, &be)
 }
 
 // callState is what one Invoke allocates besides the request.
@@ -226,34 +250,6 @@ type callState struct {
 	trace   httptrace.ClientTrace
 	gotConn atomic.Bool
 	vals    [2]string // the default Content-Type and Accept values, each a slice of its own
-}
-
-// initialBufSize sizes the read buffer from Content-Length when the upstream sent one, so that a typical response
-// is read into one allocation.
-func initialBufSize(contentLength, maxBytes int64) int64 {
-	switch {
-	case contentLength >= 0:
-		return min(contentLength+1, maxBytes+1) // +1: reading EOF needs no growth
-	default:
-		return 512
-	}
-}
-
-// readAll is io.ReadAll into a caller-sized buffer.
-func readAll(r io.Reader, b []byte) ([]byte, error) {
-	for {
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err != nil {
-			if err == io.EOF {
-				return b, nil
-			}
-			return b, err
-		}
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-	}
 }
 
 // classify maps a client.Do error: the context's own error as is, otherwise an *runner.InvokeError.

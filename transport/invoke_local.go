@@ -123,21 +123,34 @@ func (l *InProcessInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Re
 		req.Header["Accept"] = []string{"application/json"}
 	}
 
-	w := &responseBuffer{header: make(http.Header, 1), max: l.maxBytes}
+	buf, err := newCappedBuffer(-1, l.maxBytes, c.Budget)
+	if err != nil {
+		return runner.Response{}, err
+	}
+	w := &responseBuffer{header: make(http.Header, 1), body: buf}
 	l.h.ServeHTTP(w, req)
 
-	if err := ctx.Err(); err != nil {
-		return runner.Response{}, fmt.Errorf("transport: step %s: %w", c.Key, err)
-	}
-	if w.over {
+	switch {
+	case ctx.Err() != nil:
+		buf.discard()
+		return runner.Response{}, fmt.Errorf("transport: step %s: %w", c.Key, ctx.Err())
+	case errors.Is(w.err, errOverCap):
+		buf.discard()
 		return runner.Response{}, &runner.InvokeError{Kind: "too_large",
 			Err: fmt.Errorf("handler wrote over the %d-byte cap", l.maxBytes)}
+	case w.err != nil:
+		buf.discard()
+		return runner.Response{}, w.err // a budget's refusal
 	}
 	status := w.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	return runner.Response{Status: status, Body: NormalizeBody(w.header.Get("Content-Type"), w.body)}, nil
+	out, err := buf.body(w.header.Get("Content-Type"))
+	if err != nil {
+		return runner.Response{}, err
+	}
+	return runner.Response{Status: status, Body: out}, nil
 }
 
 // invokeDirect serves c through DirectHandler.ServeCall.
@@ -157,7 +170,16 @@ func (l *InProcessInvoker) invokeDirect(ctx context.Context, method string, c ru
 	if status == 0 {
 		status = http.StatusOK
 	}
-	return runner.Response{Status: status, Body: NormalizeBody("application/json", body)}, nil
+	// The handler allocated the answer itself: it is reserved once it exists, before it is kept.
+	if err := reserve(c.Budget, int64(cap(body))); err != nil {
+		return runner.Response{}, err
+	}
+	buf := &cappedBuffer{buf: body, max: l.maxBytes, bud: c.Budget}
+	out, err := buf.body("application/json")
+	if err != nil {
+		return runner.Response{}, err
+	}
+	return runner.Response{Status: status, Body: out}, nil
 }
 
 // callHeader is h as copyHeader would copy it: h itself, shared, when copying would change nothing (canonical
@@ -178,13 +200,13 @@ func callHeader(h http.Header) http.Header {
 	return out
 }
 
-// responseBuffer is a minimal http.ResponseWriter that keeps the status, the headers and at most max body bytes.
+// responseBuffer is a minimal http.ResponseWriter that keeps the status, the headers and at most the cap of body
+// bytes, each reserved from the call's budget. err is the first write error (past the cap, or a budget's refusal).
 type responseBuffer struct {
 	header http.Header
 	status int
-	body   []byte
-	max    int64
-	over   bool
+	body   *cappedBuffer
+	err    error
 }
 
 func (w *responseBuffer) Header() http.Header { return w.header }
@@ -203,33 +225,12 @@ func (w *responseBuffer) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	if w.over {
-		return 0, errTooLarge
+	if w.err != nil {
+		return 0, w.err
 	}
-	if room := w.max - int64(len(w.body)); int64(len(p)) > room {
-		w.body = append(w.body, p[:room]...)
-		w.over = true
-		return int(room), errTooLarge
-	}
-	w.body = append(w.body, p...)
-	return len(p), nil
-}
-
-// WriteString lets io.WriteString skip a conversion.
-func (w *responseBuffer) WriteString(s string) (int, error) {
-	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
-	}
-	if w.over {
-		return 0, errTooLarge
-	}
-	if room := w.max - int64(len(w.body)); int64(len(s)) > room {
-		w.body = append(w.body, s[:room]...)
-		w.over = true
-		return int(room), errTooLarge
-	}
-	w.body = append(w.body, s...)
-	return len(s), nil
+	n, err := w.body.Write(p)
+	w.err = err
+	return n, err
 }
 
 // Flush is a no-op: everything is delivered when the handler returns. It exists so that handlers that flush work.

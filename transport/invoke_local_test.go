@@ -279,7 +279,7 @@ func ExampleInProcessInvoker() {
 	}
 	// Output:
 	// 200 {"ok":true,"result":"hello, Ada"}
-	// 400 "bad payload\u000a"
+	// 400 "bad payload\n"
 }
 
 // The demo API's calls are prompt, except Demo/Sleep however its path is spelled; a handler that is not a

@@ -28,15 +28,19 @@ type AbandonObserver interface {
 // rateLimit charges the batch's caller for its steps, after planning (when the cost is known) and before anything
 // runs. It answers 429 and returns true when the batch may not run.
 //
-// The caller is a digest of the request's Authorization when it has one, else the client address as the connection
-// gives it: the server uses echo.ExtractIPDirect, so X-Forwarded-For and X-Real-IP cannot pick an identity.
+// The caller is the client's address (the connection's, or the last untrusted X-Forwarded-For hop behind
+// Config.TrustedProxies), or with RateLimitKey "authorization" a digest of its Authorization when it has one.
 func (s *Server) rateLimit(c echo.Context, start time.Time, plan *planner.Plan) (bool, error) {
 	lim := s.cfg.RateLimiter
 	if lim == nil {
 		return false, nil
 	}
 	cost := len(plan.Steps)
-	d := lim.Allow(ratelimit.Identity(c.Request().Header.Get("Authorization"), c.RealIP()), cost)
+	auth := ""
+	if s.cfg.RateLimitKey == "authorization" {
+		auth = c.Request().Header.Get("Authorization")
+	}
+	d := lim.Allow(ratelimit.Identity(auth, c.RealIP()), cost)
 	switch {
 	case d.Allowed:
 		return false, nil

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -27,6 +28,8 @@ func (c countingInvoker) Invoke(_ context.Context, call runner.Call) (runner.Res
 	return runner.Response{Status: 200, Body: []byte(`{"ok":true}`)}, nil
 }
 
+// TestRateLimitChargesStepsBeforeRunning keys callers by Authorization (opted into: a gateway in front would verify
+// it), and checks what a batch is charged and when.
 func TestRateLimitChargesStepsBeforeRunning(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	lim, err := ratelimit.New(ratelimit.Config{Rate: 0.5, Burst: 4, Now: func() time.Time { return now }})
@@ -35,7 +38,7 @@ func TestRateLimitChargesStepsBeforeRunning(t *testing.T) {
 	inv := countingInvoker{calls: make(chan string, 100)}
 	srv := New(Config{
 		Planner: planner.Config{MaxSteps: 10}, Runner: runner.New(inv, runner.Config{}),
-		Observer: obs, RateLimiter: lim, Demo: demoapi.New(demoapi.Config{}),
+		Observer: obs, RateLimiter: lim, RateLimitKey: "authorization", Demo: demoapi.New(demoapi.Config{}),
 	})
 	ts := newHTTPTestServer(t, srv)
 
@@ -105,6 +108,50 @@ func TestRateLimitChargesStepsBeforeRunning(t *testing.T) {
 	// Invalid batches are refused before they are charged: they cost nothing.
 	resp, _ = post(t, ts+"/v1/batch", "application/json", `{"requests":[{"key":"a","path":"//evil"}]}`, "Authorization", "Bearer fresh2")
 	assert.Equal(t, 400, resp.StatusCode)
+}
+
+// TestRateLimitKeysByAddress: by default a caller is its address, which a client cannot mint: a fresh
+// Authorization per batch, or X-Forwarded-For from an untrusted peer, is the same caller. Behind a trusted proxy,
+// the caller is the last untrusted X-Forwarded-For hop.
+func TestRateLimitKeysByAddress(t *testing.T) {
+	newServer := func(trusted ...string) string {
+		lim, err := ratelimit.New(ratelimit.Config{Rate: 0.001, Burst: 2})
+		require.NoError(t, err)
+		var nets []*net.IPNet
+		for _, c := range trusted {
+			_, n, err := net.ParseCIDR(c)
+			require.NoError(t, err)
+			nets = append(nets, n)
+		}
+		inv := countingInvoker{calls: make(chan string, 100)}
+		return newHTTPTestServer(t, New(Config{Runner: runner.New(inv, runner.Config{}), RateLimiter: lim,
+			TrustedProxies: nets}))
+	}
+	one := `{"requests":[{"key":"a","path":"x"}]}`
+	status := func(ts string, hdr ...string) int {
+		resp, b := post(t, ts+"/v1/batch", "application/json", one, hdr...)
+		if resp.StatusCode != 200 {
+			assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "%s", b)
+		}
+		return resp.StatusCode
+	}
+
+	ts := newServer()
+	for i := range 2 {
+		assert.Equal(t, 200, status(ts, "Authorization", "Bearer t"+strconv.Itoa(i), "X-Forwarded-For", "192.0.2."+strconv.Itoa(i)))
+	}
+	assert.Equal(t, 429, status(ts, "Authorization", "Bearer t9", "X-Forwarded-For", "192.0.2.9"),
+		"a new credential and a claimed address are still the same caller")
+
+	// Behind a trusted proxy (the test client is 127.0.0.1), each forwarded client is a caller of its own; a hop
+	// the client wrote itself, left of the proxy's, is not believed.
+	ts = newServer("127.0.0.0/8")
+	for range 2 {
+		assert.Equal(t, 200, status(ts, "X-Forwarded-For", "198.51.100.7"))
+	}
+	assert.Equal(t, 429, status(ts, "X-Forwarded-For", "198.51.100.7"))
+	assert.Equal(t, 429, status(ts, "X-Forwarded-For", "203.0.113.1, 198.51.100.7"), "only the last untrusted hop counts")
+	assert.Equal(t, 200, status(ts, "X-Forwarded-For", "198.51.100.8"))
 }
 
 func newHTTPTestServer(t *testing.T, srv *Server) string {

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/budget"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 )
@@ -45,14 +47,16 @@ type Batcher interface {
 	Run(ctx context.Context, p *planner.Plan, opt runner.Options) []runner.Result
 }
 
-// Idempotency makes a retried batch run once (CONTRACT.md §9, Idempotency-Key); *idempotency.Guard implements it.
-// Begin sees the request once its body is read, before planning, with the form the handler will answer in (stream:
-// NDJSON, as WantsStream decided), which is part of what a retry must repeat: the handler decides it once, so the
-// key's fingerprint is always the form of the answer sent. When Begin answered the request itself (a replay, a
-// conflict, a refusal) the handler stops. Otherwise the handler calls finish with the answer it gives (only the
+// Idempotency makes a retried batch run once (CONTRACT.md §9, §10: Idempotency-Key); *idempotency.Guard implements
+// it. Begin sees the request once its body is read, before planning, with the form the handler will answer in
+// (stream: NDJSON, as WantsStream decided), which is part of what a retry must repeat: the handler decides it once,
+// so the key's fingerprint is always the form of the answer sent. When Begin answered the request itself (a replay,
+// a conflict, a refusal) the handler stops. Otherwise the handler calls finish with the answer it gives (only the
 // first call counts): a 2xx answer is stored, any other status, or none (a refused plan, a panic), frees the key.
+// limit is the largest answer the key stores (0 for a request without a key): the handler passes a nil body with a
+// 2xx status for an answer over it, which is then remembered as run but not stored.
 type Idempotency interface {
-	Begin(w http.ResponseWriter, r *http.Request, body []byte, stream bool) (finish func(status int, contentType string, body []byte), answered bool)
+	Begin(w http.ResponseWriter, r *http.Request, body []byte, stream bool) (finish func(status int, contentType string, body []byte), limit int64, answered bool)
 }
 
 // Config is the server's wiring. Zero values mean defaults or "absent".
@@ -64,6 +68,13 @@ type Config struct {
 	// RateLimiter, optional, charges each caller a batch's step count after planning and before anything runs; a
 	// caller over its limit gets 429 with Retry-After.
 	RateLimiter RateLimiter
+	// RateLimitKey is what identifies a caller to the RateLimiter: "address" (the default: the client's address)
+	// or "authorization" (a digest of its Authorization header, else its address), which a client can mint at will
+	// unless a gateway in front verifies it.
+	RateLimitKey string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed: behind one, a client's address is the last
+	// address in X-Forwarded-For that is not a trusted proxy. Without any, it is the connection's peer.
+	TrustedProxies []*net.IPNet
 	// Idempotency, optional, guards batches sent with an Idempotency-Key header.
 	Idempotency Idempotency
 	// ForwardHeaders are batch-level request headers forwarded to every step in addition to the defaults.
@@ -76,6 +87,12 @@ type Config struct {
 	// BatchMiddleware wraps POST /v1/batch only, first entry outermost, inside the server-wide Recover (e.g.
 	// tracing.Middleware, whose span the handler's request context then carries to every step). Optional.
 	BatchMiddleware []echo.MiddlewareFunc
+	// Memory, optional, is the process memory budget (-memory-budget): a batch is admitted only when it can hold
+	// the batch's request and working buffers (else 503 overloaded with Retry-After), and everything the batch
+	// holds then is drawn from it (CONTRACT.md §10).
+	Memory *budget.Pool
+	// MaxBatchBytes bounds what one batch holds (-max-batch-bytes); 0: the process budget alone.
+	MaxBatchBytes int64
 }
 
 // DefaultForwardHeaders reach every step of a batch unless the step sets its own.
@@ -111,7 +128,16 @@ func New(cfg Config) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.IPExtractor = echo.ExtractIPDirect() // the connection's address: a client cannot pick its identity by header
+	// The connection's address, or behind trusted proxies the last untrusted X-Forwarded-For hop: a client cannot
+	// pick its identity by header.
+	e.IPExtractor = echo.ExtractIPDirect()
+	if len(cfg.TrustedProxies) > 0 {
+		opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+		for _, n := range cfg.TrustedProxies {
+			opts = append(opts, echo.TrustIPRange(n))
+		}
+		e.IPExtractor = echo.ExtractIPFromXFFHeader(opts...)
+	}
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 			s.log.Error("panic in handler", "path", c.Request().URL.Path, "err", err, "stack", string(stack))
@@ -188,25 +214,34 @@ func (s *Server) handleBatch(c echo.Context) error {
 		return s.refuse(c, start, "unsupported_media_type", errcode.UnsupportedMedia,
 			"Content-Type must be application/json", nil)
 	}
-	// Sized from Content-Length, so that a typical batch is read into one allocation; bounded, so that a length
-	// announced but never sent costs little.
-	buf := make([]byte, 0, min(initialBufSize(r.ContentLength, s.cfg.MaxBody), maxBodyPresize))
-	body, err := readAll(http.MaxBytesReader(c.Response(), r.Body, s.cfg.MaxBody), buf)
+	acct, err := s.admit(r.ContentLength)
+	if err != nil {
+		c.Response().Header().Set("Retry-After", "1")
+		return s.refuse(c, start, "overloaded", errcode.Overloaded,
+			"batchd is at its memory budget and cannot take this batch now; retry after 1s ("+err.Error()+")", nil)
+	}
+	defer acct.Close() // the batch's bytes, once its answer is written
+	body, err := s.readBody(r, c.Response(), acct)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
+		switch {
+		case errors.As(err, &tooLarge):
 			return s.refuse(c, start, "body_too_large", errcode.BodyTooLarge,
-				"request body exceeds "+strconv.FormatInt(s.cfg.MaxBody, 10)+" bytes", nil)
+				"request body exceeds "+strconv.FormatInt(s.cfg.MaxBody, 10)+" bytes (-max-body)", nil)
+		case isBudget(err):
+			c.Response().Header().Set("Retry-After", "1")
+			return s.refuse(c, start, "overloaded", errcode.Overloaded,
+				"batchd is at its memory budget and cannot take this batch now; retry after 1s ("+err.Error()+")", nil)
 		}
 		s.log.Info("batch body not read", "request_id", reqID, "err", err)
 		return nil // the client is gone or broke the stream; nobody reads an answer
 	}
 	// Decided once: the form of the answer is also part of an Idempotency-Key's fingerprint.
 	stream := WantsStream(r.Header.Values("Accept"))
-	finish := func(int, string, []byte) {}
+	finish, storeLimit := func(int, string, []byte) {}, int64(0)
 	if s.cfg.Idempotency != nil {
 		var answered bool
-		if finish, answered = s.cfg.Idempotency.Begin(c.Response(), r, body, stream); answered {
+		if finish, storeLimit, answered = s.cfg.Idempotency.Begin(c.Response(), r, body, stream); answered {
 			return nil
 		}
 		defer finish(0, "", nil) // a no-op once the answer below was recorded; else (refused, panic) frees the key
@@ -227,30 +262,101 @@ func (s *Server) handleBatch(c echo.Context) error {
 		return err
 	}
 
+	opt := runner.Options{Header: s.forwarded(r.Header), Budget: acct}
 	if stream {
-		return s.stream(c, start, plan, finish)
+		return s.stream(c, start, plan, opt, finish, storeLimit)
 	}
 	s.obs.BatchStarted()
-	results := s.cfg.Runner.Run(r.Context(), plan, runner.Options{Header: s.forwarded(r.Header)})
+	results := s.cfg.Runner.Run(r.Context(), plan, opt)
 	s.obs.BatchFinished()
 
-	failed := 0
-	for i := range results {
-		if results[i].Failed {
-			failed++
-		}
-	}
-	dur := msSince(start)
 	s.logRollbackFailures(reqID, plan, results)
-	out := runner.AppendAnswer(nil, plan, results)       // sizes its one allocation from the results
-	finish(http.StatusOK, echo.MIMEApplicationJSON, out) // also when the client left: its retry sees what ran
-	if r.Context().Err() != nil {
+	err = s.writeAnswer(c, plan, results, acct, finish, storeLimit)
+	failed, dur := failedSteps(results), msSince(start)
+	if err != nil || r.Context().Err() != nil {
 		s.logBatch("batch abandoned: client closed", reqID, len(results), failed, dur, false)
 		s.abandoned()
 		return nil
 	}
 	s.logBatch("batch", reqID, len(results), failed, dur, false)
-	return c.JSONBlob(http.StatusOK, out)
+	return nil
+}
+
+// batchOverhead is what a batch is charged at admission besides its request: the buffers its answer is written
+// through, and the plan's bookkeeping.
+const batchOverhead = 64 << 10
+
+// admit opens the account of a new batch whose request announces length bytes (-1: unknown), holding the plan's
+// share of the request and the answer's buffers; an error means the process budget cannot hold them now.
+func (s *Server) admit(length int64) (*budget.Account, error) {
+	return s.cfg.Memory.Open(s.cfg.MaxBatchBytes, batchOverhead+max(length, 0))
+}
+
+// readBody reads the request body, at most MaxBody bytes, each buffer reserved from the batch's account first.
+// The plan keeps a copy of what it needs of the body: when the request did not announce its length, that share is
+// reserved now that it is known.
+func (s *Server) readBody(r *http.Request, w http.ResponseWriter, acct *budget.Account) ([]byte, error) {
+	buf, err := newCappedBuffer(min(r.ContentLength, maxBodyPresize), s.cfg.MaxBody+1, acct)
+	if err != nil {
+		return nil, err
+	}
+	if err := buf.readFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)); err != nil {
+		buf.discard()
+		return nil, err
+	}
+	if r.ContentLength < 0 {
+		if err := acct.Reserve(int64(len(buf.buf))); err != nil {
+			buf.discard()
+			return nil, err
+		}
+	}
+	return buf.buf, nil
+}
+
+// smallAnswer is the size up to which an answer is built whole and sent with a Content-Length; a larger one is
+// written to the client in chunks straight from the step bodies.
+const smallAnswer = 64 << 10
+
+// writeAnswer writes the JSON answer of a batch that ran, and records it for its Idempotency-Key (finish; an
+// answer over storeLimit is recorded as not stored). A small answer, or one to be stored, is built whole in a
+// buffer reserved from the batch's account; any other, or one the account cannot hold, is written in chunks. It
+// returns the error of writing to the client, if any.
+func (s *Server) writeAnswer(c echo.Context, plan *planner.Plan, results []runner.Result, acct *budget.Account,
+	finish func(int, string, []byte), storeLimit int64) error {
+	size := answerBound(plan, results)
+	if size > smallAnswer && size > storeLimit && storeLimit > 0 {
+		size = answerSize(plan, results) // the bound is loose: whether it is stored depends on the exact size
+	}
+	w := c.Response()
+	before := writeDeadline(w)
+	if size <= max(smallAnswer, storeLimit) && acct.Reserve(size) == nil {
+		o := wire{buf: make([]byte, 0, size)}
+		o.answer(plan, results)
+		stored := o.buf
+		if int64(len(stored)) > storeLimit {
+			stored = nil
+		}
+		finish(http.StatusOK, echo.MIMEApplicationJSON, stored) // also when the client left: its retry sees what ran
+		before()
+		return c.JSONBlob(http.StatusOK, o.buf)
+	}
+	finish(http.StatusOK, echo.MIMEApplicationJSON, nil) // ran, too large to store
+	w.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	w.WriteHeader(http.StatusOK)
+	o := wire{w: w, before: before, buf: make([]byte, 0, chunk+512)}
+	o.answer(plan, results)
+	return o.err
+}
+
+// writeIdle bounds how long one write of an answer may wait for the client to read: a client that reads keeps
+// its answer coming however large it is, one that stops is cut after this long.
+const writeIdle = 15 * time.Second
+
+// writeDeadline returns what to call before each write of an answer: it moves the connection's write deadline to
+// writeIdle from now (the server's WriteTimeout counts from the request, which a long batch has used up).
+func writeDeadline(w http.ResponseWriter) func() {
+	rc := http.NewResponseController(w)
+	return func() { _ = rc.SetWriteDeadline(time.Now().Add(writeIdle)) }
 }
 
 // logBatch writes a batch's access line at Info, with "stream": true for a streamed answer: typed attributes, and

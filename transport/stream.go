@@ -1,8 +1,6 @@
 package transport
 
 import (
-	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -50,29 +48,46 @@ func WantsStream(accept []string) bool {
 // stream runs an accepted batch and answers it as NDJSON (CONTRACT.md §9): 200 at once, then one line per step as
 // it finishes ({"index","key","status","response"}, plus "timing" with "timings": true), in completion order, each
 // flushed; in an atomic batch that did not commit, one line per attempted rollback
-// ({"index","key","rolled_back","rollback_status"}); finally a summary line without "index" (runner.AppendSummary).
+// ({"index","key","rolled_back","rollback_status"}); finally a summary line without "index".
 //
 // The runner's OnResult is on the critical path of the step's dependents, so it never writes to the client: it
-// appends the line to one buffer under a mutex and signals this goroutine, which writes and flushes what is new.
-// A slow client therefore slows no step; the buffer holds at most the whole answer, as the JSON answer would.
-// The whole body is also what finish records for Idempotency-Key replays, also when the client went away.
-func (s *Server) stream(c echo.Context, start time.Time, plan *planner.Plan, finish func(int, string, []byte)) error {
+// queues the result (its body is the one the batch keeps anyway, not a copy) and signals this goroutine, which
+// writes and flushes the lines. A slow client therefore slows no step, and costs no memory beyond the queue. The
+// whole stream is also recorded for an Idempotency-Key (finish), up to storeLimit bytes: over it the stream is
+// recorded as not stored. It is recorded also when the client went away.
+func (s *Server) stream(c echo.Context, start time.Time, plan *planner.Plan, opt runner.Options,
+	finish func(int, string, []byte), storeLimit int64) error {
 	r, w := c.Request(), c.Response()
 	h := w.Header()
 	h.Set(echo.HeaderContentType, MIMENDJSON)
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // nginx and the like: pass each line on at once
 	w.WriteHeader(http.StatusOK)
-	sw := &streamWriter{w: w, rc: http.NewResponseController(w), ready: make(chan struct{}, 1)}
-	sw.flush() // the status line: the batch was accepted
+	rc := http.NewResponseController(w)
+	flush := func() { _ = rc.Flush() }
+	flush() // the status line: the batch was accepted
 
-	opt := runner.Options{
-		Header:   s.forwarded(r.Header),
-		OnResult: func(res runner.Result) { sw.step(plan, &res) },
-	}
+	q := &lineQueue{ready: make(chan struct{}, 1)}
+	opt.OnResult = func(res runner.Result) { q.push(res, false) }
 	if plan.Atomic {
-		opt.OnRollback = func(res runner.Result) { sw.rollback(&res) }
+		opt.OnRollback = func(res runner.Result) { q.push(res, true) }
 	}
+	rec := &recording{limit: storeLimit, acct: opt.Budget}
+	o := wire{w: w, before: writeDeadline(w), tee: rec.add, buf: make([]byte, 0, chunk+512)}
+	write := func() {
+		for _, l := range q.take() {
+			if l.rollback {
+				o.rollbackLine(&l.res)
+			} else {
+				o.line(plan, &l.res)
+			}
+		}
+		o.flush()
+		if o.err == nil {
+			flush()
+		}
+	}
+
 	done := make(chan []runner.Result, 1)
 	s.obs.BatchStarted()
 	go func() {
@@ -87,8 +102,8 @@ func (s *Server) stream(c echo.Context, start time.Time, plan *planner.Plan, fin
 	var results []runner.Result
 	for ran := false; !ran; {
 		select {
-		case <-sw.ready:
-			sw.flush()
+		case <-q.ready:
+			write()
 		case res, ok := <-done:
 			if !ok {
 				s.obs.BatchFinished()
@@ -99,93 +114,95 @@ func (s *Server) stream(c echo.Context, start time.Time, plan *planner.Plan, fin
 	}
 	s.obs.BatchFinished()
 
-	sw.summary(plan, results, time.Since(start))
-	sw.flush()
-	finish(http.StatusOK, MIMENDJSON, sw.body()) // also when the client left: its retry sees what ran
-	failed := 0
-	for i := range results {
-		if results[i].Failed {
-			failed++
-		}
+	write() // the lines queued since the last signal
+	o.summary(plan, results, time.Since(start))
+	o.flush()
+	if o.err == nil {
+		flush()
 	}
+	finish(http.StatusOK, MIMENDJSON, rec.answer()) // also when the client left: its retry sees what ran
 	reqID, dur := h.Get("X-Request-Id"), msSince(start)
 	s.logRollbackFailures(reqID, plan, results)
-	if r.Context().Err() != nil || sw.broken {
-		s.logBatch("batch abandoned: client closed", reqID, len(results), failed, dur, true)
+	if r.Context().Err() != nil || o.err != nil {
+		s.logBatch("batch abandoned: client closed", reqID, len(results), failedSteps(results), dur, true)
 		s.abandoned()
 		return nil
 	}
-	s.logBatch("batch", reqID, len(results), failed, dur, true)
+	s.logBatch("batch", reqID, len(results), failedSteps(results), dur, true)
 	return nil
 }
 
-// streamWriter collects the lines of a streamed answer from the runner's goroutines and writes them from the
-// handler's. buf only grows: buf[:sent] is on the wire, and the handler reads buf[sent:n] without the lock while
-// lines are appended beyond n.
-type streamWriter struct {
-	w      io.Writer
-	rc     *http.ResponseController
-	ready  chan struct{} // a line was added since the last flush; capacity 1
-	broken bool          // a write failed: the client is gone; lines are still collected for finish
-
-	mu   sync.Mutex
-	buf  []byte
-	sent int // handler goroutine only
+// queuedLine is a result waiting for its line: a step's, or (rollback) its rollback's.
+type queuedLine struct {
+	res      runner.Result
+	rollback bool
 }
 
-func (sw *streamWriter) step(plan *planner.Plan, r *runner.Result) {
-	sw.mu.Lock()
-	sw.buf = runner.AppendStreamLine(sw.buf, plan, r)
-	sw.mu.Unlock()
-	sw.signal()
+// lineQueue hands results from the runner's goroutines to the handler's.
+type lineQueue struct {
+	ready chan struct{} // a result was queued since the last take; capacity 1
+	mu    sync.Mutex
+	lines []queuedLine
 }
 
-func (sw *streamWriter) rollback(r *runner.Result) {
-	sw.mu.Lock()
-	sw.buf = runner.AppendRollbackLine(sw.buf, r)
-	sw.mu.Unlock()
-	sw.signal()
-}
-
-// summary runs on the handler goroutine once the runner has returned.
-func (sw *streamWriter) summary(plan *planner.Plan, results []runner.Result, elapsed time.Duration) {
-	sw.mu.Lock()
-	sw.buf = runner.AppendSummary(sw.buf, plan, results, elapsed)
-	sw.mu.Unlock()
-}
-
-func (sw *streamWriter) signal() {
+func (q *lineQueue) push(res runner.Result, rollback bool) {
+	q.mu.Lock()
+	q.lines = append(q.lines, queuedLine{res, rollback})
+	q.mu.Unlock()
 	select {
-	case sw.ready <- struct{}{}:
-	default: // a flush is pending already and will take this line too
+	case q.ready <- struct{}{}:
+	default: // a take is pending already and will find this line too
 	}
 }
 
-// flush writes every line not yet written and flushes them to the client.
-func (sw *streamWriter) flush() {
-	sw.mu.Lock()
-	chunk := sw.buf[sw.sent:len(sw.buf):len(sw.buf)]
-	sw.sent = len(sw.buf)
-	sw.mu.Unlock()
-	if sw.broken {
+// take returns the queued lines and empties the queue.
+func (q *lineQueue) take() []queuedLine {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	lines := q.lines
+	q.lines = nil
+	return lines
+}
+
+// recording keeps a copy of a streamed answer for its Idempotency-Key, up to limit bytes, each growth reserved
+// from the batch's budget; past the limit (or the budget) it keeps nothing and the answer is not stored.
+type recording struct {
+	limit int64
+	acct  runner.Budget
+	buf   []byte
+	over  bool
+}
+
+func (rc *recording) add(b []byte) {
+	if rc.over || rc.limit <= 0 {
 		return
 	}
-	if len(chunk) > 0 {
-		if _, err := sw.w.Write(chunk); err != nil {
-			sw.broken = true
+	n := len(rc.buf) + len(b)
+	if int64(n) > rc.limit {
+		rc.over, rc.buf = true, nil
+		return
+	}
+	if n > cap(rc.buf) {
+		grow := max(2*cap(rc.buf), n, 4096)
+		if rc.acct != nil && rc.acct.Reserve(int64(grow)) != nil {
+			rc.over, rc.buf = true, nil
 			return
 		}
+		old := cap(rc.buf)
+		rc.buf = append(make([]byte, 0, grow), rc.buf...)
+		if rc.acct != nil {
+			rc.acct.Release(int64(old))
+		}
 	}
-	if err := sw.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		sw.broken = true
-	}
+	rc.buf = append(rc.buf, b...)
 }
 
-// body is the whole answer; call it once the runner has returned.
-func (sw *streamWriter) body() []byte {
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	return sw.buf
+// answer is the recorded stream, nil when it was not kept whole.
+func (rc *recording) answer() []byte {
+	if rc.over {
+		return nil
+	}
+	return rc.buf
 }
 
 // logRollbackFailures logs, at warning level, each rollback of an atomic batch that did not succeed: its step

@@ -185,14 +185,14 @@ type recordingIdempotency struct {
 	finished int
 }
 
-func (r *recordingIdempotency) Begin(http.ResponseWriter, *http.Request, []byte, bool) (func(int, string, []byte), bool) {
+func (r *recordingIdempotency) Begin(http.ResponseWriter, *http.Request, []byte, bool) (func(int, string, []byte), int64, bool) {
 	return func(status int, ct string, body []byte) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if r.finished++; r.finished == 1 {
 			r.status, r.ct, r.body = status, ct, append([]byte(nil), body...)
 		}
-	}, false
+	}, 4 << 20, false
 }
 
 func TestStreamRecordsTheWholeAnswer(t *testing.T) {

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/url"
+	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -37,7 +40,18 @@ type config struct {
 
 	idempotencyTTL        time.Duration
 	idempotencyMaxEntries int
+	idempotencyMaxBytes   byteSize
+	idempotencyMaxAnswer  byteSize
 	redisURL              string // empty: Idempotency-Key answers are kept in memory
+
+	// Budgets (CONTRACT.md §10).
+	maxCallPath    byteSize
+	maxCallHeader  byteSize
+	maxCallBody    byteSize
+	maxBatchBytes  byteSize
+	memoryBudget   byteSize // 0: none
+	rateLimitKey   string   // address or authorization
+	trustedProxies string   // comma-separated CIDRs or addresses
 }
 
 // usageError is a bad flag or environment value: the process exits 2.
@@ -52,6 +66,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		addr: ":8080", maxSteps: 50, stepTimeout: 10 * time.Second, batchTimeout: 60 * time.Second,
 		maxParallel: 16, blocked: "Item/Import", maxBody: 1 << 20, maxResponse: 8 << 20, logFormat: "auto",
 		gcHeapFloor: 32 << 20, idempotencyTTL: 24 * time.Hour, idempotencyMaxEntries: 10000,
+		idempotencyMaxBytes: 64 << 20, idempotencyMaxAnswer: 4 << 20,
+		maxCallPath: 8 << 10, maxCallHeader: 8 << 10, maxCallBody: 8 << 20, maxBatchBytes: 64 << 20,
+		memoryBudget: byteSize(defaultMemoryBudget()), rateLimitKey: "address",
 	}
 	fs := flag.NewFlagSet("batchd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -85,6 +102,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	bind((*durationValue)(&c.idempotencyTTL), "idempotency-ttl", "BATCHD_IDEMPOTENCY_TTL", "how long the answer of a batch sent with an Idempotency-Key is replayed")
 	bind((*intValue)(&c.idempotencyMaxEntries), "idempotency-max-entries", "BATCHD_IDEMPOTENCY_MAX_ENTRIES", "most Idempotency-Key answers kept in memory (without -redis-url); the oldest is evicted")
 	bind((*stringValue)(&c.redisURL), "redis-url", "BATCHD_REDIS_URL", "Redis for Idempotency-Key answers shared by every replica, e.g. redis://127.0.0.1:6379/0; empty: in memory")
+	bind(&c.idempotencyMaxBytes, "idempotency-max-bytes", "BATCHD_IDEMPOTENCY_MAX_BYTES", "most bytes of Idempotency-Key answers kept in memory (without -redis-url); the oldest are evicted")
+	bind(&c.idempotencyMaxAnswer, "idempotency-max-answer", "BATCHD_IDEMPOTENCY_MAX_ANSWER", "largest answer stored for an Idempotency-Key; a larger one is not stored, and a retry gets 409 (the batch never runs twice)")
+	bind(&c.maxCallPath, "max-call-path", "BATCHD_MAX_CALL_PATH", "largest path of one call once its placeholders are resolved; larger fails the step unsent with 413")
+	bind(&c.maxCallHeader, "max-call-header", "BATCHD_MAX_CALL_HEADER", "largest header value of one call once resolved; larger fails the step unsent with 413")
+	bind(&c.maxCallBody, "max-call-body", "BATCHD_MAX_CALL_BODY", "largest body of one call once resolved; larger fails the step unsent with 413")
+	bind(&c.maxBatchBytes, "max-batch-bytes", "BATCHD_MAX_BATCH_BYTES", "most bytes one batch may hold (request, responses kept, calls built, answer); the step that would cross it fails with 507")
+	bind(&c.memoryBudget, "memory-budget", "BATCHD_MEMORY_BUDGET", "most bytes all batches in flight may hold; a batch that cannot be admitted gets 503 with Retry-After, a step that cannot reserve its response 507 (default: 60% of GOMEMLIMIT or of the cgroup memory limit, else 1GiB); 0: no limit")
+	bind((*stringValue)(&c.rateLimitKey), "rate-limit-key", "BATCHD_RATE_LIMIT_KEY", "what identifies a caller under -rate-limit: address (its client address) or authorization (a digest of its Authorization, else its address: only safe behind a gateway that verifies it)")
+	bind((*stringValue)(&c.trustedProxies), "trusted-proxies", "BATCHD_TRUSTED_PROXIES", "comma-separated CIDRs or addresses of proxies whose X-Forwarded-For is believed: behind one, a client's address is the last untrusted hop")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -118,6 +144,14 @@ func (c config) validate() error {
 	check(c.rateBurst >= 0, "-rate-burst must not be negative")
 	check(c.idempotencyTTL > 0, "-idempotency-ttl must be positive")
 	check(c.idempotencyMaxEntries >= 1, "-idempotency-max-entries must be at least 1")
+	check(c.idempotencyMaxAnswer > 0, "-idempotency-max-answer must be positive")
+	check(c.idempotencyMaxBytes >= c.idempotencyMaxAnswer, "-idempotency-max-bytes must be at least -idempotency-max-answer")
+	check(c.maxCallPath > 0 && c.maxCallHeader > 0 && c.maxCallBody > 0, "-max-call-path, -max-call-header and -max-call-body must be positive")
+	check(c.maxBatchBytes > 0, "-max-batch-bytes must be positive")
+	check(c.rateLimitKey == "address" || c.rateLimitKey == "authorization", "-rate-limit-key must be address or authorization")
+	if _, err := c.proxies(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.redisURL != "" {
 		_, err := redis.ParseURL(c.redisURL)
 		var uerr *url.Error
@@ -136,6 +170,57 @@ func (c config) validate() error {
 		return &usageError{errors.Join(errs...)}
 	}
 	return nil
+}
+
+// proxies parses -trusted-proxies: CIDRs, or single addresses.
+func (c config) proxies() ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for _, s := range list(c.trustedProxies) {
+		if ip := net.ParseIP(s); ip != nil {
+			bits := 8 * len(ip.To16())
+			if ip.To4() != nil {
+				ip, bits = ip.To4(), 32
+			}
+			out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+			continue
+		}
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("-trusted-proxies: %q is neither an address nor a CIDR such as 10.0.0.0/8", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// defaultMemoryBudget is -memory-budget's default: 60 % of the Go memory limit (GOMEMLIMIT) when one is set, else
+// of the cgroup's memory limit when the process runs in one, else 1 GiB. The rest of the limit is left to what
+// the budget does not count: the runtime, the garbage between collections, the idempotency store.
+func defaultMemoryBudget() int64 {
+	limit := debug.SetMemoryLimit(-1)
+	if limit == math.MaxInt64 {
+		limit = cgroupMemoryLimit()
+	}
+	if limit <= 0 || limit == math.MaxInt64 {
+		return 1 << 30
+	}
+	return limit / 10 * 6
+}
+
+// cgroupMemoryLimit reads the memory limit of the process's cgroup (v2, then v1); 0 when there is none.
+func cgroupMemoryLimit() int64 {
+	for _, f := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || n <= 0 || n >= 1<<60 { // "max", or v1's "no limit" (a page-rounded MaxInt64)
+			return 0
+		}
+		return n
+	}
+	return 0
 }
 
 // list splits a comma-separated flag value, dropping blanks.

@@ -691,11 +691,12 @@ func TestGlobalUpstreamCapEndToEnd(t *testing.T) {
 }
 
 // TestRateLimitEndToEnd: a caller over -rate-limit gets 429 with Retry-After and nothing of its batch runs; a batch
-// costs its step count; another caller is unaffected.
+// costs its step count; another caller is unaffected. Callers are told apart by their Authorization here
+// (-rate-limit-key authorization, as behind a gateway that verifies it).
 func TestRateLimitEndToEnd(t *testing.T) {
 	up := newRecordingUpstream(t)
 	// 0.01 steps/s: nothing refills during the test.
-	in := start(t, "-upstream", up.URL+"/api/", "-rate-limit", "0.01", "-rate-burst", "5")
+	in := start(t, "-upstream", up.URL+"/api/", "-rate-limit", "0.01", "-rate-burst", "5", "-rate-limit-key", "authorization")
 	three := `{"requests":[{"key":"a","path":"a"},{"key":"b","path":"b"},{"key":"c","path":"c"}]}`
 	status, _, b := in.send(t, three, "Authorization", "Bearer alice")
 	require.Equal(t, 200, status, "%s", b)
@@ -731,6 +732,28 @@ func TestRateLimitEndToEnd(t *testing.T) {
 	assert.Equal(t, 3.0, in.metric(t, `batchd_batches_rejected_total{reason="rate_limited"}`))
 }
 
+// TestRateLimitIdentityCannotBeMinted: by default a caller is its address, so a fresh Authorization on every batch
+// (or a forged X-Forwarded-For) does not buy a fresh bucket: of ten 5-step batches under a burst of 10, two run.
+func TestRateLimitIdentityCannotBeMinted(t *testing.T) {
+	up := newRecordingUpstream(t)
+	in := start(t, "-upstream", up.URL+"/api/", "-rate-limit", "1", "-rate-burst", "10")
+	five := `[` + strings.TrimSuffix(strings.Repeat(`{"path":"y"},`, 5), ",") + `]`
+	accepted := 0
+	for i := range 10 {
+		status, _, b := in.send(t, five, "Authorization", "Bearer minted-"+strconv.Itoa(i),
+			"X-Forwarded-For", "203.0.113."+strconv.Itoa(i))
+		if status == 200 {
+			accepted++
+		} else {
+			require.Equal(t, http.StatusTooManyRequests, status, "%s", b)
+		}
+	}
+	// A refill of one step per second can let a third batch through on a slow machine; never ten.
+	assert.LessOrEqual(t, accepted, 3)
+	assert.GreaterOrEqual(t, accepted, 2)
+	assert.Equal(t, 5*accepted, len(up.requests()), "refused batches sent nothing")
+}
+
 func TestRateLimitFlags(t *testing.T) {
 	c, err := parseConfig(nil, func(k string) string {
 		return map[string]string{"BATCHD_RATE_LIMIT": "2.5", "BATCHD_RATE_BURST": "7"}[k]
@@ -745,8 +768,19 @@ func TestRateLimitFlags(t *testing.T) {
 	c, err = parseConfig(nil, func(string) string { return "" }, io.Discard)
 	require.NoError(t, err)
 	assert.Zero(t, c.rateLimit, "off by default")
+	assert.Equal(t, "address", c.rateLimitKey, "a client cannot mint its address")
+	c, err = parseConfig([]string{"-rate-limit-key", "authorization", "-trusted-proxies", "10.0.0.0/8, 192.0.2.7"},
+		func(string) string { return "" }, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "authorization", c.rateLimitKey)
+	nets, err := c.proxies()
+	require.NoError(t, err)
+	require.Len(t, nets, 2)
+	assert.Equal(t, "10.0.0.0/8", nets[0].String())
+	assert.Equal(t, "192.0.2.7/32", nets[1].String())
 	for _, args := range [][]string{{"-rate-limit", "-1"}, {"-rate-limit", "x"}, {"-rate-limit", "NaN"},
-		{"-rate-limit", "+Inf"}, {"-rate-burst", "-1"}} {
+		{"-rate-limit", "+Inf"}, {"-rate-burst", "-1"}, {"-rate-limit-key", "ip"}, {"-trusted-proxies", "10.0.0.0/33"},
+		{"-trusted-proxies", "proxy.local"}} {
 		_, err := parseConfig(args, func(string) string { return "" }, io.Discard)
 		var u *usageError
 		assert.ErrorAs(t, err, &u, "%v", args)

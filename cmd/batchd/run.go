@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -20,6 +21,7 @@ import (
 	"github.com/batchd/batchd"
 	"github.com/batchd/batchd/heapfloor"
 	"github.com/batchd/batchd/idempotency"
+	"github.com/batchd/batchd/internal/budget"
 	"github.com/batchd/batchd/metrics"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/ratelimit"
@@ -97,7 +99,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		batchMW = append(batchMW, tracing.Middleware(tp))
 		log.Info("tracing", "endpoint", tcfg.Endpoint, "service", tcfg.ServiceName)
 	}
-	m, err := metrics.New(reg, metrics.Config{Methods: known})
+	memory := budget.NewPool(int64(cfg.memoryBudget))
+	m, err := metrics.New(reg, metrics.Config{Methods: known, MemoryInUse: memory.InUse, MemoryLimit: memory.Limit()})
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -106,12 +109,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		limit = semaphore.NewWeighted(int64(cfg.maxInflight))
 	}
 	rn := runner.New(inv, runner.Config{
-		MaxParallel:  cfg.maxParallel,
-		StepTimeout:  cfg.stepTimeout,
-		BatchTimeout: cfg.batchTimeout,
-		Recorder:     m,
-		Limit:        limit,
-		Logger:       log,
+		MaxParallel:   cfg.maxParallel,
+		StepTimeout:   cfg.stepTimeout,
+		BatchTimeout:  cfg.batchTimeout,
+		Recorder:      m,
+		Limit:         limit,
+		Logger:        log,
+		MaxCallPath:   int(cfg.maxCallPath),
+		MaxCallHeader: int(cfg.maxCallHeader),
+		MaxCallBody:   int64(cfg.maxCallBody),
 	})
 	var rateLimiter transport.RateLimiter // nil interface when off
 	if cfg.rateLimit > 0 {
@@ -121,6 +127,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		rateLimiter = rl
 	}
+	proxies, _ := cfg.proxies() // validated by parseConfig
 	idem, closeIdem, err := idempotencyGuard(ctx, cfg, m, log)
 	if err != nil {
 		return err
@@ -134,7 +141,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		},
 		Runner:         rn,
 		MaxBody:        int64(cfg.maxBody),
+		Memory:         memory,
+		MaxBatchBytes:  int64(cfg.maxBatchBytes),
 		RateLimiter:    rateLimiter,
+		RateLimitKey:   cfg.rateLimitKey,
+		TrustedProxies: proxies,
 		Idempotency:    idem,
 		ForwardHeaders: list(cfg.forwardHeaders),
 		Observer:       m,
@@ -151,8 +162,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen: %w", err)
 	}
 	hs := srv.HTTPServer(cfg.addr, cfg.batchTimeout+10*time.Second)
+	conns := trackConns(hs)
 	log.Info("listening", "addr", ln.Addr().String(), "mode", mode, "upstream", cfg.upstream,
-		"max_steps", cfg.maxSteps, "max_parallel", cfg.maxParallel, "step_timeout", cfg.stepTimeout.String(), "gc_heap_floor", gcFloor)
+		"max_steps", cfg.maxSteps, "max_parallel", cfg.maxParallel, "step_timeout", cfg.stepTimeout.String(),
+		"gc_heap_floor", gcFloor, "memory_budget", cfg.memoryBudget.String(), "max_batch_bytes", cfg.maxBatchBytes.String())
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 
@@ -166,10 +179,49 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.batchTimeout+5*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		// The grace is over: what is left (a client that never reads its answer, say) is cut, and that is the
+		// drain's end, not a failure.
+		cut := conns.active()
+		_ = hs.Close()
+		log.Warn("drain deadline reached: connections cut", "connections", cut, "grace", cfg.batchTimeout.String())
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// connCounter counts a server's connections that are not idle: those Shutdown waits for.
+type connCounter struct {
+	mu    sync.Mutex
+	state map[net.Conn]http.ConnState
+}
+
+// trackConns makes hs report its connections' states to a counter.
+func trackConns(hs *http.Server) *connCounter {
+	c := &connCounter{state: make(map[net.Conn]http.ConnState)}
+	hs.ConnState = func(conn net.Conn, s http.ConnState) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		switch s {
+		case http.StateClosed, http.StateHijacked:
+			delete(c.state, conn)
+		default:
+			c.state[conn] = s
+		}
+	}
+	return c
+}
+
+// active is the number of connections that are neither idle nor closed.
+func (c *connCounter) active() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, s := range c.state {
+		if s == http.StateActive || s == http.StateNew {
+			n++
+		}
+	}
+	return n
 }
 
 // newLogger logs JSON unless told otherwise or writing to a terminal.
@@ -192,7 +244,10 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 // every key, else in memory. Redis must answer a PING within 5s: a wrong address fails the start (exit 1) rather
 // than every keyed batch later. closeStore closes the Redis client.
 func idempotencyGuard(ctx context.Context, cfg config, rec idempotency.Recorder, log *slog.Logger) (g *idempotency.Guard, closeStore func(), err error) {
-	var store idempotency.Store = idempotency.NewMemory(idempotency.MemoryConfig{MaxEntries: cfg.idempotencyMaxEntries})
+	var store idempotency.Store = idempotency.NewMemory(idempotency.MemoryConfig{
+		MaxEntries: cfg.idempotencyMaxEntries,
+		MaxBytes:   int64(cfg.idempotencyMaxBytes),
+	})
 	closeStore, where := func() {}, "memory"
 	if cfg.redisURL != "" {
 		opt, err := redis.ParseURL(cfg.redisURL) // validated by parseConfig
@@ -214,8 +269,9 @@ func idempotencyGuard(ctx context.Context, cfg config, rec idempotency.Recorder,
 		Store: store,
 		TTL:   cfg.idempotencyTTL,
 		// A claim outlives the longest batch (the runner stops it at -batch-timeout) with room to store its answer.
-		Lease:    cfg.batchTimeout + 30*time.Second,
-		Recorder: rec,
-		Logger:   log,
+		Lease:     cfg.batchTimeout + 30*time.Second,
+		MaxAnswer: int64(cfg.idempotencyMaxAnswer),
+		Recorder:  rec,
+		Logger:    log,
 	}), closeStore, nil
 }
