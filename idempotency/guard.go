@@ -56,8 +56,8 @@ const (
 	ResultNotStored = "not_stored" // a batch's answer was over MaxAnswer: its key is kept as run, without it
 	ResultReplayed  = "replayed"   // a retry got a stored answer
 	ResultConflict  = "conflict"   // a retry came while the first still ran, or after an answer not stored: 409
-	ResultMismatch = "mismatch" // the key came with another body: 422
-	ResultError    = "error"    // the store failed: 503, or an answer that could not be stored
+	ResultMismatch  = "mismatch"   // the key came with another body: 422
+	ResultError     = "error"      // the store failed: 503, or an answer that could not be stored
 )
 
 // Results lists every result Recorder is told, a bounded label set for metrics.
@@ -87,8 +87,8 @@ type Config struct {
 	// MaxAnswer is the largest answer stored; a larger one is remembered as run but not stored. Default
 	// DefaultMaxAnswer.
 	MaxAnswer int64
-	Recorder Recorder     // optional
-	Logger   *slog.Logger // optional
+	Recorder  Recorder     // optional
+	Logger    *slog.Logger // optional
 }
 
 // Guard applies the Idempotency-Key contract to batch requests.
@@ -96,10 +96,10 @@ type Guard struct {
 	store     Store
 	maxAnswer int64
 	ttl       time.Duration
-	lease   time.Duration
-	timeout time.Duration
-	rec     Recorder
-	log     *slog.Logger
+	lease     time.Duration
+	timeout   time.Duration
+	rec       Recorder
+	log       *slog.Logger
 }
 
 // New returns a Guard over cfg.Store.
