@@ -2,8 +2,11 @@ package planner
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/heimdalr/dag"
 )
@@ -107,13 +110,14 @@ func BenchmarkAppend(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := benchResponses{[]byte(`{"ok":true,"result":{"new_id":4,"name":"Coca-Cola","last_update":1758289402},"total":1}`)}
+	// One Responses for every run, as a batch keeps one: each response is indexed by its first lookup.
+	r := benchResponses{[]byte(`{"ok":true,"result":{"new_id":4,"name":"Coca-Cola","last_update":1758289402},"total":1}`)}.all()
 	step := plan.Steps[len(plan.Steps)-1]
 	buf := make([]byte, 0, 256)
 	b.Run("templated", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if buf, err = step.Body.Append(buf[:0], r.all()); err != nil {
+			if buf, err = step.Body.Append(buf[:0], r); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -122,9 +126,62 @@ func BenchmarkAppend(b *testing.B) {
 	b.Run("static", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			buf, _ = static.Body.Append(buf[:0], r.all())
+			buf, _ = static.Body.Append(buf[:0], r)
 		}
 	})
+}
+
+// BenchmarkResolveLargeResponse resolves a payload of 1000 placeholders, each naming another element of a large
+// response (${A.result.<i>.id}), as a fresh batch would: the response is indexed by the first placeholder, once,
+// and every other one is a lookup in that index. ns/placeholder is the figure that must not grow with the
+// response: the per-batch index costs once per response (index-ns), whatever the number of placeholders.
+func BenchmarkResolveLargeResponse(b *testing.B) {
+	const placeholders = 1000
+	var payload strings.Builder
+	payload.WriteString("[")
+	for i := range placeholders {
+		if i > 0 {
+			payload.WriteString(",")
+		}
+		fmt.Fprintf(&payload, `"${A.result.%d.id}"`, i)
+	}
+	payload.WriteString("]")
+	plan, err := Parse([]byte(`[{"key":"A","path":"a"},{"key":"B","path":"b","payload":`+payload.String()+`}]`),
+		Config{MaxPayload: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, size := range []int{64 << 10, 1 << 20, 8 << 20} {
+		body := largeResponse(size)
+		b.Run(fmt.Sprintf("response=%dKiB", size>>10), func(b *testing.B) {
+			var index time.Duration
+			for b.Loop() {
+				r := NewResponses(2, func(int) []byte { return body }, nil)
+				t0 := time.Now()
+				if _, err := r.value(&plan.Steps[1].Body.holes.refs[0]); err != nil { // the first lookup indexes
+					b.Fatal(err)
+				}
+				index += time.Since(t0)
+				if _, err := plan.Steps[1].Body.Resolve(r, 0, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(index.Nanoseconds())/float64(b.N), "index-ns")
+			b.ReportMetric((float64(b.Elapsed().Nanoseconds())-float64(index.Nanoseconds()))/float64(b.N)/placeholders, "ns/placeholder")
+		})
+	}
+}
+
+// largeResponse is a REGOS answer of about size bytes: {"ok":true,"result":[{"id":0,"name":"…"},…]}.
+func largeResponse(size int) []byte {
+	b := []byte(`{"ok":true,"result":[`)
+	for i := 0; len(b) < size; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, `{"id":%d,"name":"producer %d","tags":["a","b"]}`, i, i)
+	}
+	return append(b, "]}"...)
 }
 
 // BenchmarkDAGLibrary measures what validating the accepted plans' graphs with heimdalr/dag would cost (vertices

@@ -625,15 +625,19 @@ func (p *parser) setMethod(i int, dst *string, m, what string) {
 	}
 }
 
-// forbiddenHeader reports whether a step may not set the header (canonical name): hop-by-hop headers and those
-// net/http derives itself.
-func forbiddenHeader(name string) bool {
+// RefusedHeader reports whether a call may not carry the header (canonical name, textproto.CanonicalMIMEHeaderKey):
+// a step may not set it (the planner refuses it) and no invoker sends it, whoever set it. These are the hop-by-hop
+// headers and those that frame the message (Host, Content-Length, Transfer-Encoding, …), which net/http derives
+// itself; Accept-Encoding, which the HTTP client negotiates so that it can read and cap a body it understands; and
+// the client-address headers (X-Forwarded-For, Forwarded, X-Real-Ip), with which a step could claim any address
+// to an upstream that trusts them.
+func RefusedHeader(name string) bool {
 	switch name {
-	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Proxy-Connection",
-		"Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade":
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Te", "Trailer", "Upgrade",
+		"Http2-Settings", "Accept-Encoding", "X-Forwarded-For", "Forwarded", "X-Real-Ip":
 		return true
 	}
-	return false
+	return strings.HasPrefix(name, "Proxy-")
 }
 
 // readHeaders reads a step's "headers" (field "headers") or its rollback's ("rollback.headers").
@@ -676,7 +680,7 @@ func (p *parser) readHeaders(i int, field string) error {
 			continue
 		}
 		name = textproto.CanonicalMIMEHeaderKey(name)
-		if forbiddenHeader(name) {
+		if RefusedHeader(name) {
 			p.problem(i, phaseStep, ReasonInvalidHeader, what+"header "+quote(name)+" may not be set by a step")
 			continue
 		}

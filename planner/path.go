@@ -180,13 +180,29 @@ func blocked(pathPart string, list []string) bool {
 		}
 		dec = strings.Join(kept, "/")
 	}
+	// Some frameworks route "Import.json", "Import." and "Import " to Import (a format suffix, trailing dots and
+	// spaces dropped): compare without them too.
+	bare := withoutSuffix(dec)
 	for _, b := range list {
 		b = strings.Trim(strings.TrimSpace(b), "/")
-		if b != "" && strings.EqualFold(dec, b) {
+		if b != "" && (strings.EqualFold(dec, b) || strings.EqualFold(bare, b)) {
 			return true
 		}
 	}
 	return false
+}
+
+// withoutSuffix is a method path with its last segment cut at its first '.', after trailing dots and spaces.
+func withoutSuffix(p string) string {
+	dir, last := "", p
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		dir, last = p[:i+1], p[i+1:]
+	}
+	last = strings.TrimRight(last, ". ")
+	if i := strings.IndexByte(last, '.'); i > 0 {
+		last = last[:i]
+	}
+	return dir + last
 }
 
 // PathTemplate is a compiled method path.

@@ -128,10 +128,14 @@ func TestCheckPath(t *testing.T) {
 
 func TestBlocked(t *testing.T) {
 	list := []string{" /Item/Import ", "Other/Method/"}
-	for _, p := range []string{"Item/Import", "item/import", "ITEM/IMPORT", "It%65m/Import", "Other/Method"} {
+	for _, p := range []string{"Item/Import", "item/import", "ITEM/IMPORT", "It%65m/Import", "Other/Method",
+		// A format suffix, trailing dots or spaces: routed to the same method by some frameworks.
+		"Item/Import.json", "Item/Import.", "Item/Import..", "Item/Import%20", "Item/Import%2E", "Item/Import. ",
+		"Item/Import.json.bak", "Other/Method.xml"} {
 		assert.True(t, blocked(p, list), p)
 	}
-	for _, p := range []string{"Item/Importer", "Item", "Item/Import/x", "x/Item/Import"} {
+	for _, p := range []string{"Item/Importer", "Item", "Item/Import/x", "x/Item/Import", "Item/Importer.json",
+		"Item.json/Import2", ".Item/Import2"} {
 		assert.False(t, blocked(p, list), p)
 	}
 	assert.False(t, blocked("Item/Import", nil))

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/batchd/batchd/internal/budget"
+	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 )
 
@@ -201,10 +202,8 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 	// it: every early return below leaves a connection that misbehaved (or whose rest is unknown) unused.
 	defer resp.Body.Close()
 
-	if s := resp.StatusCode; s < 200 || s > 599 {
-		// A final status outside 200–599 (0, 101 or another 1xx the Transport passed on) is not an answer.
-		return runner.Response{}, &runner.InvokeError{Kind: "protocol",
-			Err: fmt.Errorf("status %d is not a final HTTP status", s)}
+	if err := finalStatus(resp.StatusCode); err != nil {
+		return runner.Response{}, err
 	}
 	length := resp.ContentLength // -1 when unknown
 	if method == http.MethodHead {
@@ -237,6 +236,15 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 		return runner.Response{}, err
 	}
 	return runner.Response{Status: resp.StatusCode, Body: out}, nil
+}
+
+// finalStatus refuses a status that is not a final answer (CONTRACT.md §10): outside 200–599, that is 0, 101 or
+// another 1xx the Transport passed on, or a number no server should send.
+func finalStatus(s int) error {
+	if s >= 200 && s <= 599 {
+		return nil
+	}
+	return &runner.InvokeError{Kind: "protocol", Err: fmt.Errorf("status %d is not a final HTTP status", s)}
 }
 
 // isBudget reports whether err is a budget's refusal (CONTRACT.md §10), which the runner turns into 507.
@@ -286,32 +294,22 @@ func isReset(err error) bool {
 func shareHeader(dst, src http.Header) {
 	for k, vs := range src {
 		ck := http.CanonicalHeaderKey(k)
-		if len(vs) == 0 || skipHeader(ck) {
+		if len(vs) == 0 || planner.RefusedHeader(ck) {
 			continue
 		}
 		dst[ck] = vs[:len(vs):len(vs)]
 	}
 }
 
-// copyHeader copies the call's headers, skipping those that describe the connection or the message framing rather
-// than the call. The planner refuses them already; an invoker must not rely on it. Accept-Encoding is left to the
-// Transport, which then decompresses transparently: the body must be readable to be normalised and capped.
+// copyHeader copies the call's headers but those no call may carry (planner.RefusedHeader: the planner refuses
+// them in a step already; an invoker must not rely on it, and a batch's forwarded headers are not steps').
 func copyHeader(dst, src http.Header) {
 	for k, vs := range src {
-		if len(vs) == 0 || skipHeader(http.CanonicalHeaderKey(k)) {
+		if len(vs) == 0 || planner.RefusedHeader(http.CanonicalHeaderKey(k)) {
 			continue
 		}
 		dst[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...) // the call's slices are not ours
 	}
-}
-
-func skipHeader(k string) bool {
-	switch k {
-	case "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
-		"Accept-Encoding", "Http2-Settings":
-		return true
-	}
-	return strings.HasPrefix(k, "Proxy-")
 }
 
 // url builds the upstream URL of a step path (no leading "/", query kept). The result always has the base's scheme

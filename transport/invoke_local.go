@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 )
 
@@ -146,6 +147,10 @@ func (l *InProcessInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Re
 	if status == 0 {
 		status = http.StatusOK
 	}
+	if err := finalStatus(status); err != nil {
+		buf.discard()
+		return runner.Response{}, err
+	}
 	out, err := buf.body(w.header.Get("Content-Type"))
 	if err != nil {
 		return runner.Response{}, err
@@ -170,6 +175,9 @@ func (l *InProcessInvoker) invokeDirect(ctx context.Context, method string, c ru
 	if status == 0 {
 		status = http.StatusOK
 	}
+	if err := finalStatus(status); err != nil {
+		return runner.Response{}, err
+	}
 	// The handler allocated the answer itself: it is reserved once it exists, before it is kept.
 	if err := reserve(c.Budget, int64(cap(body))); err != nil {
 		return runner.Response{}, err
@@ -187,7 +195,7 @@ func (l *InProcessInvoker) invokeDirect(ctx context.Context, method string, c ru
 func callHeader(h http.Header) http.Header {
 	clean := true
 	for k, vs := range h {
-		if ck := http.CanonicalHeaderKey(k); len(vs) == 0 || ck != k || skipHeader(ck) {
+		if ck := http.CanonicalHeaderKey(k); len(vs) == 0 || ck != k || planner.RefusedHeader(ck) {
 			clean = false
 			break
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/textproto"
 	"net/url"
 	"os"
 	"runtime/debug"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/batchd/batchd/planner"
 )
 
 // config is the whole configuration surface: every flag, each with an environment fallback.
@@ -149,6 +152,10 @@ func (c config) validate() error {
 	check(c.maxCallPath > 0 && c.maxCallHeader > 0 && c.maxCallBody > 0, "-max-call-path, -max-call-header and -max-call-body must be positive")
 	check(c.maxBatchBytes > 0, "-max-batch-bytes must be positive")
 	check(c.rateLimitKey == "address" || c.rateLimitKey == "authorization", "-rate-limit-key must be address or authorization")
+	for _, h := range list(c.forwardHeaders) {
+		name := textproto.CanonicalMIMEHeaderKey(h)
+		check(!planner.RefusedHeader(name), "-forward-headers: %s may not be forwarded to a step (a hop-by-hop, framing or client-address header)", name)
+	}
 	if _, err := c.proxies(); err != nil {
 		errs = append(errs, err)
 	}
