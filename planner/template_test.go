@@ -509,3 +509,49 @@ func TestParseOwnsItsStrings(t *testing.T) {
 		}
 	}
 }
+
+// TestCallCaps: a resolved call over a cap is a *TooLargeError naming the part, its size and the cap, found
+// before the part is built; the body's exact size is reserved first, and a refused reservation is returned as is.
+func TestCallCaps(t *testing.T) {
+	blob := strings.Repeat("x", 5000)
+	r := responses{0: `{"s":"` + blob + `","n":12345}`}.all()
+	p := mustParse(t, `[{"key":"A","path":"a"},
+		{"key":"B","path":"items/${A.s}","headers":{"X-Big":"v=${A.s}","X-Small":"${A.n}"},"payload":["${A.s}","${A.s}"]}]`, Config{})
+	b := p.Steps[1]
+
+	body, err := b.Body.Resolve(r, 10007, nil) // ["x…","x…"]: 2 + 2 × 5002 + 1 bytes
+	require.NoError(t, err, "exactly at the cap")
+	assert.Equal(t, 10007, len(body))
+	_, err = b.Body.Resolve(r, 10006, nil)
+	var tl *TooLargeError
+	require.ErrorAs(t, err, &tl)
+	assert.Equal(t, TooLargeError{Part: "body", Size: 10007, Limit: 10006}, *tl)
+	assert.Equal(t, "body is 10007 bytes once its placeholders are resolved; at most 10006 allowed", err.Error())
+
+	var reserved []int64
+	_, err = b.Body.Resolve(r, 0, func(n int64) error { reserved = append(reserved, n); return nil })
+	require.NoError(t, err)
+	assert.Equal(t, []int64{10007}, reserved, "the exact size, once")
+	full := errors.New("budget full")
+	_, err = b.Body.Resolve(r, 0, func(int64) error { return full })
+	assert.ErrorIs(t, err, full)
+
+	_, err = b.Path.Resolve(r, 4096)
+	require.ErrorAs(t, err, &tl)
+	assert.Equal(t, "path", tl.Part)
+	assert.Equal(t, int64(4096), tl.Limit)
+	assert.Greater(t, tl.Size, int64(4096))
+	got, err := b.Path.Resolve(r, 8192)
+	require.NoError(t, err)
+	assert.Equal(t, "items/"+blob, got)
+
+	_, err = b.Headers[0].Resolve(r, 4096)
+	require.ErrorAs(t, err, &tl)
+	assert.Equal(t, `header "X-Big"`, tl.Part)
+	v, err := b.Headers[1].Resolve(r, 5)
+	require.NoError(t, err)
+	assert.Equal(t, "12345", v)
+	_, err = b.Headers[1].Resolve(r, 4)
+	require.ErrorAs(t, err, &tl)
+	assert.Equal(t, TooLargeError{Part: `header "X-Small"`, Size: 5, Limit: 4}, *tl)
+}

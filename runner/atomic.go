@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/jsonscan"
 )
 
 // RollbackResult is what a step's rollback did (CONTRACT.md §9, atomic batches).
@@ -134,7 +135,7 @@ func (b *batch) undo(u *undo, i int) {
 		out.decide(tmp.Code, tmp.Body)
 	default:
 		out.Status = resp.Status
-		out.OK = resp.Status < 400 && !businessFailure(resp.Body)
+		out.OK = resp.Status < 400 && !jsonscan.BusinessFailure(resp.Body)
 		if !out.OK {
 			out.Body = resp.Body
 			if len(out.Body) == 0 {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/batchd/batchd/errcode"
 	"github.com/batchd/batchd/internal/budget"
+	"github.com/batchd/batchd/internal/jsonscan"
 	"github.com/batchd/batchd/planner"
 )
 
@@ -423,7 +424,7 @@ func (b *batch) exec(i int, res *Result) {
 		if len(res.Body) == 0 {
 			res.Body = nullJSON
 		}
-		if resp.Status >= 400 || businessFailure(resp.Body) {
+		if resp.Status >= 400 || jsonscan.BusinessFailure(resp.Body) {
 			res.Outcome = OutcomeError
 			res.Failed = true
 		} else {

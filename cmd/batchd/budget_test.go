@@ -37,10 +37,10 @@ var bigBody = func() []byte {
 	return append(b, `"}}`...)
 }()
 
-// listBody is an 8 MiB answer holding many small objects: {"ok":true,"result":{"list":[{"id":0},…]}}.
+// listBody is a 4 MiB answer holding many small objects: {"ok":true,"result":{"list":[{"id":0},…]}}.
 var listBody = func() []byte {
 	b := []byte(`{"ok":true,"result":{"list":[`)
-	for i := 0; len(b) < 8<<20-64; i++ {
+	for i := 0; len(b) < 4<<20-64; i++ {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -277,7 +277,7 @@ func catalogue() []amplification {
 			check: tooLarge("P", "H")},
 		{name: "50 responses of 8 MiB", body: fifty, check: fiftyCheck},
 		{name: "50 responses of 8 MiB with an Idempotency-Key", body: fifty, check: fiftyCheck},
-		{name: "1000 placeholders into one 8 MiB response",
+		{name: "1000 placeholders into one 4 MiB response of 400 000 objects",
 			body:  `[{"key":"L","method":"GET","path":"list/a"},{"key":"B","path":"sink","payload":[` + picks.String() + `]}]`,
 			check: expectStatus(map[string]int{"L": 200, "B": 200})},
 	}
@@ -382,12 +382,14 @@ func TestBudgetsHoldUnderAMemoryLimit(t *testing.T) {
 	require.NoError(t, err, "prlimit (util-linux) limits the child's address space")
 	up := newSizeUpstream(t)
 	bin := buildBatchd(t)
-	const memLimit = 512 << 20 // GOMEMLIMIT; -memory-budget defaults to 60 % of it
+	const memLimit = 256 << 20 // GOMEMLIMIT; -memory-budget defaults to 60 % of it: 153.6 MiB
 	// The address space of an idle batchd is about 1.7 GB (the Go runtime reserves it, mostly untouched); 2.5 GiB
-	// leaves about 800 MiB to use, which the catalogue overran many times before budgets.
+	// leaves about 800 MiB to use, which the catalogue overran many times before budgets. A batch may hold 16 MiB
+	// (two 8 MiB responses): eleven clients at once need more than the process budget, so both budgets are hit.
 	c := startChild(t, []string{"GOMEMLIMIT=" + strconv.Itoa(memLimit)}, prlimit, "--as="+strconv.Itoa(5<<29), "--", bin,
-		"-addr", "127.0.0.1:0", "-log-format", "json", "-upstream", up.URL+"/api/", "-batch-timeout", "10s")
-	require.Contains(t, c.logs.String(), `"memory_budget":"322122546"`, "60 % of GOMEMLIMIT")
+		"-addr", "127.0.0.1:0", "-log-format", "json", "-upstream", up.URL+"/api/", "-batch-timeout", "10s",
+		"-max-batch-bytes", "16MiB")
+	require.Contains(t, c.logs.String(), `"memory_budget":"`+strconv.Itoa(memLimit/10*6)+`"`, "60 % of GOMEMLIMIT")
 	client := &http.Client{Timeout: 60 * time.Second}
 
 	problems := runCatalogue(client, c.base, "seq", true)
@@ -428,8 +430,8 @@ func TestBudgetsHoldUnderAMemoryLimit(t *testing.T) {
 	assert.LessOrEqual(t, body, 8<<20, "request body")
 	hwm := c.vmHWM(t)
 	t.Logf("peak RSS %d MiB (memory budget %d MiB, GOMEMLIMIT %d MiB)", hwm>>20, memLimit*6/10>>20, memLimit>>20)
-	// The budget bounds what batches hold (307 MiB); the runtime, garbage between collections and the connections'
-	// buffers come on top. GOMEMLIMIT holds the heap near 512 MiB.
+	// The budget bounds what batches hold (154 MiB); the runtime, garbage between collections and the connections'
+	// buffers come on top. GOMEMLIMIT holds the heap near 256 MiB.
 	assert.Less(t, hwm, int64(memLimit+128<<20), "peak RSS under GOMEMLIMIT + 128 MiB")
 }
 

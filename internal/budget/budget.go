@@ -70,12 +70,24 @@ func (p *Pool) reserve(n int64) error {
 	if p == nil {
 		return nil
 	}
-	used := p.used.Add(n)
-	if p.limit > 0 && used > p.limit {
-		p.used.Add(-n)
-		return &Error{Scope: ScopeProcess, Want: n, Used: used - n, Limit: p.limit}
+	if used, ok := take(&p.used, n, p.limit); !ok {
+		return &Error{Scope: ScopeProcess, Want: n, Used: used, Limit: p.limit}
 	}
 	return nil
+}
+
+// take adds n to used unless that would cross limit (0: none); it returns what used held when it refused. A
+// compare-and-swap loop: a refused reservation never shows in used, not even for a moment.
+func take(used *atomic.Int64, n, limit int64) (int64, bool) {
+	for {
+		old := used.Load()
+		if limit > 0 && old+n > limit {
+			return old, false
+		}
+		if used.CompareAndSwap(old, old+n) {
+			return old, true
+		}
+	}
 }
 
 func (p *Pool) release(n int64) {
@@ -106,10 +118,8 @@ func (a *Account) Reserve(n int64) error {
 	if a == nil || n <= 0 {
 		return nil
 	}
-	used := a.used.Add(n)
-	if a.limit > 0 && used > a.limit {
-		a.used.Add(-n)
-		return &Error{Scope: ScopeBatch, Want: n, Used: used - n, Limit: a.limit}
+	if used, ok := take(&a.used, n, a.limit); !ok {
+		return &Error{Scope: ScopeBatch, Want: n, Used: used, Limit: a.limit}
 	}
 	if err := a.pool.reserve(n); err != nil {
 		a.used.Add(-n)
