@@ -494,9 +494,14 @@ func TestRedisValues(t *testing.T) {
 		assert.Equal(t, a.ContentType, e.Answer.ContentType)
 		assert.Equal(t, string(a.Body), string(e.Answer.Body))
 	}
+	notStored := Entry{Fingerprint: fp, Token: running.Token, Done: true, Answer: Answer{Status: 200, NotStored: true}}
+	e, err = decode(encodeDone(notStored))
+	require.NoError(t, err)
+	assert.Equal(t, Entry{Fingerprint: fp, Done: true, Answer: Answer{Status: 200, NotStored: true}}, e)
 	hexFP := strings.Repeat("ab", 32)
 	for _, bad := range []string{"", "r1:", "x1:" + hexFP + ":t", "r1:" + hexFP + "t", "r1:" + strings.Repeat("zz", 32) + ":t",
-		"d1:" + hexFP + ":200", "d1:" + hexFP + ":20x:a\n", "d1:" + hexFP + ":200:no newline"} {
+		"d1:" + hexFP + ":200", "d1:" + hexFP + ":20x:a\n", "d1:" + hexFP + ":200:no newline", "n1:" + hexFP + ":2000",
+		"n1:" + hexFP + ":20x"} {
 		_, err := decode([]byte(bad))
 		assert.ErrorIs(t, err, errCorrupt, "%q", bad)
 	}
@@ -563,6 +568,83 @@ func TestStoresGuardTheirClaims(t *testing.T) {
 	}
 }
 
+// TestAnswerNotStored: an answer over MaxAnswer (or passed as nil) keeps its key as run: a retry gets 409 with
+// reason idempotency_answer_not_stored and runs nothing, on either store.
+func TestAnswerNotStored(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			env := be.setup(t)(t)
+			rec := &countingRecorder{}
+			g := New(Config{Store: env.store, MaxAnswer: 10, Recorder: rec})
+			runs := 0
+			first := batch(t, g, req{key: "k", body: "{}"}, &runs, `{"responses":["longer than ten bytes"]}`)
+			assert.Equal(t, http.StatusOK, first.Code)
+			w := batch(t, g, req{key: "k", body: "{}"}, &runs, "must not run")
+			assert.Equal(t, 1, runs)
+			assert.Equal(t, http.StatusConflict, w.Code)
+			assert.Equal(t, 4091, errorCode(t, w))
+			assert.Contains(t, w.Body.String(), "idempotency_answer_not_stored")
+			assert.Equal(t, 1, rec.get(ResultNotStored))
+			assert.Equal(t, 1, rec.get(ResultConflict))
+
+			_, finish, answered := begin(g, req{key: "k2", body: "{}"})
+			require.False(t, answered)
+			finish(http.StatusOK, "application/json", nil) // the handler's "too large to keep a copy"
+			w, _, answered = begin(g, req{key: "k2", body: "{}"})
+			require.True(t, answered)
+			assert.Equal(t, 4091, errorCode(t, w))
+		})
+	}
+}
+
+// TestMemoryByteCap: the memory store holds at most MaxBytes: the oldest done answers go first, a running batch's
+// entry never does (a claim that cannot fit is refused with ErrFull), and an answer that cannot fit beside the
+// running ones is kept as run, without its body.
+func TestMemoryByteCap(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory(MemoryConfig{MaxBytes: 4 * (entryOverhead + 1100)})
+	complete := func(key string, n int) {
+		e, claimed, err := m.Claim(ctx, key, Fingerprint{}, time.Minute)
+		require.NoError(t, err)
+		require.True(t, claimed)
+		stored, err := m.Complete(ctx, key, e, Answer{Status: 200, Body: make([]byte, n)}, time.Hour)
+		require.NoError(t, err)
+		require.True(t, stored)
+	}
+	for i := range 6 {
+		complete(fmt.Sprint(i), 1000)
+		assert.LessOrEqual(t, m.Bytes(), int64(4*(entryOverhead+1100)))
+	}
+	_, claimed, err := m.Claim(ctx, "0", Fingerprint{}, time.Minute)
+	require.NoError(t, err)
+	assert.True(t, claimed, "the oldest answer was evicted")
+	e, claimed, err := m.Claim(ctx, "5", Fingerprint{}, time.Minute)
+	require.NoError(t, err)
+	assert.False(t, claimed, "the newest is kept")
+	assert.Equal(t, 1000, len(e.Answer.Body))
+
+	// Running batches fill the store: none is evicted, the next claim is refused.
+	full := NewMemory(MemoryConfig{MaxBytes: 3 * (entryOverhead + 100)})
+	var claims []Entry
+	for i := 0; ; i++ {
+		c, claimed, err := full.Claim(ctx, fmt.Sprint("run", i), Fingerprint{}, time.Minute)
+		if err != nil {
+			require.ErrorIs(t, err, ErrFull)
+			break
+		}
+		require.True(t, claimed)
+		claims = append(claims, c)
+	}
+	require.NotEmpty(t, claims)
+	stored, err := full.Complete(ctx, "run0", claims[0], Answer{Status: 200, Body: make([]byte, 5000)}, time.Hour)
+	require.NoError(t, err)
+	assert.True(t, stored)
+	e, claimed, err = full.Claim(ctx, "run0", Fingerprint{}, time.Minute)
+	require.NoError(t, err)
+	assert.False(t, claimed)
+	assert.True(t, e.Answer.NotStored, "kept as run, without a body that cannot fit")
+}
+
 func TestMemorySweepsExpiredEntries(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(0, 0)}
 	m := NewMemory(MemoryConfig{MaxEntries: 10, Now: clock.Now})
@@ -598,7 +680,7 @@ func TestScopedKey(t *testing.T) {
 
 // TestResultsAreMetricsLabels: every result the guard counts is a label value the metrics package created.
 func TestResultsAreMetricsLabels(t *testing.T) {
-	for _, r := range []string{ResultStored, ResultReplayed, ResultConflict, ResultMismatch, ResultError} {
+	for _, r := range Results() {
 		assert.Contains(t, metrics.IdempotencyResults, r)
 	}
 	var _ Recorder = (*metrics.Metrics)(nil)

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"strconv"
-	"sync/atomic"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -19,14 +19,21 @@ import (
 type Responses struct {
 	body   func(step int) []byte
 	charge func(n int64) error
-	docs   []atomic.Pointer[jsonscan.Doc]
+	docs   []indexed // by step, one allocation for the batch
+}
+
+// indexed is one step's response as the templates read it, set up by the first placeholder that reads it.
+type indexed struct {
+	once sync.Once
+	doc  jsonscan.Doc
+	ok   bool // the step has a response
 }
 
 // NewResponses returns the Responses of a plan of n steps. body gives a finished, successful step's response body
 // (a template only asks for the steps it depends on, once they have ended); charge, optional, is told the bytes
 // an index is about to take, and an error from it fails the placeholder that needed them.
 func NewResponses(n int, body func(step int) []byte, charge func(n int64) error) *Responses {
-	return &Responses{body: body, charge: charge, docs: make([]atomic.Pointer[jsonscan.Doc], n)}
+	return &Responses{body: body, charge: charge, docs: make([]indexed, n)}
 }
 
 // doc returns step's indexed response, nil when it has none. A body that is not valid UTF-8 is indexed repaired
@@ -35,21 +42,22 @@ func (r *Responses) doc(step int) *jsonscan.Doc {
 	if r == nil || step < 0 || step >= len(r.docs) {
 		return nil
 	}
-	if d := r.docs[step].Load(); d != nil {
-		return d
-	}
-	b := r.body(step)
-	if len(b) == 0 {
+	x := &r.docs[step]
+	x.once.Do(func() {
+		b := r.body(step)
+		if len(b) == 0 {
+			return
+		}
+		if !utf8.Valid(b) {
+			b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
+		}
+		x.doc.Reset(b, r.charge)
+		x.ok = true
+	})
+	if !x.ok {
 		return nil
 	}
-	if !utf8.Valid(b) {
-		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
-	}
-	d := jsonscan.NewDoc(b, r.charge)
-	if !r.docs[step].CompareAndSwap(nil, d) {
-		return r.docs[step].Load()
-	}
-	return d
+	return &x.doc
 }
 
 // value returns the raw JSON value rf names, or a *ResolveError saying why there is none. An index that could not

@@ -14,6 +14,7 @@ import (
 type config struct {
 	scenarios       []string
 	batchd          string
+	compare         string // a second batchd binary measured beside the first, as the row batchd-base
 	target          string
 	demoTarget      string
 	upstreamListen  string
@@ -48,6 +49,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	scen := fs.String("scenario", "all", "scenarios to run, comma-separated: a50, b50, c10, d10, demo10, or all")
 	fs.StringVar(&cfg.batchd, "batchd", "bin/batchd", "batchd binary the tool starts (unless -target / -demo-target)")
+	fs.StringVar(&cfg.compare, "compare", "", "a second batchd binary (an earlier build, say) started beside -batchd against the same upstream and measured in the same interleaved rounds, as the row batchd-base of every proxy scenario; the notes give batchd ÷ batchd-base")
 	fs.StringVar(&cfg.target, "target", "", "URL of a running proxy-mode batchd (loopback only) instead of starting one; it must use this tool's upstream: start it with -upstream http://ADDR/ and pass -upstream-listen ADDR")
 	fs.StringVar(&cfg.demoTarget, "demo-target", "", "URL of a running demo-mode batchd (loopback only) for demo10 instead of starting one")
 	fs.StringVar(&cfg.upstreamListen, "upstream-listen", "127.0.0.1:0", "loopback address of the tool's counting upstream")
@@ -122,6 +124,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			continue
 		}
 		*v = u.String()
+	}
+	if cfg.compare != "" && cfg.target != "" {
+		errs = append(errs, errors.New("-compare starts its own batchd beside the one the tool starts: it cannot be used with -target"))
 	}
 	if cfg.target != "" && strings.HasSuffix(cfg.upstreamListen, ":0") {
 		errs = append(errs, errors.New("-target needs -upstream-listen ADDR: the running batchd must call this tool's upstream (start it with -upstream http://ADDR/) so that every call can be counted"))

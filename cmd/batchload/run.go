@@ -164,9 +164,22 @@ func (r *runner) runProxyScenarios(ctx context.Context, names []string, rep repo
 	if err := probe(ctx, r.client, base, up, upURL); err != nil {
 		return nil, err
 	}
+	compare := ""
+	if r.cfg.compare != "" {
+		r.progress("starting %s -upstream %s (-compare)", r.cfg.compare, upURL)
+		p, err := startBatchd(ctx, r.client, r.cfg.compare, upURL, r.cfg.maxParallel)
+		if err != nil {
+			return nil, err
+		}
+		defer p.stop()
+		compare = p.base
+		if err := probe(ctx, r.client, compare, up, upURL); err != nil {
+			return nil, err
+		}
+	}
 	var results []scenarioResult
 	for _, name := range names {
-		res := r.runProxyScenario(ctx, name, base, up, upURL)
+		res := r.runProxyScenario(ctx, name, base, compare, up, upURL)
 		rep.scenario(res)
 		results = append(results, res)
 		if ctx.Err() != nil {
@@ -196,17 +209,29 @@ func probe(ctx context.Context, c *http.Client, base string, up callCounter, upU
 	return nil
 }
 
-func (r *runner) runProxyScenario(ctx context.Context, name, base string, up callCounter, upURL string) scenarioResult {
+// runProxyScenario runs one proxy scenario against the batchd at base, and, when compare is set, the same batches
+// against the -compare batchd there as the row batchd-base, interleaved with the others.
+func (r *runner) runProxyScenario(ctx context.Context, name, base, compare string, up callCounter, upURL string) scenarioResult {
 	cfg := r.cfg
 	res := scenarioResult{Name: name}
-	latency := func(phases ...seqPhase) {
+	latency := func(spec batchSpec, phases ...seqPhase) {
+		if compare != "" { // beside the batchd row, the same batches to the -compare batchd
+			b := phases[0]
+			b.mode, b.op = modeBase, batchdOp(r.client, compare, spec)
+			phases = append(phases[:1], append([]seqPhase{b}, phases[1:]...)...)
+		}
 		for i := range phases {
 			phases[i].warmup = cfg.warmupFor(phases[i].count)
 			r.progress("%s %s: %d groups + %d warm-up", name, phases[i].mode, phases[i].count, phases[i].warmup)
 		}
 		res.Rows = append(res.Rows, runInterleaved(ctx, up, phases)...)
 	}
-	conc := func(phases ...concPhase) {
+	conc := func(spec batchSpec, phases ...concPhase) {
+		if compare != "" {
+			b := phases[0]
+			b.mode, b.op = modeBase, batchdOp(r.client, compare, spec)
+			phases = append(phases[:1], append([]concPhase{b}, phases[1:]...)...)
+		}
 		for _, ph := range phases {
 			r.progress("%s %s: %d clients for %v + %v warm-up, in %d windows taking turns", name, ph.mode, cfg.concurrency, cfg.duration, cfg.warmWindow(), cfg.rounds)
 		}
@@ -219,7 +244,7 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base string, up cal
 		spec := batchSpec{kind: batchIndependent, steps: 50, prefix: fastPrefix}
 		n := cfg.latencyCount(false)
 		res.Title = "50 independent steps, upstream 0 ms, batches one after another"
-		latency(
+		latency(spec,
 			seqPhase{mode: modeBatchd, steps: 50, count: n, op: batchdOp(r.client, base, spec)},
 			seqPhase{mode: modeSeq, steps: 50, count: n, op: seqOp(r.client, upURL, spec)},
 			seqPhase{mode: modePar, steps: 50, count: n, op: parOp(r.client, upURL, spec)},
@@ -233,7 +258,7 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base string, up cal
 			ns = min(n, 20)
 		}
 		res.Title = "50 independent steps, upstream " + delay + ", batches one after another"
-		latency(
+		latency(spec,
 			seqPhase{mode: modeBatchd, steps: 50, count: n, op: batchdOp(r.client, base, spec)},
 			seqPhase{mode: modeSeq, steps: 50, count: ns, op: seqOp(r.client, upURL, spec)},
 			seqPhase{mode: modePar, steps: 50, count: n, op: parOp(r.client, upURL, spec)},
@@ -243,7 +268,7 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base string, up cal
 		spec := batchSpec{kind: batchChain, steps: 10, prefix: slowPrefix}
 		n := cfg.latencyCount(true)
 		res.Title = "chain of 10 steps, each using the previous step's new_id in its path, upstream " + delay
-		latency(
+		latency(spec,
 			seqPhase{mode: modeBatchd, steps: 10, count: n, op: batchdOp(r.client, base, spec)},
 			seqPhase{mode: modeSeq, steps: 10, count: n, op: seqOp(r.client, upURL, spec)},
 		)
@@ -251,7 +276,7 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base string, up cal
 	case "d10":
 		spec := batchSpec{kind: batchIndependent, steps: 10, prefix: fastPrefix}
 		res.Title = fmt.Sprintf("10 independent steps, upstream 0 ms, %d concurrent clients for %v", cfg.concurrency, cfg.duration)
-		conc(
+		conc(spec,
 			concPhase{mode: modeBatchd, steps: spec.steps, op: batchdOp(r.client, base, spec)},
 			concPhase{mode: modeSeq, steps: spec.steps, op: seqOp(r.client, upURL, spec)},
 			concPhase{mode: modePar, steps: spec.steps, op: parOp(r.client, upURL, spec)},

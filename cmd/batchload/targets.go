@@ -8,6 +8,7 @@ import (
 // Row names used by the scenarios and their targets.
 const (
 	modeBatchd = "batchd"
+	modeBase   = "batchd-base" // the -compare binary
 	modeSeq    = "seq"
 	modePar    = "par"
 	// demo10
@@ -124,6 +125,16 @@ func contextNotes(scenario string, rows map[string]phaseResult) []string {
 	}
 	b, okB := valid(modeBatchd)
 	var out []string
+	if base, ok := valid(modeBase); ok && okB {
+		if scenario == "d10" {
+			out = append(out, fmt.Sprintf("batchd ÷ batchd-base (-compare) throughput = %.0f / %.0f steps/s = %.3f",
+				b.StepsPerSecond(), base.StepsPerSecond(), b.StepsPerSecond()/base.StepsPerSecond()))
+		} else {
+			out = append(out, fmt.Sprintf("batchd ÷ batchd-base (-compare) p50 = %s / %s = %.3f; p99 = %s / %s = %.3f",
+				fmtMS(b.Lat.P50), fmtMS(base.Lat.P50), float64(b.Lat.P50)/float64(base.Lat.P50),
+				fmtMS(b.Lat.P99), fmtMS(base.Lat.P99), float64(b.Lat.P99)/float64(base.Lat.P99)))
+		}
+	}
 	switch scenario {
 	case "a50":
 		if s, ok := valid(modeSeq); ok && okB {

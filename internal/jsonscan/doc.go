@@ -9,35 +9,34 @@ import (
 
 // Doc is one JSON document read in place, with an index that lookups build as they go: the first lookup that walks
 // into an object or array scans it once and keeps where each member or element starts and ends, so that any later
-// lookup through it costs a slice or map access per segment, whatever the document's size. However many
-// placeholders read a response, it is scanned at most once (CONTRACT.md §10, CPU).
+// lookup through it costs a slice access (or, in a large object, a map access) per segment, whatever the
+// document's size. However many placeholders read a response, it is scanned at most once (CONTRACT.md §10, CPU).
+// The index is a tree: each member that a lookup walked into holds the index of its own value.
 //
 // A Doc is safe for concurrent use. Its index is kept as long as the Doc; charge, when set, is told the bytes each
-// part of the index is about to take, and a non-nil error from it fails the lookup that needed that part.
+// part of the index is about to take, and a non-nil error from it fails the lookup that needed that part. The
+// zero Doc is an empty document; Reset gives it one.
 type Doc struct {
+	mu     sync.Mutex
 	b      []byte
 	charge func(n int64) error
-
-	mu    sync.Mutex
-	root  span            // the top value; end < 0 until known
-	nodes map[int32]*node // by the offset of the container's opening bracket
+	top    member // the whole document; end < 0 until it is known
+	// index holds every indexed container's members, each container's a run of them (see member.kids), so that a
+	// document's index grows in one slice rather than one allocation per container.
+	index []member
+	// byName finds a member of a large object by its unescaped name (the first member wins), by the object's run
+	// in index; built on first use.
+	byName map[int32]map[string]int32
 }
 
-// span is where a value is: b[start:end].
-type span struct{ start, end int32 }
-
-// node is the index of one object or array.
-type node struct {
-	vals  []span // element values, or member values in document order
-	names []name // objects: member names, parallel to vals
-	// byName finds a member of a large object by its unescaped name (the first member wins); built on first use.
-	byName map[string]int32
-}
-
-// name is where a member name's content is (without quotes), and whether it holds escapes.
-type name struct {
-	start, end int32
-	escaped    bool
+// member is where one value is, b[start:end], and, for a member of an object, its name b[nameStart:nameEnd]
+// (without quotes). When a lookup walked into the value (an object or array), its members are index[kids-1:]
+// (kids is 0 until then), count of them.
+type member struct {
+	start, end         int32
+	nameStart, nameEnd int32
+	kids, count        int32
+	escaped            bool // the name holds escapes
 }
 
 // byNameAfter is the member count from which an object's members are looked up in a map rather than one by one.
@@ -45,11 +44,15 @@ const byNameAfter = 16
 
 // NewDoc returns a Doc over b, which must not change while the Doc is in use. charge may be nil.
 func NewDoc(b []byte, charge func(n int64) error) *Doc {
-	return &Doc{b: b, charge: charge, root: span{end: -1}}
+	d := &Doc{}
+	d.Reset(b, charge)
+	return d
 }
 
-// Bytes returns the document.
-func (d *Doc) Bytes() []byte { return d.b }
+// Reset makes d a Doc over b, with no index yet. It must not be called while d is in use.
+func (d *Doc) Reset(b []byte, charge func(n int64) error) {
+	*d = Doc{b: b, charge: charge, top: member{end: -1}}
+}
 
 // LookupError is a lookup that found nothing, and why. The segments walked before the failure are
 // path[:Walked-1] (Walked is 0 when it failed at the top).
@@ -58,7 +61,7 @@ type LookupError struct {
 	Seg    string // the segment that could not be taken
 	Walked int
 	Length int  // ReasonOutOfRange: the array's length
-	Kind   byte // ReasonNotContainer: the kind of the value ('"', '0', 't', 'f', 'n', or '}' / ']' for a misplaced bracket)
+	Kind   byte // ReasonNotContainer: the kind of the value ('"', '0', 't', 'f', 'n')
 	Err    error
 }
 
@@ -95,181 +98,192 @@ func (e *LookupError) Error() string {
 
 func (e *LookupError) Unwrap() error { return e.Err }
 
+var errMalformed = &LookupError{Reason: ReasonMalformed}
+
 // Lookup returns the raw JSON value that path names: segments separated by '.', each an object member or, on an
 // array, an index; "" is the whole document. Duplicate member names are tolerated (the first one wins), as is
 // anything after the top value.
 func (d *Doc) Lookup(path string) ([]byte, error) {
 	if len(d.b) > math.MaxInt32 {
-		return nil, &LookupError{Reason: ReasonMalformed}
+		return nil, errMalformed
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	cur, err := d.top()
-	if err != nil {
+	if err := d.root(); err != nil {
 		return nil, err
 	}
+	pos := -1 // the value walked to: d.top, then members of d.index
 	walked := 0 // bytes of path walked, for messages
 	for depth := 0; path != ""; depth++ {
 		seg, rest, _ := strings.Cut(path, ".")
-		switch c := d.b[cur.start]; c {
-		case '{', '[':
-			n, err := d.index(cur.start, depth)
-			if err != nil {
+		cur := d.at(pos)
+		c := d.b[cur.start]
+		if c != '{' && c != '[' {
+			return nil, &LookupError{Reason: ReasonNotContainer, Seg: seg, Walked: walked, Kind: kindOf(c)}
+		}
+		if cur.kids == 0 {
+			if err := d.scan(pos, depth); err != nil {
 				return nil, err
 			}
-			k, lerr := d.find(n, c, seg)
-			if lerr != nil {
-				lerr.Walked = walked
-				return nil, lerr
-			}
-			cur = n.vals[k]
-		default:
-			k := kindOf(c)
-			if k == 0 {
-				return nil, &LookupError{Reason: ReasonMalformed}
-			}
-			return nil, &LookupError{Reason: ReasonNotContainer, Seg: seg, Walked: walked, Kind: k}
+			cur = d.at(pos) // scanning may have moved d.index
 		}
+		k, lerr := d.find(cur, c, seg)
+		if lerr != nil {
+			lerr.Walked = walked
+			return nil, lerr
+		}
+		pos = int(cur.kids) - 1 + k
 		walked += len(seg) + 1
 		path = rest
 	}
+	cur := d.at(pos)
 	return d.b[cur.start:cur.end], nil
 }
 
-// top returns the span of the top value, checked. d.mu is held.
-func (d *Doc) top() (span, error) {
-	if d.root.end >= 0 {
-		return d.root, nil
+// at is the value at pos: the top value for -1, else a member of d.index.
+func (d *Doc) at(pos int) *member {
+	if pos < 0 {
+		return &d.top
+	}
+	return &d.index[pos]
+}
+
+// root makes d.top the top value, checked. d.mu is held.
+func (d *Doc) root() error {
+	if d.top.end >= 0 {
+		return nil
 	}
 	start := SkipSpace(d.b, 0)
 	if start >= len(d.b) {
-		return span{}, &LookupError{Reason: ReasonEmpty}
+		return &LookupError{Reason: ReasonEmpty}
 	}
-	var end int
+	d.top = member{start: int32(start)}
 	switch d.b[start] {
 	case '{', '[':
-		n, err := d.index(int32(start), 0)
-		if err != nil {
-			return span{}, err
+		if err := d.scan(-1, 0); err != nil {
+			d.top.end = -1
+			return err
 		}
-		end = int(n.end())
+		// The container's run ends with a member recording its end (see scan).
+		d.top.end = d.index[int(d.top.kids)-1+int(d.top.count)].end
 	default:
-		var ok bool
-		if end, ok = Skip(d.b, start, 0); !ok {
-			return span{}, &LookupError{Reason: ReasonMalformed}
+		end, ok := Skip(d.b, start, 0)
+		if !ok {
+			d.top.end = -1
+			return errMalformed
 		}
+		d.top.end = int32(end)
 	}
-	d.root = span{int32(start), int32(end)}
-	return d.root, nil
+	return nil
 }
 
-// end is where the container a node indexes ends: its last value's end is followed by the closing bracket, which
-// index checked; an empty container's end is stored as its only span.
-func (n *node) end() int32 { return n.vals[len(n.vals)-1].end }
-
-// index returns the index of the container whose opening bracket is at b[at], scanning it once. depth is the
-// number of containers around it. An empty container's node has one span, for its end, and no members.
-func (d *Doc) index(at int32, depth int) (*node, error) {
-	if n, ok := d.nodes[at]; ok {
-		return n, nil
-	}
-	bad := &LookupError{Reason: ReasonMalformed}
+// scan indexes the container that the member at position pos (as position gives it) holds: it appends the
+// container's members to d.index, then one more member recording where the container ends, and points the member
+// at the run. depth is the number of containers around the container.
+func (d *Doc) scan(pos, depth int) error {
 	if depth >= MaxDepth {
-		return nil, bad
+		return errMalformed
 	}
+	at := int(d.at(pos).start)
 	b, obj := d.b, d.b[at] == '{'
 	closer := byte(']')
 	if obj {
 		closer = '}'
 	}
-	n := &node{}
-	i := SkipSpace(b, int(at)+1)
-	if i < len(b) && b[i] == closer {
-		n.vals = []span{{start: int32(i + 1), end: int32(i + 1)}}
-		return d.keep(at, n)
+	first, before := len(d.index), cap(d.index)
+	if d.index == nil {
+		d.index = make([]member, 0, 8) // a small response's few containers, in one allocation
 	}
-	for {
-		if obj {
-			if i >= len(b) || b[i] != '"' {
-				return nil, bad
+	i := SkipSpace(b, at+1)
+	if i >= len(b) || b[i] != closer {
+		for {
+			var m member
+			if obj {
+				if i >= len(b) || b[i] != '"' {
+					return d.undo(first, errMalformed)
+				}
+				end, escaped, ok := ScanString(b, i)
+				if !ok {
+					return d.undo(first, errMalformed)
+				}
+				m.nameStart, m.nameEnd, m.escaped = int32(i+1), int32(end-1), escaped
+				if i = SkipSpace(b, end); i >= len(b) || b[i] != ':' {
+					return d.undo(first, errMalformed)
+				}
+				i = SkipSpace(b, i+1)
 			}
-			end, escaped, ok := ScanString(b, i)
+			end, ok := Skip(b, i, depth+1)
 			if !ok {
-				return nil, bad
+				return d.undo(first, errMalformed)
 			}
-			n.names = append(n.names, name{int32(i + 1), int32(end - 1), escaped})
-			if i = SkipSpace(b, end); i >= len(b) || b[i] != ':' {
-				return nil, bad
+			m.start, m.end = int32(i), int32(end)
+			d.index = append(d.index, m)
+			if i = SkipSpace(b, end); i >= len(b) {
+				return d.undo(first, errMalformed)
 			}
-			i = SkipSpace(b, i+1)
+			if b[i] == ',' {
+				i = SkipSpace(b, i+1)
+				continue
+			}
+			if b[i] != closer {
+				return d.undo(first, errMalformed)
+			}
+			break
 		}
-		end, ok := Skip(b, i, depth+1)
-		if !ok {
-			return nil, bad
-		}
-		n.vals = append(n.vals, span{int32(i), int32(end)})
-		if i = SkipSpace(b, end); i >= len(b) {
-			return nil, bad
-		}
-		switch b[i] {
-		case ',':
-			i = SkipSpace(b, i+1)
-			continue
-		case closer:
-		default:
-			return nil, bad
-		}
-		break
 	}
-	// The container ends after its closing bracket: record it past the last value, where end() reads it.
-	n.vals = append(n.vals, span{int32(i + 1), int32(i + 1)})
-	return d.keep(at, n)
+	d.index = append(d.index, member{start: int32(i + 1), end: int32(i + 1)})
+	if d.charge != nil && cap(d.index) > before {
+		if err := d.charge(int64(memberSize * (cap(d.index) - before))); err != nil {
+			return d.undo(first, &LookupError{Reason: ReasonCharge, Err: err})
+		}
+	}
+	m := d.at(pos)
+	m.kids, m.count = int32(first+1), int32(len(d.index)-first-1)
+	return nil
 }
 
-// keep charges and stores a new node. The node's last span marks the container's end; members are the others.
-func (d *Doc) keep(at int32, n *node) (*node, error) {
-	size := int64(64 + 8*cap(n.vals) + 12*cap(n.names))
-	if d.charge != nil {
-		if err := d.charge(size); err != nil {
-			return nil, &LookupError{Reason: ReasonCharge, Err: err}
-		}
-	}
-	if d.nodes == nil {
-		d.nodes = make(map[int32]*node)
-	}
-	d.nodes[at] = n
-	return n, nil
+// memberSize is the bytes a member takes in the index, as charged.
+const memberSize = 32
+
+// undo drops what a failed scan appended, and returns err.
+func (d *Doc) undo(first int, err error) error {
+	d.index = d.index[:first]
+	return err
 }
 
-// members is the number of members or elements a node indexes (its last span marks the end).
-func (n *node) members() int { return len(n.vals) - 1 }
-
-// find returns the position in n of segment seg, c being the container's opening bracket.
-func (d *Doc) find(n *node, c byte, seg string) (int, *LookupError) {
+// find returns the position in m's run of segment seg, c being the container's opening bracket.
+func (d *Doc) find(m *member, c byte, seg string) (int, *LookupError) {
+	members := d.index[int(m.kids)-1 : int(m.kids)-1+int(m.count)]
 	if c == '[' {
 		k, ok := ArrayIndex(seg)
 		if !ok {
 			return 0, &LookupError{Reason: ReasonNotIndex, Seg: seg}
 		}
-		if k >= n.members() {
-			return 0, &LookupError{Reason: ReasonOutOfRange, Seg: seg, Length: n.members()}
+		if k >= len(members) {
+			return 0, &LookupError{Reason: ReasonOutOfRange, Seg: seg, Length: len(members)}
 		}
 		return k, nil
 	}
-	if n.members() < byNameAfter {
-		for k, nm := range n.names {
-			if NameIs(d.b[nm.start:nm.end], nm.escaped, seg) {
+	if len(members) < byNameAfter {
+		for k, mm := range members {
+			if NameIs(d.b[mm.nameStart:mm.nameEnd], mm.escaped, seg) {
 				return k, nil
 			}
 		}
 		return 0, &LookupError{Reason: ReasonNoMember, Seg: seg}
 	}
-	if n.byName == nil {
-		if err := d.mapNames(n); err != nil {
+	names, ok := d.byName[m.kids]
+	if !ok {
+		var err *LookupError
+		if names, err = d.mapNames(members); err != nil {
 			return 0, err
 		}
+		if d.byName == nil {
+			d.byName = make(map[int32]map[string]int32)
+		}
+		d.byName[m.kids] = names
 	}
-	if k, ok := n.byName[seg]; ok {
+	if k, ok := names[seg]; ok {
 		return int(k), nil
 	}
 	return 0, &LookupError{Reason: ReasonNoMember, Seg: seg}
@@ -277,28 +291,27 @@ func (d *Doc) find(n *node, c byte, seg string) (int, *LookupError) {
 
 // mapNames builds a large object's name map: unescaped names, the first member of each name, a name that does not
 // unescape to valid UTF-8 left out (it matches nothing).
-func (d *Doc) mapNames(n *node) *LookupError {
-	size := int64(48 * len(n.names))
-	for _, nm := range n.names {
-		size += int64(nm.end - nm.start)
-	}
+func (d *Doc) mapNames(members []member) (map[string]int32, *LookupError) {
 	if d.charge != nil {
+		size := int64(48 * len(members))
+		for _, m := range members {
+			size += int64(m.nameEnd - m.nameStart)
+		}
 		if err := d.charge(size); err != nil {
-			return &LookupError{Reason: ReasonCharge, Err: err}
+			return nil, &LookupError{Reason: ReasonCharge, Err: err}
 		}
 	}
-	m := make(map[string]int32, len(n.names))
-	for k, nm := range n.names {
-		s, ok := unquoteName(d.b[nm.start:nm.end], nm.escaped)
+	byName := make(map[string]int32, len(members))
+	for k, m := range members {
+		s, ok := unquoteName(d.b[m.nameStart:m.nameEnd], m.escaped)
 		if !ok {
 			continue
 		}
-		if _, dup := m[s]; !dup {
-			m[s] = int32(k)
+		if _, dup := byName[s]; !dup {
+			byName[s] = int32(k)
 		}
 	}
-	n.byName = m
-	return nil
+	return byName, nil
 }
 
 // unquoteName unescapes a name's content; false when it holds a lone surrogate.
@@ -323,13 +336,10 @@ func unquoteName(raw []byte, escaped bool) (string, bool) {
 	return string(out), true
 }
 
-// kindOf names the kind of value that starts with c, as jsontext.Kind does.
+// kindOf names the kind of a value that starts with c, as jsontext.Kind does.
 func kindOf(c byte) byte {
-	switch {
-	case c == '-' || '0' <= c && c <= '9':
+	if c == '-' || '0' <= c && c <= '9' {
 		return '0'
-	case c == '"', c == 't', c == 'f', c == 'n', c == '}', c == ']':
-		return c
 	}
-	return 0
+	return c
 }
