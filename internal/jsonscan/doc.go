@@ -112,7 +112,7 @@ func (d *Doc) Lookup(path string) ([]byte, error) {
 	if err := d.root(); err != nil {
 		return nil, err
 	}
-	pos := -1 // the value walked to: d.top, then members of d.index
+	pos := -1   // the value walked to: d.top, then members of d.index
 	walked := 0 // bytes of path walked, for messages
 	for depth := 0; path != ""; depth++ {
 		seg, rest, _ := strings.Cut(path, ".")
