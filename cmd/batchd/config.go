@@ -10,7 +10,9 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
+	"path"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -201,12 +203,12 @@ func (c config) proxies() ([]*net.IPNet, error) {
 }
 
 // defaultMemoryBudget is -memory-budget's default: 60 % of the Go memory limit (GOMEMLIMIT) when one is set, else
-// of the cgroup's memory limit when the process runs in one, else 1 GiB. The rest of the limit is left to what
+// of the memory limit of the process's cgroup when it has one, else 1 GiB. The rest of the limit is left to what
 // the budget does not count: the runtime, the garbage between collections, the idempotency store.
 func defaultMemoryBudget() int64 {
 	limit := debug.SetMemoryLimit(-1)
 	if limit == math.MaxInt64 {
-		limit = cgroupMemoryLimit()
+		limit = cgroupMemoryLimit(os.ReadFile)
 	}
 	if limit <= 0 || limit == math.MaxInt64 {
 		return 1 << 30
@@ -214,20 +216,50 @@ func defaultMemoryBudget() int64 {
 	return limit / 10 * 6
 }
 
-// cgroupMemoryLimit reads the memory limit of the process's cgroup (v2, then v1); 0 when there is none.
-func cgroupMemoryLimit() int64 {
-	for _, f := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
-		b, err := os.ReadFile(f)
+// cgroupMemoryLimit reads the memory limit of the process's cgroup, v2 or v1, found through /proc/self/cgroup, and
+// the smallest limit on the way up to the root (a parent's limit holds its children too); 0 when there is none.
+func cgroupMemoryLimit(readFile func(string) ([]byte, error)) int64 {
+	self, err := readFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	var files []string // the limit files from the process's cgroup up to the root
+	for line := range strings.SplitSeq(strings.TrimSpace(string(self)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		var dir, name string
+		switch {
+		case parts[0] == "0" && parts[1] == "": // v2
+			dir, name = "/sys/fs/cgroup", "memory.max"
+		case slices.Contains(strings.Split(parts[1], ","), "memory"): // v1
+			dir, name = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
+		default:
+			continue
+		}
+		for p := path.Clean("/" + parts[2]); ; p = path.Dir(p) {
+			files = append(files, path.Join(dir, p, name))
+			if p == "/" {
+				break
+			}
+		}
+	}
+	limit := int64(0)
+	for _, f := range files {
+		b, err := readFile(f)
 		if err != nil {
 			continue
 		}
 		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 		if err != nil || n <= 0 || n >= 1<<60 { // "max", or v1's "no limit" (a page-rounded MaxInt64)
-			return 0
+			continue
 		}
-		return n
+		if limit == 0 || n < limit {
+			limit = n
+		}
 	}
-	return 0
+	return limit
 }
 
 // list splits a comma-separated flag value, dropping blanks.

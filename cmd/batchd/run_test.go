@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -484,4 +485,33 @@ func TestByteSize(t *testing.T) {
 	}
 	v := byteSize(1 << 20)
 	assert.Equal(t, "1MiB", v.String())
+}
+
+// TestCgroupMemoryLimit: the default memory budget reads the process's own cgroup, v2 or v1, and the smallest
+// limit on the way up to the root.
+func TestCgroupMemoryLimit(t *testing.T) {
+	fs := func(files map[string]string) func(string) ([]byte, error) {
+		return func(name string) ([]byte, error) {
+			if s, ok := files[name]; ok {
+				return []byte(s), nil
+			}
+			return nil, os.ErrNotExist
+		}
+	}
+	assert.Equal(t, int64(512<<20), cgroupMemoryLimit(fs(map[string]string{
+		"/proc/self/cgroup":                          "0::/kubepods/pod1/c1\n",
+		"/sys/fs/cgroup/kubepods/pod1/c1/memory.max": "max\n",
+		"/sys/fs/cgroup/kubepods/pod1/memory.max":    "536870912\n",
+		"/sys/fs/cgroup/kubepods/memory.max":         "1073741824\n",
+	})), "v2: the pod's limit holds its container")
+	assert.Equal(t, int64(256<<20), cgroupMemoryLimit(fs(map[string]string{
+		"/proc/self/cgroup": "9:cpu:/\n4:memory:/docker/abc\n0::/\n",
+		"/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": "268435456",
+		"/sys/fs/cgroup/memory/memory.limit_in_bytes":            "9223372036854771712",
+	})), "v1")
+	assert.Zero(t, cgroupMemoryLimit(fs(map[string]string{
+		"/proc/self/cgroup":         "0::/\n",
+		"/sys/fs/cgroup/memory.max": "max",
+	})), "no limit")
+	assert.Zero(t, cgroupMemoryLimit(fs(nil)), "no cgroup file at all")
 }
