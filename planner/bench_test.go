@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/heimdalr/dag"
 )
 
 // benchBody builds a batch of n steps in the canonical form. shape is "independent" (no references), "chain" (each
@@ -158,7 +156,7 @@ func BenchmarkResolveLargeResponse(b *testing.B) {
 			for b.Loop() {
 				r := NewResponses(2, func(int) []byte { return body }, nil)
 				t0 := time.Now()
-				if _, err := r.value(&plan.Steps[1].Body.holes.refs[0]); err != nil { // the first lookup indexes
+				if _, err := r.value(&plan.Steps[1].Body.refs[0]); err != nil { // the first lookup indexes
 					b.Fatal(err)
 				}
 				index += time.Since(t0)
@@ -184,40 +182,32 @@ func largeResponse(size int) []byte {
 	return append(b, "]}"...)
 }
 
-// BenchmarkDAGLibrary measures what validating the accepted plans' graphs with heimdalr/dag would cost (vertices
-// by key, one AddEdge per dependency), against the linear pass Parse uses; see longestChain.
-func BenchmarkDAGLibrary(b *testing.B) {
+// BenchmarkGraph is what the dependency graph of record costs a plan: every step a vertex of a heimdalr/dag DAG,
+// every dependency an edge (the DAG refusing the edges that would close a cycle), and the levels read from it in
+// topological order. Parse pays it once per batch.
+func BenchmarkGraph(b *testing.B) {
 	for _, shape := range []string{"independent", "chain", "diamond"} {
-		plan, err := Parse(benchBody(shape, 50), Config{})
-		if err != nil {
-			b.Fatal(err)
+		for _, n := range []int{10, 50} {
+			plan, err := Parse(benchBody(shape, n), Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			deps := make([][]int, len(plan.Steps))
+			for i, s := range plan.Steps {
+				deps[i] = s.Deps
+			}
+			id := func(i int) string { return plan.Steps[i].Key }
+			b.Run(fmt.Sprintf("%s-%d", shape, n), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					var probs problems
+					g := graph(deps, id, &probs)
+					if len(probs.list) > 0 {
+						b.Fatal(probs.list)
+					}
+					levels(g, len(deps))
+				}
+			})
 		}
-		b.Run("heimdalr/"+shape, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				g := dag.NewDAG()
-				for i, s := range plan.Steps {
-					if err := g.AddVertexByID(s.Key, i); err != nil {
-						b.Fatal(err)
-					}
-				}
-				for _, s := range plan.Steps {
-					for _, d := range s.Deps {
-						if err := g.AddEdge(plan.Steps[d].Key, s.Key); err != nil {
-							b.Fatal(err)
-						}
-					}
-				}
-			}
-		})
-		work := make([]int, 3*len(plan.Steps))
-		b.Run("linear/"+shape, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, remaining := longestChain(plan.Steps, work); remaining != nil {
-					b.Fatal("cycle")
-				}
-			}
-		})
 	}
 }

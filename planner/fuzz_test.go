@@ -123,7 +123,7 @@ func checkPlan(t *testing.T, plan *Plan) {
 			refs = append(refs, h.Value.refs...)
 		}
 		if s.Body != nil {
-			refs = append(refs, s.Body.refList()...)
+			refs = append(refs, s.Body.refs...)
 		}
 		for _, r := range refs {
 			if !slices.Contains(s.Deps, r.step) {
@@ -140,7 +140,7 @@ func checkPlan(t *testing.T, plan *Plan) {
 				rbRefs = append(rbRefs, h.Value.refs...)
 			}
 			if rb.Body != nil {
-				rbRefs = append(rbRefs, rb.Body.refList()...)
+				rbRefs = append(rbRefs, rb.Body.refs...)
 			}
 			for _, r := range rbRefs {
 				if r.step != i && !slices.Contains(s.Deps, r.step) {

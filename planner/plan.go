@@ -97,6 +97,9 @@ type Step struct {
 	Dependents []int
 	// Rollback is the call that undoes this step in an atomic batch; nil when the step has none.
 	Rollback *Rollback
+	// Level is the step's place in the dependency graph: 0 without dependencies, else one more than the level of
+	// its deepest dependency. Steps of one level may run at once.
+	Level int
 }
 
 // Rollback is a step's "rollback": a call compiled like a step's own. Its placeholders may name the step itself

@@ -3,6 +3,7 @@ package planner
 import (
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
 
@@ -24,74 +25,86 @@ type part struct {
 	query bool   // path templates: the reference stands in the query, so it is query-escaped
 }
 
-// JSONTemplate is a compiled payload: the payload's raw JSON with holes where a string value holds placeholders.
-// Resolving appends literal chunks and the referenced values; it never re-parses the payload.
+// JSONTemplate is a compiled payload: the payload's raw JSON, and the string values that hold placeholders
+// ("holes"). Resolving copies the JSON between the holes as it stands and writes each hole's value; it never
+// parses the payload again.
 type JSONTemplate struct {
-	raw   string     // static: the whole payload; otherwise unused
-	holes *jsonHoles // nil when static
+	raw   string
+	holes []hole // in the order they stand in raw
+	refs  []ref  // every placeholder of every hole
 }
 
-// jsonHoles is what a templated payload holds besides its text. It stands apart so that a static payload, the
-// common case, takes 24 bytes in a Plan rather than 64.
-type jsonHoles struct {
-	segs []jseg
-	refs []ref
-}
-
-// refList returns the payload's references, nil when it is static.
-func (t *JSONTemplate) refList() []ref {
-	if t.holes == nil {
-		return nil
-	}
-	return t.holes.refs
-}
-
-// jseg is a literal chunk of JSON followed by at most one hole.
-type jseg struct {
-	lit string
-	// ref >= 0: the hole is a whole-string placeholder, replaced by the referenced JSON value with its type.
-	ref int32
-	// text != nil: the hole is a string with embedded placeholders, built as one JSON string.
-	text []part
+// hole is a string value of a payload that holds placeholders: raw[start:end], quotes included.
+type hole struct {
+	start, end int
+	// whole >= 0: the string is exactly placeholder refs[whole], replaced by its value with its JSON type.
+	whole int
+	// Otherwise the string is built from parts: literal text, JSON-escaped, and the placeholders' values as text.
+	parts []part
 }
 
 // Static reports whether the payload holds no placeholder; Append then ignores r.
-func (t *JSONTemplate) Static() bool { return t.holes == nil }
+func (t *JSONTemplate) Static() bool { return len(t.holes) == 0 }
 
 // String returns the payload when it is static, and otherwise a JSON rendering of the template in which each
 // placeholder appears as written. It is meant for logs and tests.
 func (t *JSONTemplate) String() string {
-	if t.holes == nil {
-		return t.raw
-	}
 	var b []byte
-	for _, s := range t.holes.segs {
-		b = append(b, s.lit...)
-		switch {
-		case s.ref >= 0:
-			b = jsonscan.AppendString(b, t.holes.refs[s.ref].text)
-		case s.text != nil:
-			b = append(b, '"')
-			for _, p := range s.text {
-				b = append(b, p.lit...)
-				if p.ref >= 0 {
-					b = jsonscan.AppendStringContent(b, t.holes.refs[p.ref].text)
-				}
-			}
-			b = append(b, '"')
+	last := 0
+	for _, h := range t.holes {
+		b = append(b, t.raw[last:h.start]...)
+		last = h.end
+		if h.whole >= 0 {
+			b = jsonscan.AppendString(b, t.refs[h.whole].text)
+			continue
 		}
+		b = append(b, '"')
+		for _, p := range h.parts {
+			b = append(b, p.lit...)
+			if p.ref >= 0 {
+				b = jsonscan.AppendStringContent(b, t.refs[p.ref].text)
+			}
+		}
+		b = append(b, '"')
 	}
-	return string(b)
+	return string(append(b, t.raw[last:]...))
+}
+
+// compileJSON compiles a payload: each string value that holds "${" (once unescaped, as decode noted them) is split
+// into literal text and placeholders. A malformed placeholder is reported, and the well-formed ones around it are
+// still compiled so that their references are checked too. A string that holds only $${ escapes is rewritten once,
+// here.
+func compileJSON(p *payloadDraft) (*JSONTemplate, []string) {
+	t := &JSONTemplate{raw: p.raw}
+	var problems []string
+	for _, s := range p.strings {
+		pieces, perrs := splitTemplate(nil, s.text)
+		problems = append(problems, perrs...)
+		h := hole{start: s.start, end: s.end, whole: -1}
+		switch {
+		case len(pieces) == 1 && pieces[0].isRef:
+			h.whole = len(t.refs)
+			t.refs = append(t.refs, ref{refSpec: pieces[0].ref})
+		default:
+			h.parts = textParts(pieces, &t.refs, true, false)
+		}
+		t.holes = append(t.holes, h)
+	}
+	if len(t.refs) == 0 && len(t.holes) > 0 {
+		// Only $${ escapes: the payload is static once they are written as ${.
+		t = &JSONTemplate{raw: t.String()}
+	}
+	return t, problems
 }
 
 // Append appends the resolved payload JSON to dst, with no limit on its size. A placeholder that cannot be
 // resolved yields a *ResolveError; dst is then returned with its original length.
 func (t *JSONTemplate) Append(dst []byte, r *Responses) ([]byte, error) {
-	if t.holes == nil {
+	if len(t.holes) == 0 {
 		return append(dst, t.raw...), nil
 	}
 	var inline [8][]byte
-	vals := refValues(inline[:], len(t.holes.refs))
+	vals := refValues(inline[:], len(t.refs))
 	size, err := t.lookup(r, vals)
 	if err != nil {
 		return dst, err
@@ -114,10 +127,9 @@ func refValues(inline [][]byte, n int) [][]byte {
 // *ResolveError.
 func (t *JSONTemplate) Resolve(r *Responses, limit int64, reserve func(int64) error) ([]byte, error) {
 	var inline [8][]byte
-	var vals [][]byte
+	vals := refValues(inline[:], len(t.refs))
 	size := len(t.raw)
-	if t.holes != nil {
-		vals = refValues(inline[:], len(t.holes.refs))
+	if len(t.holes) > 0 {
 		var err error
 		if size, err = t.lookup(r, vals); err != nil {
 			return nil, err
@@ -131,49 +143,44 @@ func (t *JSONTemplate) Resolve(r *Responses, limit int64, reserve func(int64) er
 			return nil, err
 		}
 	}
-	if t.holes == nil {
-		return []byte(t.raw), nil
-	}
 	return t.build(make([]byte, 0, size), vals), nil
 }
 
 // lookup reads the value of every reference into vals (by the reference's index) and returns the resolved
 // payload's size.
 func (t *JSONTemplate) lookup(r *Responses, vals [][]byte) (int, error) {
-	refs := t.holes.refs
-	size := 0
-	for i := range t.holes.segs {
-		s := &t.holes.segs[i]
-		size += len(s.lit)
-		switch {
-		case s.ref >= 0:
-			v, err := r.value(&refs[s.ref])
+	size := len(t.raw)
+	for k := range t.holes {
+		h := &t.holes[k]
+		size -= h.end - h.start
+		if h.whole >= 0 {
+			v, err := r.value(&t.refs[h.whole])
 			if err != nil {
 				return 0, err
 			}
-			vals[s.ref] = v
+			vals[h.whole] = v
 			size += len(v)
-		case s.text != nil:
-			size += 2 // the quotes
-			for _, p := range s.text {
-				size += len(p.lit)
-				if p.ref < 0 {
-					continue
-				}
-				rf := &refs[p.ref]
-				v, err := r.value(rf)
-				if err != nil {
-					return 0, err
-				}
-				switch v[0] {
-				case '"':
-					v = v[1 : len(v)-1] // the inside of a valid JSON string is valid inside another one, as it stands
-				case '{', '[':
-					return 0, notEmbeddable(rf, v)
-				}
-				vals[p.ref] = v
-				size += len(v)
+			continue
+		}
+		size += 2 // the quotes
+		for _, p := range h.parts {
+			size += len(p.lit)
+			if p.ref < 0 {
+				continue
 			}
+			rf := &t.refs[p.ref]
+			v, err := r.value(rf)
+			if err != nil {
+				return 0, err
+			}
+			switch v[0] {
+			case '"':
+				v = v[1 : len(v)-1] // the inside of a valid JSON string is valid inside another one, as it stands
+			case '{', '[':
+				return 0, notEmbeddable(rf, v)
+			}
+			vals[p.ref] = v
+			size += len(v)
 		}
 	}
 	return size, nil
@@ -181,24 +188,25 @@ func (t *JSONTemplate) lookup(r *Responses, vals [][]byte) (int, error) {
 
 // build appends the payload to dst, the references' values read by lookup.
 func (t *JSONTemplate) build(dst []byte, vals [][]byte) []byte {
-	for i := range t.holes.segs {
-		s := &t.holes.segs[i]
-		dst = append(dst, s.lit...)
-		switch {
-		case s.ref >= 0:
-			dst = append(dst, vals[s.ref]...)
-		case s.text != nil:
-			dst = append(dst, '"')
-			for _, p := range s.text {
-				dst = append(dst, p.lit...)
-				if p.ref >= 0 {
-					dst = append(dst, vals[p.ref]...)
-				}
-			}
-			dst = append(dst, '"')
+	last := 0
+	for k := range t.holes {
+		h := &t.holes[k]
+		dst = append(dst, t.raw[last:h.start]...)
+		last = h.end
+		if h.whole >= 0 {
+			dst = append(dst, vals[h.whole]...)
+			continue
 		}
+		dst = append(dst, '"')
+		for _, p := range h.parts {
+			dst = append(dst, p.lit...)
+			if p.ref >= 0 {
+				dst = append(dst, vals[p.ref]...)
+			}
+		}
+		dst = append(dst, '"')
 	}
-	return dst
+	return append(dst, t.raw[last:]...)
 }
 
 // TooLargeError is a call that would be over a cap once resolved (CONTRACT.md §10): the step fails unsent, with
@@ -218,6 +226,92 @@ func (e *TooLargeError) Error() string {
 	}
 	return e.Part + " is " + size + " bytes once its placeholders are resolved; at most " +
 		strconv.FormatInt(e.Limit, 10) + " allowed"
+}
+
+// compileHeader compiles a header value; problems are returned as (reason, detail) pairs.
+func compileHeader(name, value string) (t StringTemplate, reasons []Reason, details []string) {
+	if !hasTemplate(value) {
+		if badHeaderByte(value) >= 0 {
+			return t, []Reason{ReasonInvalidHeader}, []string{"header " + quote(name) + ": value contains a control character (CR, LF, NUL, …)"}
+		}
+		return StringTemplate{text: value}, nil, nil
+	}
+	pieces, perrs := splitTemplate(nil, value)
+	for _, e := range perrs {
+		reasons = append(reasons, ReasonPlaceholder)
+		details = append(details, "header "+quote(name)+": "+e)
+	}
+	for _, p := range pieces {
+		if !p.isRef && badHeaderByte(p.lit) >= 0 {
+			reasons = append(reasons, ReasonInvalidHeader)
+			details = append(details, "header "+quote(name)+": value contains a control character (CR, LF, NUL, …)")
+			break
+		}
+	}
+	if reasons != nil {
+		// Keep the well-formed references so that they are checked too; the batch is refused anyway.
+		t.parts = textParts(pieces, &t.refs, false, false)
+		return t, reasons, details
+	}
+	if !anyRef(pieces) {
+		return StringTemplate{text: literalText(pieces, "")}, nil, nil
+	}
+	t.text = value
+	t.parts = textParts(pieces, &t.refs, false, false)
+	return t, nil, nil
+}
+
+func anyRef(pieces []piece) bool {
+	for _, p := range pieces {
+		if p.isRef {
+			return true
+		}
+	}
+	return false
+}
+
+
+// textParts turns pieces into parts, appending their references to refs. Literals are JSON-escaped when jsonEsc
+// (the parts then build the inside of a JSON string). When path is set, a reference after the first literal '?'
+// is marked as standing in the query.
+func textParts(pieces []piece, refs *[]ref, jsonEsc, path bool) []part {
+	parts := make([]part, 0, len(pieces))
+	var acc []byte
+	inQuery := false
+	for _, p := range pieces {
+		if !p.isRef {
+			if jsonEsc {
+				acc = jsonscan.AppendStringContent(acc, p.lit)
+			} else {
+				acc = append(acc, p.lit...)
+			}
+			if path && strings.IndexByte(p.lit, '?') >= 0 {
+				inQuery = true
+			}
+			continue
+		}
+		parts = append(parts, part{lit: string(acc), ref: int32(len(*refs)), query: inQuery})
+		*refs = append(*refs, ref{refSpec: p.ref})
+		acc = acc[:0]
+	}
+	if len(acc) > 0 {
+		parts = append(parts, part{lit: string(acc), ref: -1})
+	}
+	return parts
+}
+
+// literalText joins the literal pieces, with each reference replaced by stand (nothing, or a dummy segment for
+// checking a templated path's literal parts at plan time).
+func literalText(pieces []piece, stand string) string {
+	var b strings.Builder
+	for _, p := range pieces {
+		if p.isRef {
+			b.WriteString(stand)
+		} else {
+			b.WriteString(p.lit)
+		}
+	}
+	return b.String()
 }
 
 // StringTemplate is a compiled header value.

@@ -1,0 +1,153 @@
+package planner
+
+import (
+	"slices"
+	"strconv"
+)
+
+// Stage three of Parse: bind. Every step gets its key (the index, where the form allows none), and every
+// placeholder and depends_on entry the step it names: the steps a step waits for are its dependencies.
+
+// binder holds the keys of a batch.
+type binder struct {
+	b     *batchDraft
+	probs *problems
+	keys  map[string]int // usable keys → step index
+}
+
+// bindKeys gives every step its key, checks it, and marks the usable ones keyBound.
+func bindKeys(b *batchDraft, probs *problems) *binder {
+	bd := &binder{b: b, probs: probs, keys: make(map[string]int, len(b.steps))}
+	for i := range b.steps {
+		d := &b.steps[i]
+		switch d.keyState {
+		case keyBad:
+			continue
+		case keyAbsent:
+			if b.form == FormRequests {
+				probs.add(i, phaseKey, ReasonInvalidKey, `missing "key"`)
+				continue
+			}
+			d.key = strconv.Itoa(i)
+		}
+		switch j, dup := bd.keys[d.key]; {
+		case !validKey(d.key):
+			probs.add(i, phaseKey, ReasonInvalidKey, "key "+quoteClip(d.key)+" must match [A-Za-z0-9_-]{1,64}")
+		case d.key == "self":
+			probs.add(i, phaseKey, ReasonInvalidKey, `key "self" is reserved`)
+		case dup:
+			probs.add(i, phaseKey, ReasonInvalidKey, "duplicate key "+quote(d.key)+" (step #"+strconv.Itoa(j)+" has it too)")
+		default:
+			bd.keys[d.key] = i
+			d.keyState = keyBound
+		}
+	}
+	return bd
+}
+
+// label names step i in problems: its key when usable, "" when it has none.
+func (bd *binder) label(i int) string {
+	if i >= 0 && i < len(bd.b.steps) && bd.b.steps[i].keyState == keyBound {
+		return bd.b.steps[i].key
+	}
+	return ""
+}
+
+// deps binds the references of step i's call and its depends_on entries, and returns the steps it waits for,
+// ascending and unique.
+func (bd *binder) deps(i int, c *checkedCall) []int {
+	var deps []int
+	var reported []string // keys already reported unknown for this step
+	// rf is the placeholder, nil for a depends_on entry; the problem's text is built only for a problem.
+	bind := func(key string, rf *ref) int {
+		j, ok := bd.keys[key]
+		if ok && j != i {
+			deps = append(deps, j)
+			return j
+		}
+		what := "depends_on " + quoteClip(key)
+		if rf != nil {
+			what = "placeholder " + rf.text
+		}
+		switch {
+		case !ok && !slices.Contains(reported, key):
+			reported = append(reported, key)
+			if key == "self" && rf != nil {
+				bd.probs.add(i, phaseRefs, ReasonUnknownRef, what+`: ${self…} may only be used in a "rollback"`)
+				break
+			}
+			bd.probs.add(i, phaseRefs, ReasonUnknownRef, what+" names no step of this batch")
+		case ok:
+			bd.probs.add(i, phaseRefs, ReasonSelfRef, what+" names the step itself")
+		}
+		return -1
+	}
+	for _, refs := range c.refLists() {
+		for k := range refs {
+			refs[k].step = bind(refs[k].key, &refs[k])
+		}
+	}
+	for _, key := range bd.b.steps[i].depends {
+		bind(key, nil)
+	}
+	slices.Sort(deps)
+	return slices.Compact(deps)
+}
+
+// rollback binds the references of step i's rollback. A rollback runs after its step succeeded and before the
+// rollbacks of the step's dependencies, so it may use the step's own response (${self…}, or the step's key) and
+// those of the step's direct dependencies (deps, ascending), and nothing else: any other step may have failed,
+// never run, or been rolled back already.
+func (bd *binder) rollback(i int, c *checkedCall, deps []int) {
+	var reported []string
+	for _, refs := range c.refLists() {
+		for k := range refs {
+			rf := &refs[k]
+			rf.step = -1
+			if rf.key == "self" {
+				rf.step = i
+				continue
+			}
+			j, ok := bd.keys[rf.key]
+			if _, dep := slices.BinarySearch(deps, j); ok && (j == i || dep) {
+				rf.step = j
+				continue
+			}
+			if slices.Contains(reported, rf.key) {
+				continue
+			}
+			reported = append(reported, rf.key)
+			if !ok {
+				bd.probs.add(i, phaseRefs, ReasonUnknownRef, "rollback placeholder "+rf.text+" names no step of this batch")
+				continue
+			}
+			bd.probs.add(i, phaseRefs, ReasonUnknownRef, "rollback placeholder "+rf.text+" names step "+quote(rf.key)+
+				", which this step does not depend on; a rollback may use ${self…} and the step's dependencies")
+		}
+	}
+}
+
+// requireRollbacks refuses the steps of an atomic batch that could not be undone: every step needs a rollback
+// except GET, HEAD and OPTIONS, which HTTP defines as safe (without side effects).
+func requireRollbacks(calls []checkedCall, rollbacks []*checkedCall, probs *problems) {
+	for i := range calls {
+		switch m := calls[i].method; {
+		case rollbacks[i] != nil, m == "GET", m == "HEAD", m == "OPTIONS":
+			continue
+		}
+		probs.add(i, phaseStep, ReasonMissingRollback, `no "rollback": in an atomic batch every step except GET, `+
+			"HEAD and OPTIONS needs one on this server, so that it can be undone")
+	}
+}
+
+// refLists returns the references of a call: its path's, each header's, its body's.
+func (c *checkedCall) refLists() [][]ref {
+	lists := [][]ref{c.path.refList()}
+	for _, h := range c.headers {
+		lists = append(lists, h.Value.refs)
+	}
+	if c.body != nil {
+		lists = append(lists, c.body.refs)
+	}
+	return lists
+}

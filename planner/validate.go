@@ -1,0 +1,187 @@
+package planner
+
+import (
+	"net/textproto"
+	"strconv"
+	"strings"
+)
+
+// Stage two of Parse: validate. Each step's members are checked and compiled: its headers, payload, method and
+// path (and its rollback's), in that order, each problem naming what to fix. Keys and references are bind's.
+
+// checkedCall is a step's (or rollback's) call once checked and compiled.
+type checkedCall struct {
+	method  string
+	name    string // the method path for metrics and logs (Step.Name)
+	path    PathTemplate
+	headers []Header
+	body    *JSONTemplate // nil when there is no payload
+}
+
+// validate checks and compiles every step's call and rollback.
+func validate(b *batchDraft, cfg Config, probs *problems) (calls []checkedCall, rollbacks []*checkedCall) {
+	calls = make([]checkedCall, len(b.steps))
+	rollbacks = make([]*checkedCall, len(b.steps))
+	for i := range b.steps {
+		s := &b.steps[i]
+		v := callChecker{i: i, cfg: cfg, probs: probs}
+		calls[i] = v.check(&s.call)
+		if s.rollback != nil {
+			v.what = "rollback"
+			rb := v.check(s.rollback)
+			rollbacks[i] = &rb
+		}
+	}
+	return calls, rollbacks
+}
+
+// callChecker checks the call of step i: the step's own (what "") or its rollback's (what "rollback").
+type callChecker struct {
+	i     int
+	what  string
+	cfg   Config
+	probs *problems
+}
+
+// prefix starts a problem about the call: "" for a step's own, or "rollback" and sep.
+func (v *callChecker) prefix(sep string) string {
+	if v.what == "" {
+		return ""
+	}
+	return v.what + sep
+}
+
+// field names a member in problems: "payload", or "rollback.payload".
+func (v *callChecker) field(name string) string {
+	if v.what == "" {
+		return name
+	}
+	return v.what + "." + name
+}
+
+func (v *callChecker) problem(r Reason, detail string) { v.probs.add(v.i, phaseStep, r, detail) }
+
+func (v *callChecker) check(c *call) checkedCall {
+	out := checkedCall{method: "POST"}
+	out.headers = v.headers(c.headers)
+	if c.payload != nil {
+		out.body = v.payload(c.payload, c.payloadField)
+	}
+	if c.methodGiven {
+		v.method(&out.method, c.method)
+	}
+	switch {
+	case c.pathGiven:
+		t, name, reason, detail := compilePath(c.path, v.cfg.Blocked)
+		if reason != "" {
+			v.problem(reason, v.prefix(" ")+detail)
+		}
+		out.path, out.name = t, name
+	case !c.pathBad:
+		v.problem(ReasonInvalidPath, v.prefix(": ")+`missing "path"`)
+	}
+	return out
+}
+
+// headers checks and compiles a call's headers: names that are HTTP tokens, none that a call may not carry
+// (RefusedHeader), none twice (names compared canonical), values without control characters.
+func (v *callChecker) headers(hs []headerDraft) []Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	what := v.prefix(" ")
+	out := make([]Header, 0, len(hs))
+	for _, h := range hs {
+		if !isToken(h.name) {
+			v.problem(ReasonInvalidHeader, what+"header name "+quoteClip(h.name)+" is not an HTTP token")
+			continue
+		}
+		name := textproto.CanonicalMIMEHeaderKey(h.name)
+		if RefusedHeader(name) {
+			v.problem(ReasonInvalidHeader, what+"header "+quote(name)+" may not be set by a step")
+			continue
+		}
+		dup := false
+		for _, o := range out {
+			dup = dup || o.Name == name
+		}
+		if dup {
+			v.problem(ReasonInvalidHeader, what+"header "+quote(name)+" given twice")
+			continue
+		}
+		t, reasons, details := compileHeader(name, h.value)
+		for k := range reasons {
+			v.problem(reasons[k], what+details[k])
+		}
+		out = append(out, Header{Name: name, Value: &t})
+	}
+	return out
+}
+
+// payload checks a payload's size and nesting and compiles its placeholders; nil when it is refused.
+func (v *callChecker) payload(p *payloadDraft, name string) *JSONTemplate {
+	field := v.field(name)
+	if len(p.raw) > v.cfg.MaxPayload {
+		v.problem(ReasonTooLarge, quote(field)+" is "+strconv.Itoa(len(p.raw))+" bytes; at most "+
+			strconv.Itoa(v.cfg.MaxPayload)+" allowed")
+		return nil
+	}
+	if p.depth > v.cfg.MaxDepth {
+		v.problem(ReasonInvalidJSON, quote(field)+" nests "+strconv.Itoa(p.depth)+" levels deep in the body; at most "+
+			strconv.Itoa(v.cfg.MaxDepth)+" allowed")
+		return nil
+	}
+	t, perrs := compileJSON(p)
+	for _, e := range perrs {
+		v.problem(ReasonPlaceholder, field+": "+e)
+	}
+	return t
+}
+
+// method stores an HTTP method upper-cased in dst. CONNECT and TRACE are refused: CONNECT would turn the upstream
+// call into a tunnel request that drops the path, and TRACE echoes the forwarded headers (Authorization) back.
+func (v *callChecker) method(dst *string, m string) {
+	what := v.prefix(" ")
+	if !isToken(m) {
+		v.problem(ReasonInvalidMethod, what+"method "+quoteClip(m)+" is not an HTTP token")
+		return
+	}
+	switch u := strings.ToUpper(m); u {
+	case "CONNECT", "TRACE":
+		v.problem(ReasonInvalidMethod, what+"method "+u+" may not be used in a batch")
+	default:
+		*dst = u
+	}
+}
+
+// RefusedHeader reports whether a call may not carry the header (canonical name, textproto.CanonicalMIMEHeaderKey):
+// a step may not set it (the planner refuses it) and no invoker sends it, whoever set it. These are the hop-by-hop
+// headers and those that frame the message (Host, Content-Length, Transfer-Encoding, …), which net/http derives
+// itself; Accept-Encoding, which the HTTP client negotiates so that it can read and cap a body it understands; and
+// the client-address headers (X-Forwarded-For, Forwarded, X-Real-Ip), with which a step could claim any address
+// to an upstream that trusts them.
+func RefusedHeader(name string) bool {
+	switch name {
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Te", "Trailer", "Upgrade",
+		"Http2-Settings", "Accept-Encoding", "X-Forwarded-For", "Forwarded", "X-Real-Ip":
+		return true
+	}
+	return strings.HasPrefix(name, "Proxy-")
+}
+
+// isToken reports whether s is an RFC 7230 token (header names, methods).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			continue
+		}
+		if strings.IndexByte("!#$%&'*+-.^_`|~", c) < 0 {
+			return false
+		}
+	}
+	return true
+}
