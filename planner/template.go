@@ -270,7 +270,6 @@ func anyRef(pieces []piece) bool {
 	return false
 }
 
-
 // textParts turns pieces into parts, appending their references to refs. Literals are JSON-escaped when jsonEsc
 // (the parts then build the inside of a JSON string). When path is set, a reference after the first literal '?'
 // is marked as standing in the query.
