@@ -205,7 +205,7 @@ func BenchmarkGraph(b *testing.B) {
 					if len(probs.list) > 0 {
 						b.Fatal(probs.list)
 					}
-					levels(g, len(deps))
+					(&Plan{Steps: make([]Step, len(deps)), graph: g}).Levels()
 				}
 			})
 		}

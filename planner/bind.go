@@ -82,11 +82,7 @@ func (bd *binder) deps(i int, c *checkedCall) []int {
 		}
 		return -1
 	}
-	for _, refs := range c.refLists() {
-		for k := range refs {
-			refs[k].step = bind(refs[k].key, &refs[k])
-		}
-	}
+	c.eachRef(func(rf *ref) { rf.step = bind(rf.key, rf) })
 	for _, key := range bd.b.steps[i].depends {
 		bind(key, nil)
 	}
@@ -100,31 +96,28 @@ func (bd *binder) deps(i int, c *checkedCall) []int {
 // never run, or been rolled back already.
 func (bd *binder) rollback(i int, c *checkedCall, deps []int) {
 	var reported []string
-	for _, refs := range c.refLists() {
-		for k := range refs {
-			rf := &refs[k]
-			rf.step = -1
-			if rf.key == "self" {
-				rf.step = i
-				continue
-			}
-			j, ok := bd.keys[rf.key]
-			if _, dep := slices.BinarySearch(deps, j); ok && (j == i || dep) {
-				rf.step = j
-				continue
-			}
-			if slices.Contains(reported, rf.key) {
-				continue
-			}
-			reported = append(reported, rf.key)
-			if !ok {
-				bd.probs.add(i, phaseRefs, ReasonUnknownRef, "rollback placeholder "+rf.text+" names no step of this batch")
-				continue
-			}
-			bd.probs.add(i, phaseRefs, ReasonUnknownRef, "rollback placeholder "+rf.text+" names step "+quote(rf.key)+
-				", which this step does not depend on; a rollback may use ${self…} and the step's dependencies")
+	c.eachRef(func(rf *ref) {
+		rf.step = -1
+		if rf.key == "self" {
+			rf.step = i
+			return
 		}
-	}
+		j, ok := bd.keys[rf.key]
+		if _, dep := slices.BinarySearch(deps, j); ok && (j == i || dep) {
+			rf.step = j
+			return
+		}
+		if slices.Contains(reported, rf.key) {
+			return
+		}
+		reported = append(reported, rf.key)
+		if !ok {
+			bd.probs.add(i, phaseRefs, ReasonUnknownRef, "rollback placeholder "+rf.text+" names no step of this batch")
+			return
+		}
+		bd.probs.add(i, phaseRefs, ReasonUnknownRef, "rollback placeholder "+rf.text+" names step "+quote(rf.key)+
+			", which this step does not depend on; a rollback may use ${self…} and the step's dependencies")
+	})
 }
 
 // requireRollbacks refuses the steps of an atomic batch that could not be undone: every step needs a rollback
@@ -140,14 +133,18 @@ func requireRollbacks(calls []checkedCall, rollbacks []*checkedCall, probs *prob
 	}
 }
 
-// refLists returns the references of a call: its path's, each header's, its body's.
-func (c *checkedCall) refLists() [][]ref {
-	lists := [][]ref{c.path.refList()}
+// eachRef calls f with each reference of a call: its path's, each header's, its body's, in that order.
+func (c *checkedCall) eachRef(f func(rf *ref)) {
+	each := func(refs []ref) {
+		for k := range refs {
+			f(&refs[k])
+		}
+	}
+	each(c.path.refs)
 	for _, h := range c.headers {
-		lists = append(lists, h.Value.refs)
+		each(h.Value.refs)
 	}
 	if c.body != nil {
-		lists = append(lists, c.body.refs)
+		each(c.body.refs)
 	}
-	return lists
 }

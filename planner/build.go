@@ -11,8 +11,8 @@ import (
 
 // Stage four of Parse: build. The dependency graph of record is a heimdalr/dag DAG of the steps: every dependency
 // is one of its edges, added in request order, and the DAG refuses exactly the edges that would close a cycle, each
-// one reported naming the steps on the cycle. A batch with no problem becomes the Plan, each step at its level
-// (the longest chain of dependencies below it, read from the DAG in topological order).
+// one reported naming the steps on the cycle. A batch with no problem becomes the Plan, which keeps the DAG (its
+// steps' levels are read from it, Plan.Levels).
 
 // problem is a Problem before steps are labelled. idx is the step index, -1 for the batch; phase orders a step's
 // problems (its key first), keeping the order they were found in within a phase.
@@ -138,29 +138,30 @@ func (lv *levelsVisitor) Visit(v dag.Vertexer) {
 	}
 }
 
-// levels returns each step's level in the acyclic DAG g of n steps.
-func levels(g *dag.DAG, n int) []int {
-	lv := &levelsVisitor{g: g, levels: make([]int, n)}
-	g.OrderedWalk(lv)
-	return lv.levels
-}
-
 // assemble builds the Plan of a batch with no problem.
-func assemble(b *batchDraft, calls []checkedCall, rollbacks []*checkedCall, deps [][]int, level []int) *Plan {
+func assemble(b *batchDraft, calls []checkedCall, rollbacks []*checkedCall, deps [][]int, g *dag.DAG) *Plan {
 	plan := &Plan{Form: b.form, StopOnError: b.stop || b.atomic, Atomic: b.atomic, Timings: b.timing,
-		Steps: make([]Step, len(b.steps))}
+		Steps: make([]Step, len(b.steps)), graph: g}
 	for i := range b.steps {
 		c := &calls[i]
 		s := &plan.Steps[i]
 		*s = Step{Index: i, Key: b.steps[i].key, Method: c.method, Name: c.name, Path: &c.path, Headers: c.headers,
-			Body: c.body, Deps: deps[i], Level: level[i]}
+			Body: c.body, Deps: deps[i]}
 		if rb := rollbacks[i]; rb != nil {
 			s.Rollback = &Rollback{Method: rb.method, Name: rb.name, Path: &rb.path, Headers: rb.headers, Body: rb.body}
 		}
-		plan.Depth = max(plan.Depth, level[i]+1)
+	}
+	count := make([]int, len(plan.Steps))
+	for i := range plan.Steps {
+		for _, d := range plan.Steps[i].Deps {
+			count[d]++
+		}
 	}
 	for i := range plan.Steps {
 		for _, d := range plan.Steps[i].Deps {
+			if plan.Steps[d].Dependents == nil {
+				plan.Steps[d].Dependents = make([]int, 0, count[d])
+			}
 			plan.Steps[d].Dependents = append(plan.Steps[d].Dependents, i)
 		}
 	}

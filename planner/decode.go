@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/batchd/batchd/internal/jsonscan"
 )
 
 // Stage one of Parse: decode. The body is read once, strictly (jsontext: duplicate members anywhere, invalid UTF-8
@@ -52,7 +54,8 @@ type call struct {
 	path         string
 	pathGiven    bool
 	pathBad      bool // present but of the wrong type: reported already
-	payload      *payloadDraft
+	payload      payloadDraft
+	hasPayload   bool   // a payload other than null was given
 	payloadField string // "payload" or "body", as given; "" when neither
 	headers      []headerDraft
 }
@@ -267,6 +270,9 @@ func (d *decoder) steps() error {
 	if err := d.open(); err != nil {
 		return err
 	}
+	// Room for as many steps as the body can hold, up to a batch of the default size: a step takes at least 12
+	// bytes ({"path":"a"}).
+	d.b.steps = make([]draft, 0, min(len(d.src)/12+1, DefaultMaxSteps))
 	for i := 0; ; i++ {
 		more, err := d.more()
 		if err != nil || !more {
@@ -354,7 +360,7 @@ func (d *decoder) callMember(i int, what string, c *call, name string) (handled 
 			return true, d.dec.SkipValue()
 		}
 		c.payloadField = name
-		c.payload, err = d.payload()
+		c.hasPayload, err = d.payload(&c.payload)
 	case "headers":
 		c.headers, err = d.headers(i, field)
 	default:
@@ -410,57 +416,38 @@ func (d *decoder) headers(i int, field string) ([]headerDraft, error) {
 	return hs, err
 }
 
-// payload reads a payload token by token with the body's own decoder (so it is read once, and checked as the body
-// is), noting each string value that may hold placeholders (member names never do). A null payload is none.
-func (d *decoder) payload() (*payloadDraft, error) {
-	p := &payloadDraft{depth: d.dec.StackDepth()}
-	if k := d.dec.PeekKind(); k != '{' && k != '[' {
-		v, err := d.dec.ReadValue()
-		if err != nil || k == 'n' {
-			return nil, err
-		}
-		end := int(d.dec.InputOffset())
-		p.raw = d.src[end-len(v) : end]
-		if k == '"' {
-			d.payloadString(p, v, 0, len(v))
-		}
-		return p, nil
-	}
+// payload reads a payload into p: the decoder checks it as it checks the whole body, and the string values that may
+// hold placeholders (member names never do) are noted. A null payload is none: ok is false.
+func (d *decoder) payload(p *payloadDraft) (ok bool, err error) {
 	base := d.dec.StackDepth()
-	if _, err := d.dec.ReadToken(); err != nil {
-		return nil, err
+	v, err := d.dec.ReadValue()
+	if err != nil || v.Kind() == 'n' {
+		return false, err
 	}
-	start := int(d.dec.InputOffset()) - 1
-	for d.dec.StackDepth() > base {
-		p.depth = max(p.depth, d.dec.StackDepth())
-		switch k := d.dec.PeekKind(); k {
-		case '{', '[', '}', ']':
-			if _, err := d.dec.ReadToken(); err != nil {
-				return nil, err
-			}
-		default:
-			kind, length := d.dec.StackIndex(d.dec.StackDepth())
-			name := kind == '{' && length%2 == 0
-			v, err := d.dec.ReadValue()
-			if err != nil {
-				return nil, err
-			}
-			if k == '"' && !name {
-				end := int(d.dec.InputOffset()) - start
-				d.payloadString(p, v, end-len(v), end)
-			}
+	end := int(d.dec.InputOffset())
+	*p = payloadDraft{raw: d.src[end-len(v) : end], depth: base}
+	if !bytes.ContainsAny(v, "[{$") && !bytes.Contains(v, []byte(`\u0024`)) {
+		return true, nil // a scalar, or a string without '$': nothing nests, nothing to compile
+	}
+	p.depth += jsonscan.Strings(v, func(start, end int, name bool) {
+		if !name {
+			d.payloadString(p, v[start:end], start, end)
 		}
-	}
-	p.raw = d.src[start:d.dec.InputOffset()]
-	return p, nil
+	})
+	return true, nil
 }
 
 // payloadString notes the string value v, at payload[start:end], when it holds "${" once unescaped.
-func (d *decoder) payloadString(p *payloadDraft, v jsontext.Value, start, end int) {
+func (d *decoder) payloadString(p *payloadDraft, v []byte, start, end int) {
 	if bytes.IndexByte(v, '$') < 0 && !bytes.Contains(v, []byte(`\u0024`)) {
 		return // no '$', even escaped: nothing to compile
 	}
-	if text := d.str(v); hasTemplate(text) {
+	text := string(v[1 : len(v)-1])
+	if bytes.IndexByte(v, '\\') >= 0 {
+		b, _ := jsontext.AppendUnquote(nil, v) // the decoder checked it
+		text = string(b)
+	}
+	if hasTemplate(text) {
 		p.strings = append(p.strings, stringDraft{start: start, end: end, text: text})
 	}
 }

@@ -26,7 +26,7 @@ func Example_placeholderTyping() {
 		panic(err)
 	}
 	get := plan.Steps[0]
-	fmt.Println("Get waits for", get.Deps, "depth", plan.Depth)
+	fmt.Println("Get waits for", get.Deps, "depth", plan.Depth())
 
 	add := answers{1: `{"ok": true, "result": {"new_id": 4, "name": "Coca-Cola", "active": true, "owner": {"id": 9}}}`}
 	body, err := get.Body.Append(nil, add.all())

@@ -118,7 +118,7 @@ func checkPlan(t *testing.T, plan *Plan) {
 		}
 		// Every reference is to a dependency.
 		var refs []ref
-		refs = append(refs, s.Path.refList()...)
+		refs = append(refs, s.Path.refs...)
 		for _, h := range s.Headers {
 			refs = append(refs, h.Value.refs...)
 		}
@@ -135,7 +135,7 @@ func checkPlan(t *testing.T, plan *Plan) {
 			if rb.Path == nil || !isToken(rb.Method) || rb.Method != strings.ToUpper(rb.Method) {
 				t.Fatalf("step %d: rollback %+v", i, rb)
 			}
-			rbRefs := slices.Clone(rb.Path.refList())
+			rbRefs := slices.Clone(rb.Path.refs)
 			for _, h := range rb.Headers {
 				rbRefs = append(rbRefs, h.Value.refs...)
 			}
@@ -209,8 +209,8 @@ func checkPlan(t *testing.T, plan *Plan) {
 	for i := range plan.Steps {
 		depth = max(depth, visit(i))
 	}
-	if plan.Depth != depth || depth < 1 {
-		t.Fatalf("Depth %d, want %d", plan.Depth, depth)
+	if plan.Depth() != depth || depth < 1 {
+		t.Fatalf("Depth %d, want %d", plan.Depth(), depth)
 	}
 }
 

@@ -1,6 +1,10 @@
 package planner
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/heimdalr/dag"
+)
 
 // Defaults of Config's zero fields.
 const (
@@ -54,7 +58,7 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 	}
 	// A batch over the step limit is refused anyway: building a huge graph would only give a hostile body more
 	// work to cause.
-	var level []int
+	var g *dag.DAG
 	if n <= cfg.MaxSteps {
 		id := func(i int) string {
 			if l := bd.label(i); l != "" {
@@ -62,13 +66,10 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 			}
 			return "#" + strconv.Itoa(i)
 		}
-		g := graph(deps, id, &probs)
-		if len(probs.list) == 0 {
-			level = levels(g, n)
-		}
+		g = graph(deps, id, &probs)
 	}
 	if len(probs.list) > 0 {
 		return nil, probs.refusal(bd.label)
 	}
-	return assemble(&b, calls, rollbacks, deps, level), nil
+	return assemble(&b, calls, rollbacks, deps, g), nil
 }

@@ -64,7 +64,7 @@ func TestParseForms(t *testing.T) {
 		assert.False(t, g.Body.Static())
 		assert.Equal(t, []int{0}, g.Deps)
 		assert.Equal(t, []int{1}, a.Dependents)
-		assert.Equal(t, 2, p.Depth)
+		assert.Equal(t, 2, p.Depth())
 	})
 	t.Run("batch", func(t *testing.T) {
 		p := mustParse(t, `{"batch": [{"path": "a"}, {"key": "K", "path": "b", "payload": "${0}"}]}`, Config{})
@@ -134,7 +134,7 @@ func TestParseForms(t *testing.T) {
 		assert.Equal(t, []int{0}, p.Steps[1].Deps, "unique")
 		assert.Equal(t, []int{0, 1}, p.Steps[2].Deps, "placeholders and depends_on together, ascending")
 		assert.Equal(t, []int{1, 2}, p.Steps[0].Dependents)
-		assert.Equal(t, 3, p.Depth)
+		assert.Equal(t, 3, p.Depth())
 	})
 	t.Run("reference to a later step", func(t *testing.T) {
 		p := mustParse(t, `[{"key":"a","path":"a","payload":"${b.x}"},{"key":"b","path":"b"}]`, Config{})
@@ -143,7 +143,7 @@ func TestParseForms(t *testing.T) {
 	})
 	t.Run("independent depth", func(t *testing.T) {
 		p := mustParse(t, `[{"path":"a"},{"path":"b"}]`, Config{})
-		assert.Equal(t, 1, p.Depth)
+		assert.Equal(t, 1, p.Depth())
 		assert.Nil(t, p.Steps[0].Deps)
 		assert.Nil(t, p.Steps[0].Dependents)
 	})
@@ -405,7 +405,7 @@ func TestParseCycleReports(t *testing.T) {
 
 func TestParseLargeBatchWithinLimit(t *testing.T) {
 	p := mustParse(t, string(benchBody("chain", 200)), Config{MaxSteps: 200})
-	assert.Equal(t, 200, p.Depth)
+	assert.Equal(t, 200, p.Depth())
 	for i, s := range p.Steps {
 		assert.Equal(t, "Step"+strconv.Itoa(i), s.Key)
 		if i > 0 {
@@ -413,7 +413,7 @@ func TestParseLargeBatchWithinLimit(t *testing.T) {
 		}
 	}
 	p = mustParse(t, string(benchBody("diamond", 50)), Config{})
-	assert.Equal(t, 5, p.Depth)
+	assert.Equal(t, 5, p.Depth())
 	assert.Equal(t, []int{0, 1}, p.Steps[10].Deps)
 	assert.Equal(t, []int{0, 9}, p.Steps[19].Deps)
 }

@@ -273,9 +273,6 @@ type PathTemplate struct {
 	blocked []string
 }
 
-// refList returns the path's references, nil when it is static.
-func (t *PathTemplate) refList() []ref { return t.refs }
-
 // Static reports whether the path holds no placeholder; Resolve then returns it without looking at r.
 func (t *PathTemplate) Static() bool { return t.parts == nil }
 

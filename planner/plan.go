@@ -44,7 +44,11 @@
 //     step other than a GET, HEAD or OPTIONS has no rollback.
 package planner
 
-import "github.com/batchd/batchd/errcode"
+import (
+	"github.com/heimdalr/dag"
+
+	"github.com/batchd/batchd/errcode"
+)
 
 // Form is the shape a batch arrived in; the response mirrors it.
 type Form uint8
@@ -76,8 +80,25 @@ type Plan struct {
 	// Timings is "timings": true: the answer carries each step's timing and the batch's critical path.
 	Timings bool
 	Steps   []Step
-	// Depth is the number of steps on the longest dependency chain (1 for a batch of independent steps).
-	Depth int
+	// graph is the dependency graph of record: every step a vertex, every dependency an edge (Levels, Depth).
+	graph *dag.DAG
+}
+
+// Levels returns each step's level in the dependency graph, by index: 0 without dependencies, else one more than
+// the level of its deepest dependency (steps of one level may run at once). It walks the graph each time.
+func (p *Plan) Levels() []int {
+	lv := &levelsVisitor{g: p.graph, levels: make([]int, len(p.Steps))}
+	p.graph.OrderedWalk(lv)
+	return lv.levels
+}
+
+// Depth is the number of steps on the longest dependency chain: 1 for a batch of independent steps.
+func (p *Plan) Depth() int {
+	depth := 0
+	for _, l := range p.Levels() {
+		depth = max(depth, l+1)
+	}
+	return depth
 }
 
 // Step is one call of a batch.
@@ -97,9 +118,6 @@ type Step struct {
 	Dependents []int
 	// Rollback is the call that undoes this step in an atomic batch; nil when the step has none.
 	Rollback *Rollback
-	// Level is the step's place in the dependency graph: 0 without dependencies, else one more than the level of
-	// its deepest dependency. Steps of one level may run at once.
-	Level int
 }
 
 // Rollback is a step's "rollback": a call compiled like a step's own. Its placeholders may name the step itself
@@ -115,7 +133,7 @@ type Rollback struct {
 // Header is a per-step header whose value may hold placeholders.
 type Header struct {
 	Name  string
-	Value *StringTemplate
+	Value StringTemplate
 }
 
 // Resolve returns the header's value resolved, as StringTemplate.Resolve does, a *TooLargeError naming the header.

@@ -74,9 +74,8 @@ func (t *JSONTemplate) String() string {
 // into literal text and placeholders. A malformed placeholder is reported, and the well-formed ones around it are
 // still compiled so that their references are checked too. A string that holds only $${ escapes is rewritten once,
 // here.
-func compileJSON(p *payloadDraft) (*JSONTemplate, []string) {
-	t := &JSONTemplate{raw: p.raw}
-	var problems []string
+func compileJSON(p *payloadDraft, t *JSONTemplate) (problems []string) {
+	*t = JSONTemplate{raw: p.raw}
 	for _, s := range p.strings {
 		pieces, perrs := splitTemplate(nil, s.text)
 		problems = append(problems, perrs...)
@@ -92,9 +91,9 @@ func compileJSON(p *payloadDraft) (*JSONTemplate, []string) {
 	}
 	if len(t.refs) == 0 && len(t.holes) > 0 {
 		// Only $${ escapes: the payload is static once they are written as ${.
-		t = &JSONTemplate{raw: t.String()}
+		*t = JSONTemplate{raw: t.String()}
 	}
-	return t, problems
+	return problems
 }
 
 // Append appends the resolved payload JSON to dst, with no limit on its size. A placeholder that cannot be

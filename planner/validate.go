@@ -22,13 +22,14 @@ type checkedCall struct {
 func validate(b *batchDraft, cfg Config, probs *problems) (calls []checkedCall, rollbacks []*checkedCall) {
 	calls = make([]checkedCall, len(b.steps))
 	rollbacks = make([]*checkedCall, len(b.steps))
+	bodies := make([]JSONTemplate, len(b.steps)) // the steps' payloads, in one allocation
 	for i := range b.steps {
 		s := &b.steps[i]
 		v := callChecker{i: i, cfg: cfg, probs: probs}
-		calls[i] = v.check(&s.call)
+		calls[i] = v.check(&s.call, &bodies[i])
 		if s.rollback != nil {
 			v.what = "rollback"
-			rb := v.check(s.rollback)
+			rb := v.check(s.rollback, new(JSONTemplate))
 			rollbacks[i] = &rb
 		}
 	}
@@ -61,11 +62,12 @@ func (v *callChecker) field(name string) string {
 
 func (v *callChecker) problem(r Reason, detail string) { v.probs.add(v.i, phaseStep, r, detail) }
 
-func (v *callChecker) check(c *call) checkedCall {
+// check checks and compiles c, its payload into body.
+func (v *callChecker) check(c *call, body *JSONTemplate) checkedCall {
 	out := checkedCall{method: "POST"}
 	out.headers = v.headers(c.headers)
-	if c.payload != nil {
-		out.body = v.payload(c.payload, c.payloadField)
+	if c.hasPayload && v.payload(&c.payload, c.payloadField, body) {
+		out.body = body
 	}
 	if c.methodGiven {
 		v.method(&out.method, c.method)
@@ -113,29 +115,28 @@ func (v *callChecker) headers(hs []headerDraft) []Header {
 		for k := range reasons {
 			v.problem(reasons[k], what+details[k])
 		}
-		out = append(out, Header{Name: name, Value: &t})
+		out = append(out, Header{Name: name, Value: t})
 	}
 	return out
 }
 
-// payload checks a payload's size and nesting and compiles its placeholders; nil when it is refused.
-func (v *callChecker) payload(p *payloadDraft, name string) *JSONTemplate {
+// payload checks a payload's size and nesting and compiles its placeholders into t; false when it is refused.
+func (v *callChecker) payload(p *payloadDraft, name string, t *JSONTemplate) bool {
 	field := v.field(name)
 	if len(p.raw) > v.cfg.MaxPayload {
 		v.problem(ReasonTooLarge, quote(field)+" is "+strconv.Itoa(len(p.raw))+" bytes; at most "+
 			strconv.Itoa(v.cfg.MaxPayload)+" allowed")
-		return nil
+		return false
 	}
 	if p.depth > v.cfg.MaxDepth {
 		v.problem(ReasonInvalidJSON, quote(field)+" nests "+strconv.Itoa(p.depth)+" levels deep in the body; at most "+
 			strconv.Itoa(v.cfg.MaxDepth)+" allowed")
-		return nil
+		return false
 	}
-	t, perrs := compileJSON(p)
-	for _, e := range perrs {
+	for _, e := range compileJSON(p, t) {
 		v.problem(ReasonPlaceholder, field+": "+e)
 	}
-	return t
+	return true
 }
 
 // method stores an HTTP method upper-cased in dst. CONNECT and TRACE are refused: CONNECT would turn the upstream

@@ -234,7 +234,7 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 		qhead:   -1,
 		qtail:   -1,
 	}
-	if p.Depth > 1 || p.Atomic { // only then can a template read a response
+	if hasDeps(p) || p.Atomic { // only then can a template read a response
 		b.resps = planner.NewResponses(n, b.response, b.reserve)
 	}
 	var cancel context.CancelFunc
@@ -292,7 +292,7 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 			outcome = "failed"
 		}
 		r.guard("", func() {
-			rec.BatchDone(BatchEvent{Steps: n, Depth: p.Depth, Outcome: outcome, Duration: time.Since(b.start)})
+			rec.BatchDone(BatchEvent{Steps: n, Depth: p.Depth(), Outcome: outcome, Duration: time.Since(b.start)})
 		})
 	}
 	return b.results
@@ -766,3 +766,13 @@ const stackPad = 3 << 10
 
 //go:noinline
 func keep(*[stackPad]byte) {}
+
+// hasDeps reports whether a step of p waits for another.
+func hasDeps(p *planner.Plan) bool {
+	for i := range p.Steps {
+		if len(p.Steps[i].Deps) > 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -654,7 +654,7 @@ func TestRecorder(t *testing.T) {
 	require.Len(t, rec.batches, 1)
 	be := rec.batches[0]
 	assert.Equal(t, 3, be.Steps)
-	assert.Equal(t, p.Depth, be.Depth)
+	assert.Equal(t, p.Depth(), be.Depth)
 	assert.Equal(t, 2, be.Depth)
 	assert.Equal(t, "partial", be.Outcome)
 	assert.Positive(t, be.Duration)

@@ -265,6 +265,36 @@ func digits(b []byte, i int) int {
 	return i
 }
 
+// Strings calls f with every string of the JSON text b (already valid: the caller has checked it), at b[start:end]
+// with its quotes, and whether it is an object member name; it returns the deepest nesting of b.
+func Strings(b []byte, f func(start, end int, name bool)) (depth int) {
+	var st bitStack
+	inObject := func() bool { return st.n > 0 && st.top() }
+	expectName := false // in an object, the next string is a name
+	for i := 0; i < len(b); {
+		switch c := b[i]; c {
+		case '"':
+			end, _, _ := ScanString(b, i)
+			f(i, end, expectName)
+			i = end
+			continue
+		case '{', '[':
+			st.push(c == '{')
+			depth = max(depth, st.n)
+			expectName = c == '{'
+		case '}', ']':
+			st.n--
+			expectName = false
+		case ',':
+			expectName = inObject()
+		case ':':
+			expectName = false
+		}
+		i++
+	}
+	return depth
+}
+
 // NameIs compares the inside of a JSON string (already checked by ScanString; escaped as it reported) with s. A
 // string without escapes is compared as it stands; one with escapes is unescaped on the fly, rune by rune. A string
 // that does not unescape to valid UTF-8 (a lone surrogate) matches nothing.

@@ -128,3 +128,18 @@ func FuzzCompact(f *testing.F) {
 		}
 	})
 }
+
+func TestStrings(t *testing.T) {
+	b := []byte(`{"a":"x","b":[{"c":"y"},"z"],"\"d":{}} `)
+	var got []string
+	depth := Strings(b, func(start, end int, name bool) {
+		kind := "value"
+		if name {
+			kind = "name"
+		}
+		got = append(got, kind+" "+string(b[start:end]))
+	})
+	assert.Equal(t, []string{`name "a"`, `value "x"`, `name "b"`, `name "c"`, `value "y"`, `value "z"`, `name "\"d"`}, got)
+	assert.Equal(t, 3, depth)
+	assert.Equal(t, 0, Strings([]byte(`"s"`), func(int, int, bool) {}))
+}
