@@ -22,6 +22,7 @@ import (
 
 	"github.com/batchd/batchd/internal/syncbuf"
 	"github.com/batchd/batchd/metrics"
+	"github.com/batchd/batchd/transport/demoapi"
 )
 
 // TestE2EPrometheusScrapesBatchd builds batchd, runs it on loopback with a 200ms step timeout, runs a real
@@ -160,7 +161,7 @@ scrape_configs:
 	for _, s := range query(t, prom, `batchd_step_timeouts_total{job="batchd"}`) {
 		methods[s.Metric["method"]] = true
 	}
-	for _, want := range append([]string{metrics.OtherMethod}, metrics.DemoMethods...) {
+	for _, want := range append([]string{metrics.OtherMethod}, demoapi.Methods()...) {
 		assert.True(t, methods[want], "no batchd_step_timeouts_total{method=%q}", want)
 	}
 }

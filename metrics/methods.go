@@ -5,18 +5,6 @@ import (
 	"strings"
 )
 
-// DemoMethods are the embedded demo API's methods (CONTRACT.md §7). They are always known methods, so a default
-// deployment labels its steps by method with no configuration.
-var DemoMethods = []string{
-	"Producer/Add",
-	"Producer/Get",
-	"Producer/Edit",
-	"Producer/Delete",
-	"Demo/Echo",
-	"Demo/Sleep",
-	"Demo/Fail",
-}
-
 // OtherMethod is the method label of every step whose method matches no known pattern.
 const OtherMethod = "other"
 

@@ -3,8 +3,8 @@
 //
 // Contract (CONTRACT.md §8):
 //   - Every series is prefixed batchd_; durations are in seconds, counters end in _total.
-//   - Every label comes from a bounded set fixed when New returns: method is a known method pattern (DemoMethods
-//     plus Config.Methods) or "other"; outcome, reason and kind are closed sets, and an unexpected value is mapped
+//   - Every label comes from a bounded set fixed when New returns, passed in by the package that owns its values
+//     (Config): method is a known method pattern (Config.Methods) or "other"; outcome, reason and kind are closed sets, and an unexpected value is mapped
 //     into the set rather than becoming a new series. So the number of series does not depend on what clients send.
 //   - Every labelled series is created at zero in New, so that rate() and increase() see the first event.
 //   - All methods are safe for concurrent use, and are no-ops on a nil *Metrics.
@@ -13,6 +13,7 @@ package metrics
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,70 +54,34 @@ const (
 
 var batchOutcomes = []string{BatchOK, BatchPartial, BatchFailed, BatchRejected}
 
-// RejectReasons is the closed set of the reason label of batchd_batches_rejected_total: the planner's reasons
-// (planner.Reason) and those of the HTTP layer. BatchRejected counts any other reason as "invalid".
-var RejectReasons = []string{
-	// planner
-	"invalid_json", "no_steps", "too_many_steps", "invalid_key", "invalid_path", "blocked", "nested_batch",
-	"invalid_header", "placeholder", "unknown_ref", "self_ref", "cycle", "too_large", "invalid_method",
-	"missing_rollback",
-	// HTTP layer
-	"body_too_large", "unsupported_media_type", "draining", "rate_limited", "overloaded",
-	// anything else
-	"invalid",
-}
-
-const reasonFallback = "invalid"
-
-// UpstreamErrorKinds is the closed set of the kind label of batchd_upstream_errors_total: the runner.InvokeError
-// kinds, and "other" for a call that failed some other way (the runner's own label for an error that is not an
-// *InvokeError) or with a kind this list does not know.
-var UpstreamErrorKinds = []string{"connect", "reset", "too_large", "protocol", "other"}
-
-const kindFallback = "other"
-
-// IdempotencyResults is the closed set of the result label of batchd_idempotency_total (package idempotency):
-// stored (a keyed batch's answer was stored), replayed (a retry got it), conflict (a retry came while the first still
-// ran: 409), mismatch (the key came with another body: 422), error (the store failed: 503, or an answer was not
-// stored). IdempotencyResult counts any other value as "error".
-var IdempotencyResults = []string{"stored", "not_stored", "replayed", "conflict", "mismatch", "error"}
-
-const idempotencyFallback = "error"
-
-// step outcomes, indexed for the per-method series.
+// Fallbacks of the closed label sets: a value outside a set is counted under its fallback rather than become a
+// new series.
 const (
-	outOK = iota
-	outError
-	outTimeout
-	outSkipped
-	outTooLarge
-	outOverBudget
-	numOutcomes
+	reasonFallback      = "invalid" // batchd_batches_rejected_total
+	kindFallback        = "other"   // batchd_upstream_errors_total
+	idempotencyFallback = "error"   // batchd_idempotency_total
 )
-
-var stepOutcomes = [numOutcomes]string{
-	outOK:         string(runner.OutcomeOK),
-	outError:      string(runner.OutcomeError),
-	outTimeout:    string(runner.OutcomeTimeout),
-	outSkipped:    string(runner.OutcomeSkipped),
-	outTooLarge:   string(runner.OutcomeTooLarge),
-	outOverBudget: string(runner.OutcomeOverBudget),
-}
 
 // maxCache bounds the name → series cache, whose keys are at most maxNameLen bytes: at most about 2 MiB of keys.
 // Past it the cache is emptied and refilled: a client sending endless random method names costs a re-fold per
 // name, never memory.
 const maxCache = 4096
 
-// Config configures Metrics.
+// Config configures Metrics. The label sets come from the packages that own the values.
 type Config struct {
-	// Methods are known method patterns, in addition to DemoMethods, e.g. "Item/Get", "Producer/*",
+	// Methods are known method patterns, e.g. "Item/Get", "Producer/*",
 	// "Users/:id/Orders". Segments are separated by "/"; a segment "*" matches any one segment, or one or more when
 	// it is the last; a segment ending in "*" matches any segment with that prefix. Numeric and UUID segments are
 	// written (or are folded to) ":id". A step whose method matches an exact pattern is labelled with its method;
 	// one matching only wildcard patterns is labelled with the first of them as written, so that each pattern is at
 	// most one label value; any other step is labelled "other".
 	Methods []string
+	// RejectReasons is the reason label of batchd_batches_rejected_total: the planner's reasons and the HTTP
+	// layer's (planner.Reasons, transport.RefusalReasons); any other reason counts as "invalid".
+	RejectReasons []string
+	// IdempotencyResults is the result label of batchd_idempotency_total (idempotency.Results); any other result
+	// counts as "error".
+	IdempotencyResults []string
 	// MemoryInUse, optional, reads the bytes the batches in flight hold (batchd_budget_bytes_in_use), and
 	// MemoryLimit is their budget (batchd_budget_bytes_limit; 0: none).
 	MemoryInUse func() int64
@@ -148,7 +113,7 @@ type Metrics struct {
 // methodSeries is every series of one method label value, resolved once so that StepDone does no label hashing.
 type methodSeries struct {
 	label    string
-	duration [numOutcomes]prometheus.Observer
+	duration map[runner.Outcome]prometheus.Observer // by outcome (runner.Outcomes)
 	timeouts prometheus.Counter
 }
 
@@ -157,19 +122,16 @@ type wildcardSeries struct {
 	series  *methodSeries
 }
 
-var (
-	_ runner.Recorder         = (*Metrics)(nil)
-	_ runner.RollbackRecorder = (*Metrics)(nil)
-)
+var _ runner.Recorder = (*Metrics)(nil)
 
 // New creates batchd's metrics and registers them on reg (nil: not registered, for tests that only need Label).
 // It fails on an invalid method pattern or when reg already holds a batchd metric.
 func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	m := &Metrics{
 		batchDuration:  make(map[string]prometheus.Observer, len(batchOutcomes)),
-		rejected:       make(map[string]prometheus.Counter, len(RejectReasons)),
-		upstreamErrors: make(map[string]prometheus.Counter, len(UpstreamErrorKinds)),
-		idempotency:    make(map[string]prometheus.Counter, len(IdempotencyResults)),
+		rejected:       make(map[string]prometheus.Counter),
+		upstreamErrors: make(map[string]prometheus.Counter),
+		idempotency:    make(map[string]prometheus.Counter),
 		exact:          make(map[string]*methodSeries),
 	}
 
@@ -244,25 +206,26 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	for _, o := range batchOutcomes {
 		m.batchDuration[o] = batchDuration.WithLabelValues(o)
 	}
-	for _, r := range RejectReasons {
+	for _, r := range append(slices.Clone(cfg.RejectReasons), reasonFallback) {
 		m.rejected[r] = rejected.WithLabelValues(r)
 	}
-	for _, k := range UpstreamErrorKinds {
+	for _, k := range runner.UpstreamErrorKinds() { // "other" among them: kindFallback
 		m.upstreamErrors[k] = upstream.WithLabelValues(k)
 	}
-	for _, r := range IdempotencyResults {
+	for _, r := range append(slices.Clone(cfg.IdempotencyResults), idempotencyFallback) {
 		m.idempotency[r] = idempotency.WithLabelValues(r)
 	}
 
 	newSeries := func(label string) *methodSeries {
-		s := &methodSeries{label: label, timeouts: stepTimeouts.WithLabelValues(label)}
-		for i, o := range stepOutcomes {
-			s.duration[i] = stepDuration.WithLabelValues(label, o)
+		s := &methodSeries{label: label, timeouts: stepTimeouts.WithLabelValues(label),
+			duration: make(map[runner.Outcome]prometheus.Observer, len(runner.Outcomes()))}
+		for _, o := range runner.Outcomes() {
+			s.duration[o] = stepDuration.WithLabelValues(label, string(o))
 		}
 		return s
 	}
 	seen := make(map[string]bool)
-	for _, p := range append(append([]string(nil), DemoMethods...), cfg.Methods...) {
+	for _, p := range cfg.Methods {
 		pt, err := compilePattern(p)
 		if err != nil {
 			return nil, err
@@ -391,12 +354,15 @@ func (m *Metrics) StepDone(ev runner.StepEvent) {
 		return
 	}
 	s := m.series(ev.Name)
-	o := outcomeIndex(ev.Outcome)
-	s.duration[o].Observe(ev.Duration.Seconds())
-	if o == outTimeout {
+	d, ok := s.duration[ev.Outcome]
+	if !ok {
+		d = s.duration[runner.OutcomeError] // an outcome the runner should never report: seen rather than dropped
+	}
+	d.Observe(ev.Duration.Seconds())
+	if ev.Outcome == runner.OutcomeTimeout {
 		s.timeouts.Inc()
 	}
-	if executed(o) || ev.Duration > 0 {
+	if started(ev.Outcome) || ev.Duration > 0 {
 		m.stepsInFlight.Dec()
 	}
 	if ev.UpstreamError != "" {
@@ -408,26 +374,13 @@ func (m *Metrics) StepDone(ev runner.StepEvent) {
 	}
 }
 
-// executed reports whether a step of outcome o had a StepStarted: every outcome but those of a step never sent.
-func executed(o int) bool { return o != outSkipped && o != outTooLarge && o != outOverBudget }
-
-// outcomeIndex maps an Outcome to its series; an outcome the runner should never report counts as an error, so it
-// is seen rather than dropped.
-func outcomeIndex(o runner.Outcome) int {
+// started reports whether a step of outcome o had a StepStarted: every outcome but those of a step never sent.
+func started(o runner.Outcome) bool {
 	switch o {
-	case runner.OutcomeOK:
-		return outOK
-	case runner.OutcomeTimeout:
-		return outTimeout
-	case runner.OutcomeSkipped:
-		return outSkipped
-	case runner.OutcomeTooLarge:
-		return outTooLarge
-	case runner.OutcomeOverBudget:
-		return outOverBudget
-	default:
-		return outError
+	case runner.OutcomeSkipped, runner.OutcomeTooLarge, runner.OutcomeOverBudget:
+		return false
 	}
+	return true
 }
 
 // BatchDone records an accepted batch's end: its duration by outcome, its size and its depth.
@@ -468,7 +421,7 @@ func (m *Metrics) TrackBatch() (finished func()) {
 
 // BatchRejected records a batch refused before any step ran, after d: it counts
 // batchd_batches_rejected_total{reason} and observes batchd_batch_duration_seconds{outcome="rejected"}. reason is
-// one of RejectReasons (planner.Reason values and the HTTP layer's); any other counts as "invalid". A batch with
+// one of Config.RejectReasons; any other counts as "invalid". A batch with
 // several problems is counted once, under the reason of its first problem.
 func (m *Metrics) BatchRejected(reason string, d time.Duration) {
 	if m == nil {
@@ -492,7 +445,7 @@ func (m *Metrics) BatchAbandoned() {
 }
 
 // IdempotencyResult counts one outcome of the Idempotency-Key guard (batchd_idempotency_total{result}); result is
-// one of IdempotencyResults, any other counts as "error". It implements idempotency.Recorder.
+// one of Config.IdempotencyResults, any other counts as "error". It implements idempotency.Recorder.
 func (m *Metrics) IdempotencyResult(result string) {
 	if m == nil {
 		return

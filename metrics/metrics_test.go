@@ -14,14 +14,33 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchd/batchd/idempotency"
 	"github.com/batchd/batchd/metrics"
+	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
+	"github.com/batchd/batchd/transport"
+	"github.com/batchd/batchd/transport/demoapi"
 )
+
+// The label sets batchd passes in, from the packages that own them.
+var (
+	rejectReasons      = append(reasonStrings(), transport.RefusalReasons()...)
+	idempotencyResults = idempotency.Results()
+)
+
+func reasonStrings() []string {
+	var out []string
+	for _, r := range planner.Reasons() {
+		out = append(out, string(r))
+	}
+	return out
+}
 
 func newMetrics(t testing.TB, methods ...string) (*metrics.Metrics, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg, metrics.Config{Methods: methods})
+	m, err := metrics.New(reg, metrics.Config{Methods: append(demoapi.Methods(), methods...),
+		RejectReasons: rejectReasons, IdempotencyResults: idempotencyResults})
 	require.NoError(t, err)
 	return m, reg
 }
@@ -77,7 +96,8 @@ func TestInvalidPatterns(t *testing.T) {
 }
 
 func TestLabel(t *testing.T) {
-	m, err := metrics.New(nil, metrics.Config{Methods: []string{
+	// The demo API's methods first, as batchd passes them in demo mode.
+	m, err := metrics.New(nil, metrics.Config{Methods: append(demoapi.Methods(),
 		"Item/Get",
 		"Users/:id/Orders",
 		"Accounts/42/Close", // folded to Accounts/:id/Close
@@ -85,7 +105,7 @@ func TestLabel(t *testing.T) {
 		"Reports/*/Export",
 		"Stock/Get*",
 		"Files/*", // trailing: one or more segments
-	}})
+	)})
 	require.NoError(t, err)
 	for _, tc := range []struct{ name, want string }{
 		{"Producer/Add", "Producer/Add"},
@@ -186,7 +206,7 @@ func TestBatchSeries(t *testing.T) {
 	assert.Equal(t, 1.0, counterValue(t, reg, "batchd_batches_rejected_total", "reason", "draining"))
 	assert.Equal(t, 1.0, counterValue(t, reg, "batchd_batches_rejected_total", "reason", "invalid"))
 	// Every reason is a series from the start, and no new reason appeared.
-	assert.Equal(t, len(metrics.RejectReasons), seriesCount(t, reg, "batchd_batches_rejected_total"))
+	assert.Equal(t, len(rejectReasons)+1 /* invalid */, seriesCount(t, reg, "batchd_batches_rejected_total"))
 }
 
 func TestNilMetricsIsNoop(t *testing.T) {
@@ -205,9 +225,7 @@ func TestNilMetricsIsNoop(t *testing.T) {
 func TestRollbackSeries(t *testing.T) {
 	m, reg := newMetrics(t)
 	assert.Equal(t, 2, seriesCount(t, reg, "batchd_rollbacks_total"), "both outcomes created at zero")
-	var rec runner.Recorder = m
-	rr, ok := rec.(runner.RollbackRecorder)
-	require.True(t, ok, "the runner finds RollbackDone by a type assertion on its Recorder")
+	var rr runner.Recorder = m
 	rr.RollbackDone("Producer/Delete", true)
 	rr.RollbackDone("Producer/Delete", true)
 	rr.RollbackDone("anything at all", false)
@@ -226,7 +244,7 @@ func TestIdempotencySeries(t *testing.T) {
 	assert.Equal(t, 2.0, counterValue(t, reg, "batchd_idempotency_total", "result", "replayed"))
 	assert.Equal(t, 0.0, counterValue(t, reg, "batchd_idempotency_total", "result", "conflict"), "created at zero")
 	assert.Equal(t, 1.0, counterValue(t, reg, "batchd_idempotency_total", "result", "error"), "unknown result → error")
-	assert.Equal(t, len(metrics.IdempotencyResults), seriesCount(t, reg, "batchd_idempotency_total"))
+	assert.Equal(t, len(idempotencyResults), seriesCount(t, reg, "batchd_idempotency_total"))
 }
 
 // TestCardinalityBounded sends 1,000 random method names, numeric ids and UUIDs among them, and checks that no
@@ -239,7 +257,7 @@ func TestCardinalityBounded(t *testing.T) {
 	for _, f := range families {
 		before[f] = seriesCount(t, reg, f)
 	}
-	labels := len(metrics.DemoMethods) + len(methods) + 1 // + other
+	labels := len(demoapi.Methods()) + len(methods) + 1 // + other
 	assert.Equal(t, labels*len(runner.Outcomes()), before["batchd_step_duration_seconds"], "method × outcome, created at zero")
 	assert.Equal(t, labels, before["batchd_step_timeouts_total"])
 
@@ -277,8 +295,8 @@ func TestCardinalityBounded(t *testing.T) {
 	for _, f := range families {
 		assert.Equal(t, before[f], seriesCount(t, reg, f), "%s grew", f)
 	}
-	assert.Equal(t, len(metrics.RejectReasons), seriesCount(t, reg, "batchd_batches_rejected_total"))
-	assert.Equal(t, len(metrics.UpstreamErrorKinds), seriesCount(t, reg, "batchd_upstream_errors_total"))
+	assert.Equal(t, len(rejectReasons)+1 /* invalid */, seriesCount(t, reg, "batchd_batches_rejected_total"))
+	assert.Equal(t, len(runner.UpstreamErrorKinds()), seriesCount(t, reg, "batchd_upstream_errors_total"))
 	assert.Equal(t, 0.0, gaugeValue(t, reg, "batchd_steps_in_flight"))
 }
 

@@ -45,6 +45,8 @@
 package planner
 
 import (
+	"sync"
+
 	"github.com/heimdalr/dag"
 
 	"github.com/batchd/batchd/errcode"
@@ -81,15 +83,21 @@ type Plan struct {
 	Timings bool
 	Steps   []Step
 	// graph is the dependency graph of record: every step a vertex, every dependency an edge (Levels, Depth).
-	graph *dag.DAG
+	graph      *dag.DAG
+	levelsOnce sync.Once
+	levels     []int
 }
 
 // Levels returns each step's level in the dependency graph, by index: 0 without dependencies, else one more than
-// the level of its deepest dependency (steps of one level may run at once). It walks the graph each time.
+// the level of its deepest dependency (steps of one level may run at once). They are read from the graph, in
+// topological order, the first time they are asked for; the slice is shared and must not be modified.
 func (p *Plan) Levels() []int {
-	lv := &levelsVisitor{g: p.graph, levels: make([]int, len(p.Steps))}
-	p.graph.OrderedWalk(lv)
-	return lv.levels
+	p.levelsOnce.Do(func() {
+		lv := &levelsVisitor{g: p.graph, levels: make([]int, len(p.Steps))}
+		p.graph.OrderedWalk(lv)
+		p.levels = lv.levels
+	})
+	return p.levels
 }
 
 // Depth is the number of steps on the longest dependency chain: 1 for a batch of independent steps.

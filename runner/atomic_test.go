@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,17 +13,19 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchd/batchd/errcode"
-	"github.com/batchd/batchd/internal/answer"
+	"github.com/batchd/batchd/internal/batchtest"
 	"github.com/batchd/batchd/runner"
+	"github.com/batchd/batchd/transport"
 )
 
 type handlers = map[string]func(context.Context, runner.Call) (runner.Response, error)
 
-func decodeAnswer(t *testing.T, body string, results []runner.Result) answer.Answer {
+// decodeAnswer is the answer of a batch as the service writes it (transport.AppendAnswer), decoded.
+func decodeAnswer(t *testing.T, body string, results []runner.Result) batchtest.Answer {
 	t.Helper()
-	out := runner.AppendAnswer(nil, mustPlan(t, body), results)
+	out := transport.AppendAnswer(nil, mustPlan(t, body), results)
 	require.True(t, json.Valid(out), "%s", out)
-	var a answer.Answer
+	var a batchtest.Answer
 	require.NoError(t, json.Unmarshal(out, &a), "%s", out)
 	return a
 }
@@ -150,7 +151,7 @@ func TestAtomicFailedRollbackIsReported(t *testing.T) {
 		{"key": "C", "path": "c", "depends_on": ["A"], "rollback": {"path": "undo/c"}},
 		{"key": "D", "path": "d", "depends_on": ["B"]}
 	]}`
-	rec := &rollbackRecorder{}
+	rec := &recorder{}
 	cDone := make(chan struct{}) // D fails only once C has succeeded, so that C is rolled back
 	f := &fakeInvoker{Step: handlers{
 		"D": func(context.Context, runner.Call) (runner.Response, error) {
@@ -354,8 +355,11 @@ func TestNotAtomicRunsNoRollback(t *testing.T) {
 	results := run(t, f, runner.Config{}, body, runner.Options{})
 	assert.Nil(t, results[0].Rollback)
 	assert.Empty(t, rollbackEvents(f))
-	out := string(runner.AppendAnswer(nil, mustPlan(t, body), results))
-	assert.Equal(t, string(runner.AppendJSON(nil, 0, results)), out, "no extension member")
+	a := decodeAnswer(t, body, results)
+	assert.Nil(t, a.Atomic, "no extension member")
+	for _, r := range a.Responses {
+		assert.Nil(t, r.RolledBack, "no extension member")
+	}
 }
 
 func TestTimings(t *testing.T) {
@@ -405,55 +409,4 @@ func TestTimings(t *testing.T) {
 		assert.LessOrEqual(t, *r.Timing.Duration, *a.CriticalPath)
 	}
 	assert.False(t, results[4].Executed, "X depends on the failed F")
-}
-
-func TestAppendMillisAndLines(t *testing.T) {
-	p := mustPlan(t, `{"atomic": true, "timings": true, "requests": [{"key": "A", "path": "a", "rollback": {"path": "u"}}, {"key": "B", "path": "b"}]}`)
-	us := time.Microsecond
-	r := runner.Result{Index: 0, Key: "A", Status: 200, Body: []byte(`{"ok":true}`), Executed: true,
-		Queued: 0, Started: 1050 * us, Duration: 12*time.Millisecond + 5*us}
-	assert.Equal(t, `{"queued_ms":0,"started_ms":1.05,"duration_ms":12.005}`, string(runner.AppendTiming(nil, &r)))
-	assert.Equal(t, "{\"index\":0,\"key\":\"A\",\"status\":200,\"response\":{\"ok\":true},"+
-		"\"timing\":{\"queued_ms\":0,\"started_ms\":1.05,\"duration_ms\":12.005}}\n", string(runner.AppendStreamLine(nil, p, &r)))
-	never := runner.Result{Key: "B", Queued: 999 * us}
-	assert.Equal(t, `{"queued_ms":0.999}`, string(runner.AppendTiming(nil, &never)))
-
-	r.Rollback = &runner.RollbackResult{OK: true, Status: 204, Executed: true}
-	assert.Equal(t, "{\"index\":0,\"key\":\"A\",\"rolled_back\":true,\"rollback_status\":204}\n", string(runner.AppendRollbackLine(nil, &r)))
-
-	b := runner.Result{Index: 1, Key: "B", Status: 500, Body: []byte("null"), Failed: true, Outcome: runner.OutcomeError}
-	sum := runner.AppendSummary(nil, p, []runner.Result{r, b}, 20*time.Millisecond+100*us)
-	assert.True(t, strings.HasSuffix(string(sum), "\n"))
-	assert.Equal(t, `{"steps":2,"failed":1,"duration_ms":20.1,"critical_path_ms":12.005,"atomic":{"committed":false,"rollback_failures":[]}}`,
-		strings.TrimSuffix(string(sum), "\n"))
-
-	plain := mustPlan(t, `[{"path": "a"}]`)
-	assert.Equal(t, string(runner.AppendLine(nil, &r)), string(runner.AppendStreamLine(nil, plain, &r)))
-	assert.Equal(t, "{\"steps\":1,\"failed\":0,\"duration_ms\":0.001}\n",
-		string(runner.AppendSummary(nil, plain, []runner.Result{{}}, time.Microsecond)))
-}
-
-// rollbackRecorder is a recorder that also counts rollbacks.
-type rollbackRecorder struct {
-	recorder
-	mu sync.Mutex
-	rb []string
-}
-
-var _ runner.RollbackRecorder = (*rollbackRecorder)(nil)
-
-func (r *rollbackRecorder) RollbackDone(name string, ok bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if ok {
-		r.rb = append(r.rb, strings.TrimPrefix(name, "undo/")+" ok=true")
-	} else {
-		r.rb = append(r.rb, strings.TrimPrefix(name, "undo/")+" ok=false")
-	}
-}
-
-func (r *rollbackRecorder) events() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.rb)
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
+	"github.com/batchd/batchd/transport"
 )
 
 // invokerFunc adapts a function to runner.Invoker.
@@ -33,7 +34,7 @@ func ExampleRunner_Run() {
 		}
 	})
 	results := runner.New(api, runner.Config{}).Run(context.Background(), p, runner.Options{})
-	fmt.Println(string(runner.AppendJSON(nil, p.Form, results)))
+	fmt.Println(string(transport.AppendAnswer(nil, p, results)))
 	// Output:
 	// Producer/Get got {"ids":[4]}
 	// {"responses":[{"key":"ProducerAdd","status":200,"response":{"ok":true,"result":{"new_id":4}}},{"key":"ProducerGet","status":200,"response":{"ok":false,"result":{"error":1008,"description":"no such producer"}}}]}

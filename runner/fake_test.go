@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -153,10 +154,23 @@ func byKey(results []runner.Result) map[string]runner.Result {
 
 // recorder is a runner.Recorder that keeps every event.
 type recorder struct {
-	mu      sync.Mutex
-	started []string
-	steps   []runner.StepEvent
-	batches []runner.BatchEvent
+	mu        sync.Mutex
+	started   []string
+	steps     []runner.StepEvent
+	batches   []runner.BatchEvent
+	rollbacks []string // "<rollback name without undo/> ok=<bool>"
+}
+
+func (r *recorder) RollbackDone(name string, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rollbacks = append(r.rollbacks, strings.TrimPrefix(name, "undo/")+" ok="+strconv.FormatBool(ok))
+}
+
+func (r *recorder) events() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.rollbacks)
 }
 
 func (r *recorder) StepStarted(name string) {

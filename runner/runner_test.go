@@ -534,7 +534,7 @@ func TestPanicInInvoker(t *testing.T) {
 	]}`, runner.Options{})
 	m := byKey(results)
 	e := requireDecided(t, m["A"], errcode.StepPanic, runner.OutcomeError, true)
-	assert.Equal(t, "step panicked", e.Result.Description)
+	assert.Equal(t, "the step panicked; the stack is in batchd's log", e.Result.Description)
 	assert.NotContains(t, string(m["A"].Body), "secret")
 	requireDecided(t, m["B"], errcode.DependencyFailed, runner.OutcomeSkipped, false)
 	requireOK(t, m["C"]) // the slot was released
@@ -572,6 +572,7 @@ type panickyRecorder struct{}
 func (panickyRecorder) StepStarted(string)          { panic("recorder") }
 func (panickyRecorder) StepDone(runner.StepEvent)   { panic("recorder") }
 func (panickyRecorder) BatchDone(runner.BatchEvent) { panic("recorder") }
+func (panickyRecorder) RollbackDone(string, bool)   { panic("recorder") }
 
 func TestInvokeErrors(t *testing.T) {
 	for _, tc := range []struct {

@@ -203,7 +203,7 @@ func (o *wire) rollback(r *runner.Result) {
 // not succeed, with the rollback's status and response, in request order.
 func (o *wire) atomic(results []runner.Result) {
 	o.str(`{"committed":`)
-	o.bool(failedSteps(results) == 0)
+	o.bool(runner.CountFailed(results) == 0)
 	o.str(`,"rollback_failures":[`)
 	first := true
 	for i := range results {
@@ -263,7 +263,7 @@ func (o *wire) summary(p *planner.Plan, results []runner.Result, elapsed time.Du
 	o.str(`{"steps":`)
 	o.int(len(results))
 	o.str(`,"failed":`)
-	o.int(failedSteps(results))
+	o.int(runner.CountFailed(results))
 	o.str(`,"duration_ms":`)
 	o.millis(elapsed)
 	o.batchMembers(p, results)
@@ -271,15 +271,13 @@ func (o *wire) summary(p *planner.Plan, results []runner.Result, elapsed time.Du
 	o.full()
 }
 
-// failedSteps counts the results that failed.
-func failedSteps(results []runner.Result) int {
-	n := 0
-	for i := range results {
-		if results[i].Failed {
-			n++
-		}
-	}
-	return n
+// AppendAnswer appends the answer of a batch that ran to dst, as POST /v1/batch writes it (CONTRACT.md §6, §9):
+// {"responses":[{"key","status","response"},…]} (a bare array for a bare array of steps), with what the plan
+// opted into (timings, atomic). For library use: Parse, Run, then AppendAnswer.
+func AppendAnswer(dst []byte, p *planner.Plan, results []runner.Result) []byte {
+	o := wire{buf: dst}
+	o.answer(p, results)
+	return o.buf
 }
 
 // answerBound is at least the size of the answer: a bound computed without formatting anything (a key escapes to

@@ -193,3 +193,39 @@ func TestCappedBufferReserves(t *testing.T) {
 	refused.discard()
 	assert.Zero(t, small.Used())
 }
+
+// TestLinesAndMillis: a streamed step line, rollback line and summary, with durations in milliseconds to the
+// microsecond and a step never run timed by its queueing alone.
+func TestLinesAndMillis(t *testing.T) {
+	plan := func(body string) *planner.Plan {
+		p, err := planner.Parse([]byte(body), planner.Config{})
+		require.NoError(t, err)
+		return p
+	}
+	line := func(f func(o *wire)) string {
+		var o wire
+		f(&o)
+		return string(o.buf)
+	}
+	p := plan(`{"atomic": true, "timings": true, "requests": [{"key": "A", "path": "a", "rollback": {"path": "u"}}, {"key": "B", "path": "b"}]}`)
+	us := time.Microsecond
+	r := runner.Result{Index: 0, Key: "A", Status: 200, Body: []byte(`{"ok":true}`), Executed: true,
+		Queued: 0, Started: 1050 * us, Duration: 12*time.Millisecond + 5*us}
+	assert.Equal(t, `{"queued_ms":0,"started_ms":1.05,"duration_ms":12.005}`, line(func(o *wire) { o.timing(&r) }))
+	assert.Equal(t, "{\"index\":0,\"key\":\"A\",\"status\":200,\"response\":{\"ok\":true},"+
+		"\"timing\":{\"queued_ms\":0,\"started_ms\":1.05,\"duration_ms\":12.005}}\n", line(func(o *wire) { o.line(p, &r) }))
+	never := runner.Result{Key: "B", Queued: 999 * us}
+	assert.Equal(t, `{"queued_ms":0.999}`, line(func(o *wire) { o.timing(&never) }))
+
+	r.Rollback = &runner.RollbackResult{OK: true, Status: 204, Executed: true}
+	assert.Equal(t, "{\"index\":0,\"key\":\"A\",\"rolled_back\":true,\"rollback_status\":204}\n", line(func(o *wire) { o.rollbackLine(&r) }))
+
+	b := runner.Result{Index: 1, Key: "B", Status: 500, Body: []byte("null"), Failed: true, Outcome: runner.OutcomeError}
+	sum := line(func(o *wire) { o.summary(p, []runner.Result{r, b}, 20*time.Millisecond+100*us) })
+	assert.Equal(t, `{"steps":2,"failed":1,"duration_ms":20.1,"critical_path_ms":12.005,"atomic":{"committed":false,"rollback_failures":[]}}`+"\n", sum)
+
+	plain := plan(`[{"path": "a"}]`)
+	assert.Equal(t, "{\"index\":0,\"key\":\"A\",\"status\":200,\"response\":{\"ok\":true}}\n", line(func(o *wire) { o.line(plain, &r) }))
+	assert.Equal(t, "{\"steps\":1,\"failed\":0,\"duration_ms\":0.001}\n",
+		line(func(o *wire) { o.summary(plain, []runner.Result{{}}, time.Microsecond) }))
+}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"reflect"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -126,21 +125,6 @@ func NewUpstreamClient(maxIdlePerHost int) *http.Client {
 // returnRedirect is NewUpstreamClient's CheckRedirect: a redirect is the step's answer.
 func returnRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-var returnRedirectPC = reflect.ValueOf(returnRedirect).Pointer()
-
-// roundTripper returns the client's Transport when Client.Do would add nothing to it: no cookie jar, no timeout,
-// and redirects returned as NewUpstreamClient returns them. Client.Do then costs a copy of every request's header
-// and URL (kept for redirects that are never followed) and a few allocations more; calling the Transport directly
-// gives the same response, and the same errors once classify has unwrapped Do's *url.Error. Checked per call: the
-// client's fields may change after NewHTTPInvoker.
-func roundTripper(c *http.Client) http.RoundTripper {
-	if c.Transport == nil || c.Jar != nil || c.Timeout != 0 || c.CheckRedirect == nil ||
-		reflect.ValueOf(c.CheckRedirect).Pointer() != returnRedirectPC {
-		return nil
-	}
-	return c.Transport
-}
-
 // Invoke sends c to the upstream and returns its status and normalised body.
 func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Response, error) {
 	u, err := h.url(c.Path)
@@ -180,22 +164,8 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 	}
 	req.Header = hdr
 
-	var resp *http.Response
-	if rt := roundTripper(h.client); rt != nil {
-		resp, err = rt.RoundTrip(req)
-		switch {
-		case err == nil && resp == nil: // what Client.Do refuses too
-			err = errors.New("transport: RoundTripper returned a nil *Response with a nil error")
-		case err == nil && resp.Body == nil: // what Client.Do mends too
-			resp.Body = http.NoBody
-		}
-	} else {
-		resp, err = h.client.Do(req)
-	}
+	resp, err := h.client.Do(req)
 	if err != nil {
-		if resp != nil && resp.Body != nil { // a RoundTripper must not, but Do would not leak it either
-			_ = resp.Body.Close()
-		}
 		return runner.Response{}, h.classify(ctx, c, err, st.gotConn.Load())
 	}
 	// Closing a body that was not read to its end makes the Transport close the connection instead of reusing

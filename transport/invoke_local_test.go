@@ -281,31 +281,3 @@ func ExampleInProcessInvoker() {
 	// 200 {"ok":true,"result":"hello, Ada"}
 	// 400 "bad payload\n"
 }
-
-// The demo API's calls are prompt, except Demo/Sleep however its path is spelled; a handler that is not a
-// PromptHandler has no prompt call.
-func TestInProcessInvokerPrompt(t *testing.T) {
-	inv := transport.NewInProcessInvoker(demoapi.New(demoapi.Config{}), 0)
-	for _, c := range []struct {
-		method, path string
-		want         bool
-	}{
-		{"POST", "Demo/Echo", true},
-		{"POST", "Producer/Add", true},
-		{"POST", "Producer/Get?x=1", true},
-		{"POST", "Nope/Nope", true}, // answered 404 at once
-		{"GET", "Demo/Sleep", true}, // answered 405 at once
-		{"POST", "Demo/Sleep", false},
-		{"POST", "Demo/Sleep?ms=5", false},
-		{"POST", "Demo/Sl%65ep", false},
-		{"POST", "/Demo/Sleep", false},
-	} {
-		if got := inv.Prompt(c.method, c.path); got != c.want {
-			t.Errorf("Prompt(%q, %q) = %v, want %v", c.method, c.path, got, c.want)
-		}
-	}
-	plain := transport.NewInProcessInvoker(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), 0)
-	if plain.Prompt("POST", "Demo/Echo") {
-		t.Error("a plain http.Handler has no prompt call")
-	}
-}

@@ -45,12 +45,12 @@ func (s *Server) rateLimit(c echo.Context, start time.Time, plan *planner.Plan) 
 	case d.Allowed:
 		return false, nil
 	case d.OverBurst:
-		return true, s.refuse(c, start, "rate_limited", errcode.RateLimited, "batch of "+strconv.Itoa(cost)+
+		return true, s.refuse(c, start, ReasonRateLimited, errcode.RateLimited, "batch of "+strconv.Itoa(cost)+
 			" steps is over the rate limit's burst of "+strconv.Itoa(d.Burst)+" steps: it can never run as one batch; split it", nil)
 	}
 	secs := d.RetryAfterSeconds()
 	c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-	return true, s.refuse(c, start, "rate_limited", errcode.RateLimited, "rate limit exceeded: this batch costs "+
+	return true, s.refuse(c, start, ReasonRateLimited, errcode.RateLimited, "rate limit exceeded: this batch costs "+
 		strconv.Itoa(cost)+" steps; retry after "+strconv.Itoa(secs)+"s", nil)
 }
 

@@ -95,6 +95,21 @@ type Config struct {
 	MaxBatchBytes int64
 }
 
+// Reasons the HTTP layer refuses a batch for, besides the planner's (planner.Reason): the reason of the 4xx/503
+// answer's problem and of the batches_rejected_total metric.
+const (
+	ReasonBodyTooLarge     = "body_too_large"
+	ReasonUnsupportedMedia = "unsupported_media_type"
+	ReasonDraining         = "draining"
+	ReasonRateLimited      = "rate_limited"
+	ReasonOverloaded       = "overloaded"
+)
+
+// RefusalReasons lists the reasons the HTTP layer refuses a batch for, a bounded label set for metrics.
+func RefusalReasons() []string {
+	return []string{ReasonBodyTooLarge, ReasonUnsupportedMedia, ReasonDraining, ReasonRateLimited, ReasonOverloaded}
+}
+
 // DefaultForwardHeaders reach every step of a batch unless the step sets its own.
 var defaultForwardHeaders = []string{"Authorization", "X-Request-Id", "Accept-Language", "Traceparent", "Tracestate"}
 
@@ -208,16 +223,16 @@ func (s *Server) handleBatch(c echo.Context) error {
 	c.Response().Header()["X-Request-Id"] = ids[:1:1]
 
 	if s.draining.Load() {
-		return s.refuse(c, start, "draining", errcode.Unavailable, "batchd is shutting down; retry on another instance", nil)
+		return s.refuse(c, start, ReasonDraining, errcode.Unavailable, "batchd is shutting down; retry on another instance", nil)
 	}
 	if !isJSON(r.Header.Get("Content-Type")) {
-		return s.refuse(c, start, "unsupported_media_type", errcode.UnsupportedMedia,
+		return s.refuse(c, start, ReasonUnsupportedMedia, errcode.UnsupportedMedia,
 			"Content-Type must be application/json", nil)
 	}
 	acct, err := s.admit(r.ContentLength)
 	if err != nil {
 		c.Response().Header().Set("Retry-After", "1")
-		return s.refuse(c, start, "overloaded", errcode.Overloaded,
+		return s.refuse(c, start, ReasonOverloaded, errcode.Overloaded,
 			"batchd is at its memory budget and cannot take this batch now; retry after 1s ("+err.Error()+")", nil)
 	}
 	defer acct.Close() // the batch's bytes, once its answer is written
@@ -226,11 +241,11 @@ func (s *Server) handleBatch(c echo.Context) error {
 		var tooLarge *http.MaxBytesError
 		switch {
 		case errors.As(err, &tooLarge):
-			return s.refuse(c, start, "body_too_large", errcode.BodyTooLarge,
+			return s.refuse(c, start, ReasonBodyTooLarge, errcode.BodyTooLarge,
 				"request body exceeds "+strconv.FormatInt(s.cfg.MaxBody, 10)+" bytes (-max-body)", nil)
 		case isBudget(err):
 			c.Response().Header().Set("Retry-After", "1")
-			return s.refuse(c, start, "overloaded", errcode.Overloaded,
+			return s.refuse(c, start, ReasonOverloaded, errcode.Overloaded,
 				"batchd is at its memory budget and cannot take this batch now; retry after 1s ("+err.Error()+")", nil)
 		}
 		s.log.Info("batch body not read", "request_id", reqID, "err", err)
@@ -272,7 +287,7 @@ func (s *Server) handleBatch(c echo.Context) error {
 
 	s.logRollbackFailures(reqID, plan, results)
 	err = s.writeAnswer(c, plan, results, acct, finish, storeLimit)
-	failed, dur := failedSteps(results), msSince(start)
+	failed, dur := runner.CountFailed(results), msSince(start)
 	if err != nil || r.Context().Err() != nil {
 		s.logBatch("batch abandoned: client closed", reqID, len(results), failed, dur, false)
 		s.abandoned()

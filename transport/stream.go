@@ -124,11 +124,11 @@ func (s *Server) stream(c echo.Context, start time.Time, plan *planner.Plan, opt
 	reqID, dur := h.Get("X-Request-Id"), msSince(start)
 	s.logRollbackFailures(reqID, plan, results)
 	if r.Context().Err() != nil || o.err != nil {
-		s.logBatch("batch abandoned: client closed", reqID, len(results), failedSteps(results), dur, true)
+		s.logBatch("batch abandoned: client closed", reqID, len(results), runner.CountFailed(results), dur, true)
 		s.abandoned()
 		return nil
 	}
-	s.logBatch("batch", reqID, len(results), failedSteps(results), dur, true)
+	s.logBatch("batch", reqID, len(results), runner.CountFailed(results), dur, true)
 	return nil
 }
 

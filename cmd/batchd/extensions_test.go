@@ -14,14 +14,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchd/batchd/internal/answer"
+	"github.com/batchd/batchd/internal/batchtest"
 )
 
-func (in *instance) extBatch(t *testing.T, body string) answer.Answer {
+func (in *instance) extBatch(t *testing.T, body string) batchtest.Answer {
 	t.Helper()
 	status, _, b := in.send(t, body)
 	require.Equal(t, http.StatusOK, status, "%s", b)
-	var a answer.Answer
+	var a batchtest.Answer
 	require.NoError(t, json.Unmarshal(b, &a), "%s", b)
 	return a
 }

@@ -100,7 +100,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info("tracing", "endpoint", tcfg.Endpoint, "service", tcfg.ServiceName)
 	}
 	memory := budget.NewPool(int64(cfg.memoryBudget))
-	m, err := metrics.New(reg, metrics.Config{Methods: known, MemoryInUse: memory.InUse, MemoryLimit: memory.Limit()})
+	reasons := transport.RefusalReasons()
+	for _, r := range planner.Reasons() {
+		reasons = append(reasons, string(r))
+	}
+	m, err := metrics.New(reg, metrics.Config{Methods: known, RejectReasons: reasons,
+		IdempotencyResults: idempotency.Results(), MemoryInUse: memory.InUse, MemoryLimit: memory.Limit()})
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}

@@ -160,29 +160,6 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(ans.body)
 }
 
-// ServeCall answers a call made in process (transport.DirectHandler) exactly as ServeHTTP answers the same request,
-// without an http.Request or a ResponseWriter: path is the URL path as ServeHTTP sees it in r.URL.Path (decoded,
-// one leading "/"), body the whole payload (nil for none). The query and the headers are ignored, as ServeHTTP
-// ignores them. The answer's Content-Type is always application/json; the Allow header of a 405 is not returned.
-// body is only read, and the answer never shares memory with it.
-func (a *API) ServeCall(ctx context.Context, method, path, _ string, _ http.Header, body []byte) (status int, answerBody []byte) {
-	handle, ans, found := route(strings.TrimPrefix(path, "/"), method)
-	if found {
-		if len(body) > MaxPayloadBytes {
-			ans = tooLarge()
-		} else {
-			ans = handle(a, ctx, body)
-		}
-	}
-	return ans.status, ans.body
-}
-
-// Prompt reports whether the call is answered promptly (transport.PromptHandler): every call but a POST to
-// Demo/Sleep, which waits. Unknown methods and wrong verbs are answered at once with their error.
-func (a *API) Prompt(method, path string) bool {
-	return strings.TrimPrefix(path, "/") != "Demo/Sleep" || method != http.MethodPost
-}
-
 // route finds the method name on HTTP method verb. found is false when the call is answered already: ans is then
 // the 404 or 405 answer.
 func route(name, verb string) (handle method, ans answer, found bool) {

@@ -346,77 +346,6 @@ func TestPayloadOfUnknownLength(t *testing.T) {
 	}
 }
 
-// TestServeCallAgreesWithServeHTTP runs the same calls through ServeHTTP and ServeCall, on two APIs in the same
-// state, and requires the same status and body.
-func TestServeCallAgreesWithServeHTTP(t *testing.T) {
-	calls := []struct{ method, path, body string }{
-		{http.MethodPost, "/Producer/Add", `{"name":"Coca-Cola"}`},
-		{http.MethodPost, "/Producer/Add", `{"name":"Pepsi","extra":1}`},
-		{http.MethodPost, "/Producer/Add", `{}`},
-		{http.MethodPost, "/Producer/Add", `{"name":3}`},
-		{http.MethodPost, "/Producer/Add", `[1]`},
-		{http.MethodPost, "/Producer/Add", `{"name"`},
-		{http.MethodPost, "/Producer/Get", ``},
-		{http.MethodPost, "/Producer/Get", `{"ids":[2,1,1],"limit":1}`},
-		{http.MethodPost, "/Producer/Get", `{"limit":-1}`},
-		{http.MethodPost, "/Producer/Edit", `{"id":1,"name":"Fanta"}`},
-		{http.MethodPost, "/Producer/Edit", `{"id":9,"name":"Fanta"}`},
-		{http.MethodPost, "/Producer/Delete", `{"ids":[2,7]}`},
-		{http.MethodPost, "/Producer/Delete", `null`},
-		{http.MethodPost, "/Demo/Echo", `{"a":[1,"x",null],"b":{"c":true}}`},
-		{http.MethodPost, "/Demo/Echo", ` `},
-		{http.MethodPost, "/Demo/Echo", ``},
-		{http.MethodPost, "/Demo/Echo", `{"a"`},
-		{http.MethodPost, "/Demo/Echo", `"` + strings.Repeat("x", demoapi.MaxPayloadBytes) + `"`},
-		{http.MethodPost, "/Demo/Sleep", `{"ms":0}`},
-		{http.MethodPost, "/Demo/Sleep", `{"ms":-1}`},
-		{http.MethodPost, "/Demo/Fail", `{"status":503,"error":7,"description":"down"}`},
-		{http.MethodPost, "/Demo/Fail", ``},
-		{http.MethodGet, "/Demo/Echo", ``},
-		{http.MethodPut, "/Producer/Add", `{"name":"x"}`},
-		{http.MethodPost, "/Nope", `{}`},
-		{http.MethodPost, "/", ``},
-		{http.MethodPost, "//Demo/Echo", `1`},
-		{http.MethodPost, "/" + strings.Repeat("x", 200), ``},
-	}
-	viaHTTP, direct := newAPI(), newAPI()
-	for _, c := range calls {
-		req := httptest.NewRequest(c.method, "/", strings.NewReader(c.body))
-		req.URL.Path = c.path // as a server would decode it; NewRequest would refuse some of these targets
-		rec := httptest.NewRecorder()
-		viaHTTP.ServeHTTP(rec, req)
-
-		var body []byte
-		if c.body != "" {
-			body = []byte(c.body)
-		}
-		status, got := direct.ServeCall(context.Background(), c.method, c.path, "", nil, body)
-		if status != rec.Code || string(got) != rec.Body.String() {
-			t.Errorf("%s %s %.40q:\nServeHTTP %d %.200s\nServeCall %d %.200s", c.method, c.path, c.body,
-				rec.Code, rec.Body.String(), status, got)
-		}
-	}
-}
-
-func TestServeCallDoesNotShareThePayload(t *testing.T) {
-	payload := []byte(`{"n":1}`)
-	_, out := newAPI().ServeCall(context.Background(), http.MethodPost, "/Demo/Echo", "", nil, payload)
-	copy(payload, `{"n":2}`)
-	if string(out) != `{"ok":true,"result":{"n":1}}` {
-		t.Fatalf("answer changed with the payload: %s", out)
-	}
-}
-
-func TestServeCallSleepHonoursCancellation(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	start := time.Now()
-	status, out := newAPI().ServeCall(ctx, http.MethodPost, "/Demo/Sleep", "", nil, []byte(`{"ms":5000}`))
-	if time.Since(start) > time.Second || status == http.StatusOK {
-		t.Fatalf("cancelled sleep: %d %s after %v", status, out, time.Since(start))
-	}
-}
-
 func BenchmarkEcho(b *testing.B) {
 	api := newAPI()
 	payload := []byte(`{"name":"Coca-Cola","ids":[1,2,3]}`)
@@ -425,12 +354,6 @@ func BenchmarkEcho(b *testing.B) {
 		for b.Loop() {
 			req := httptest.NewRequest(http.MethodPost, "/Demo/Echo", bytes.NewReader(payload))
 			api.ServeHTTP(httptest.NewRecorder(), req)
-		}
-	})
-	b.Run("ServeCall", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			api.ServeCall(context.Background(), http.MethodPost, "/Demo/Echo", "", nil, payload)
 		}
 	})
 }

@@ -13,9 +13,9 @@ import (
 	"github.com/batchd/batchd/runner"
 )
 
-// TestStepTimeoutsStaggered runs steps that start at different times under one batch's step timer: each slow step
-// is cancelled at its own deadline, not an earlier step's, with its own cause; a step that returns before its
-// deadline is not reported as timed out, even when the timer fired for an older step while it ran.
+// TestStepTimeoutsStaggered runs steps that start at different times in one batch: each slow step is cancelled at
+// its own deadline, not an earlier step's, with its own cause; a step that returns before its deadline is not
+// reported as timed out, even when an older step's deadline passed while it ran.
 func TestStepTimeoutsStaggered(t *testing.T) {
 	const timeout = 400 * time.Millisecond
 	type seen struct {
@@ -90,7 +90,7 @@ func TestStepTimeoutsStaggered(t *testing.T) {
 }
 
 // TestStepTimeoutEachBatch runs batches concurrently on one Runner, each with a step that times out and steps that
-// do not: every batch's timer cancels only its own steps.
+// do not: every batch's timeouts cancel only its own steps.
 func TestStepTimeoutEachBatch(t *testing.T) {
 	f := &fakeInvoker{Step: map[string]func(context.Context, runner.Call) (runner.Response, error){
 		"A": blockUntilDone,

@@ -6,23 +6,7 @@ import (
 	"time"
 
 	"github.com/batchd/batchd/errcode"
-	"github.com/batchd/batchd/internal/jsonscan"
 )
-
-// RollbackResult is what a step's rollback did (CONTRACT.md §9, atomic batches).
-type RollbackResult struct {
-	// OK: the rollback ran and succeeded (status < 400 and not "ok": false): the step was undone.
-	OK bool
-	// Status is the rollback call's HTTP status, or the status batchd decided: 424 not attempted (a rollback it had
-	// to wait for failed, or a placeholder could not be resolved), 499, 500, 502, 504 as for a step.
-	Status int
-	Code   errcode.Code // non-zero when batchd decided the outcome
-	// Body is the rollback's response when it failed (the upstream's body, or an ErrorResult when batchd decided);
-	// nil when it succeeded.
-	Body     []byte
-	Executed bool          // Invoke was called
-	Duration time.Duration // time inside Invoke
-}
 
 // rollback undoes an atomic batch that did not commit (some step failed): the rollback of every step that
 // succeeded runs, in reverse dependency order: a step's rollback starts once the rollbacks of the steps that depend
@@ -42,53 +26,54 @@ func (b *batch) rollback(ctx context.Context) {
 	if !failed {
 		return // committed
 	}
-	ctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), b.r.cfg.BatchTimeout, b.r.batchTimeout)
+	ctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), b.r.cfg.BatchTimeout,
+		&BatchTimeoutError{Timeout: b.r.cfg.BatchTimeout})
 	defer cancel()
 	n := len(b.results)
-	u := &undo{ctx: ctx, out: make([]RollbackResult, n), done: make([]chan struct{}, n)}
-	for i := range u.done {
-		u.done[i] = make(chan struct{})
+	rp := &rollbackPhase{ctx: ctx, out: make([]RollbackResult, n), done: make([]chan struct{}, n)}
+	for i := range rp.done {
+		rp.done[i] = make(chan struct{})
 	}
 	var wg sync.WaitGroup
 	for i := range n {
 		if b.results[i].Outcome != OutcomeOK {
-			close(u.done[i]) // nothing to undo, nothing to wait for
+			close(rp.done[i]) // nothing to undo, nothing to wait for
 			continue
 		}
-		wg.Go(func() { b.undo(u, i) })
+		wg.Go(func() { b.rollbackStep(rp, i) })
 	}
 	wg.Wait()
 }
 
-// undo is the state of one batch's rollback phase. Goroutine i writes only out[i] and results[i].Rollback, and
-// closes done[i]; it reads a dependent's Rollback only after that dependent's done is closed.
-type undo struct {
+// rollbackPhase is the state of one batch's rollbacks. Goroutine i writes only out[i] and results[i].Rollback,
+// and closes done[i]; it reads a dependent's Rollback only after that dependent's done is closed.
+type rollbackPhase struct {
 	ctx  context.Context
 	out  []RollbackResult
 	done []chan struct{}
 }
 
-// undo runs step i's rollback once the rollbacks of its dependents have ended.
-func (b *batch) undo(u *undo, i int) {
-	defer close(u.done[i])
+// rollbackStep runs step i's rollback once the rollbacks of its dependents have ended.
+func (b *batch) rollbackStep(rp *rollbackPhase, i int) {
+	defer close(rp.done[i])
 	step := &b.plan.Steps[i]
 	res := &b.results[i]
 	for _, d := range step.Dependents {
-		<-u.done[d] // each ends: rollbacks are bounded by their own timeouts
+		<-rp.done[d] // each ends: rollbacks are bounded by their own timeouts
 	}
 	rb := step.Rollback
 	if rb == nil {
 		return
 	}
-	out := &u.out[i]
+	out := &rp.out[i]
 	res.Rollback = out
 	defer func() {
 		if v := recover(); v != nil {
 			b.r.logPanic(res.Key, v)
-			*out = RollbackResult{Status: errcode.StepPanic.Status(), Code: errcode.StepPanic, Body: b.r.bodyPanic,
-				Executed: out.Executed, Duration: out.Duration}
+			*out = RollbackResult{Executed: out.Executed, Duration: out.Duration}
+			out.decide(errcode.StepPanic, errcode.Body(errcode.StepPanic, "the rollback panicked; the stack is in batchd's log"))
 		}
-		if rec := b.r.rbRec; rec != nil {
+		if rec := b.r.cfg.Recorder; rec != nil {
 			b.r.guard(res.Key, func() { rec.RollbackDone(rb.Name, out.OK) })
 		}
 		if f := b.opt.OnRollback; f != nil {
@@ -105,44 +90,37 @@ func (b *batch) undo(u *undo, i int) {
 		}
 	}
 	call := Call{Key: step.Key, Method: rb.Method, Name: rb.Name, Rollback: true}
-	if err := b.fill(u.ctx, &call, rb.Path, rb.Headers, rb.Body); err != nil {
+	if err := b.fill(rp.ctx, &call, rb.Path, rb.Headers, rb.Body); err != nil {
 		var tmp Result
-		b.resolveFailed(u.ctx, err, &tmp)
+		b.buildFailed(rp.ctx, err, &tmp)
 		out.decide(tmp.Code, tmp.Body)
 		return
 	}
-	defer b.releaseBytes(int64(len(call.Body)))
-	if !b.acquireRollback(u.ctx) {
-		out.decide(errcode.BatchTimeout, b.r.bodyBatchTimeout)
+	defer b.release(int64(len(call.Body)))
+	if !b.acquireRollback(rp.ctx) {
+		out.decide(errcode.BatchTimeout, errcode.Body(errcode.BatchTimeout, "batch timed out after "+b.r.cfg.BatchTimeout.String()))
 		return
 	}
-	defer b.release()
+	defer b.releaseSlot()
 
-	// A rollback keeps a timer context of its own: rollbacks are rare, and the step timer has stopped.
-	b.steps[i].timeout = StepTimeoutError{Key: step.Key, Timeout: b.r.cfg.StepTimeout}
-	t0 := time.Now()
-	sctx, cancel := context.WithDeadlineCause(u.ctx, t0.Add(b.r.cfg.StepTimeout), &b.steps[i].timeout)
+	sctx, cancel := context.WithTimeoutCause(rp.ctx, b.r.cfg.StepTimeout,
+		&StepTimeoutError{Key: step.Key, Timeout: b.r.cfg.StepTimeout})
 	defer cancel()
+	t0 := time.Now()
 	out.Executed = true
 	resp, err, panicked := b.invoke(sctx, call)
 	out.Duration = time.Since(t0)
-	switch {
-	case panicked:
-		out.decide(errcode.StepPanic, b.r.bodyPanic)
-	case err != nil || sctx.Err() != nil:
-		var tmp Result
-		b.invokeFailed(i, sctx, err, &tmp)
-		out.decide(tmp.Code, tmp.Body)
-	default:
-		out.Status = resp.Status
-		out.OK = resp.Status < 400 && !jsonscan.BusinessFailure(resp.Body)
-		if !out.OK {
-			out.Body = resp.Body
-			if len(out.Body) == 0 {
-				out.Body = nullJSON
-			}
-		}
+	var tmp Result
+	if panicked {
+		b.decided(&tmp, errcode.StepPanic, OutcomeError, "the rollback panicked; the stack is in batchd's log")
+	} else {
+		b.classify(sctx, resp, err, &tmp)
 	}
+	if out.OK = tmp.Outcome == OutcomeOK; out.OK {
+		out.Status = tmp.Status
+		return
+	}
+	out.Status, out.Code, out.Body = tmp.Status, tmp.Code, tmp.Body
 }
 
 // acquireRollback takes the batch slot and the process-wide slot for a rollback; false when ctx ended first.
@@ -156,7 +134,7 @@ func (b *batch) acquireRollback(ctx context.Context) bool {
 	}
 	if lim := b.r.cfg.Limit; lim != nil {
 		if lim.Acquire(ctx, 1) != nil {
-			b.releaseSlot()
+			b.releaseBatchSlot()
 			return false
 		}
 	}

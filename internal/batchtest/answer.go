@@ -1,10 +1,9 @@
-// Package answer decodes a batch answer in the canonical form as a client reads it (CONTRACT.md §6, with the
-// members of §9's extensions), for tests of the packages that write it.
-package answer
+package batchtest
 
 import "encoding/json"
 
-// Answer is the canonical answer, with the atomic and timing members. Pointers are nil when a member is absent.
+// Answer is a batch answer in the canonical form as a client decodes it (CONTRACT.md §6, with the members of §9's
+// extensions): the canonical answer, with the atomic and timing members. Pointers are nil when a member is absent.
 type Answer struct {
 	Responses []struct {
 		Key            string          `json:"key"`

@@ -1,0 +1,60 @@
+package runner
+
+import (
+	"context"
+	"net/http"
+)
+
+// Call is one step's request, fully resolved.
+type Call struct {
+	Key    string
+	Method string // HTTP method
+	Name   string // the step's method path without query, for logs and metrics (planner.Step.Name)
+	// Path is the resolved method path: no leading "/", query kept, already checked by planner.CheckPath.
+	Path string
+	// Header holds the batch-level pass-through headers overlaid with the step's own; an Invoker must not modify it.
+	Header http.Header
+	Body   []byte // JSON; nil when the step has no payload
+	// Rollback marks the call that undoes step Key in an atomic batch (planner.Step.Rollback); Name and Path are
+	// then the rollback's.
+	Rollback bool
+	// Budget is the batch's byte budget (Options.Budget), nil for none. An Invoker reserves the bytes of the
+	// response it reads before it allocates them, and fails the call with the reservation's error when the budget
+	// cannot hold them (the step then fails with 507).
+	Budget Budget
+}
+
+// Response is what an Invoker got back.
+type Response struct {
+	Status int
+	// Body is a JSON value: the upstream's JSON as is, any other body as a JSON string, an empty body as null.
+	Body []byte
+}
+
+// Invoker sends one call. An error means no usable response: the runner classifies it (a context cause of its own
+// is a timeout; an *InvokeError carries its kind; a budget's refusal is 507; anything else is "unreachable").
+type Invoker interface {
+	Invoke(ctx context.Context, call Call) (Response, error)
+}
+
+// InvokeError is a failed call, with a bounded Kind for metrics: "connect", "reset", "too_large", "protocol".
+type InvokeError struct {
+	Kind string
+	Err  error
+}
+
+func (e *InvokeError) Error() string { return "upstream " + e.Kind + ": " + e.Err.Error() }
+func (e *InvokeError) Unwrap() error { return e.Err }
+
+// Budget is the byte budget that a batch's steps draw on (CONTRACT.md §10): the responses kept, the calls built,
+// the index of each response read by a placeholder. *budget.Account implements it; its errors are *budget.Error.
+type Budget interface {
+	Reserve(n int64) error
+	Release(n int64)
+}
+
+// UpstreamErrorKinds lists the kinds an InvokeError may carry (Result.UpstreamError), and "other" for a call that
+// failed without one: a bounded label set for metrics.
+func UpstreamErrorKinds() []string {
+	return []string{"connect", "reset", "too_large", "protocol", "other"}
+}
