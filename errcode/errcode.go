@@ -11,7 +11,8 @@ package errcode
 
 import (
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/batchd/batchd/internal/jsonscan"
 )
 
 // Code is a stable ErrorResult code.
@@ -75,37 +76,8 @@ func AppendBody(dst []byte, c Code, description string) []byte {
 	dst = append(dst, `{"ok":false,"result":{"error":`...)
 	dst = strconv.AppendInt(dst, int64(c), 10)
 	dst = append(dst, `,"description":`...)
-	dst = AppendString(dst, description)
+	dst = jsonscan.AppendString(dst, description)
 	return append(dst, "}}"...)
-}
-
-// AppendString appends s as a JSON string, escaping what JSON requires and replacing invalid UTF-8.
-func AppendString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	for i := 0; i < len(s); {
-		b := s[i]
-		if b < utf8.RuneSelf {
-			switch {
-			case b == '"' || b == '\\':
-				dst = append(dst, '\\', b)
-			case b < 0x20:
-				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
-			default:
-				dst = append(dst, b)
-			}
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n == 1 {
-			dst = append(dst, `\ufffd`...)
-		} else {
-			dst = append(dst, s[i:i+n]...)
-		}
-		i += n
-	}
-	return append(dst, '"')
 }
 
 // Detail is one problem of a refused batch, as listed in result.details.
@@ -128,18 +100,18 @@ func BatchBody(c Code, reason, description string, details []Detail) []byte {
 	dst = append(dst, `{"ok":false,"result":{"error":`...)
 	dst = strconv.AppendInt(dst, int64(c), 10)
 	dst = append(dst, `,"description":`...)
-	dst = AppendString(dst, description)
+	dst = jsonscan.AppendString(dst, description)
 	dst = append(dst, `,"details":[`...)
 	for i, d := range details {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"key":`...)
-		dst = AppendString(dst, d.Key)
+		dst = jsonscan.AppendString(dst, d.Key)
 		dst = append(dst, `,"reason":`...)
-		dst = AppendString(dst, d.Reason)
+		dst = jsonscan.AppendString(dst, d.Reason)
 		dst = append(dst, `,"problem":`...)
-		dst = AppendString(dst, d.Problem)
+		dst = jsonscan.AppendString(dst, d.Problem)
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}}"...)

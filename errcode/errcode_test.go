@@ -1,11 +1,9 @@
 package errcode
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 func TestStatus(t *testing.T) {
@@ -21,21 +19,4 @@ func TestBodies(t *testing.T) {
 		string(BatchBody(InvalidBatch, "cycle", "d", []Detail{{"a", "cycle", "p"}, {"", "r", "q"}})))
 	assert.JSONEq(t, `{"ok":false,"result":{"error":4290,"description":"slow down","details":[{"key":"","reason":"rate_limited","problem":"slow down"}]}}`,
 		string(BatchBody(RateLimited, "rate_limited", "slow down", nil)))
-}
-
-// FuzzAppendString: whatever the bytes, the output is one valid JSON string that decodes to the input (invalid
-// UTF-8 replaced).
-func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "plain", "quote\" back\\", "\x00\x1f\x7f", "\xff\xfe", "日本", "\u2028"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		out := AppendString(nil, s)
-		var got string
-		require.NoError(t, json.Unmarshal(out, &got), "%q", out)
-		want, _ := json.Marshal(s) // encoding/json also replaces invalid UTF-8 with U+FFFD
-		var w string
-		require.NoError(t, json.Unmarshal(want, &w))
-		assert.Equal(t, w, got)
-	})
 }

@@ -146,33 +146,6 @@ func TestInvokerPanic(t *testing.T) {
 	assert.Contains(t, spans[0].Attributes(), AttrStepOutcome.String("error"))
 }
 
-func TestBusinessFailure(t *testing.T) {
-	for _, tc := range []struct {
-		body string
-		want bool
-	}{
-		{`{"ok":false}`, true},
-		{` {"ok" : false, "result": {"error": 1008}}`, true},
-		{`{"result": {"ok": true, "x": [1, {"ok": true}]}, "ok": false}`, true},
-		{`{"\u006fk":false}`, true},
-		{`{"o\u006b":false}`, true},
-		{`{"ok":true}`, false},
-		{`{"ok":null}`, false},
-		{`{"ok":"false"}`, false},
-		{`{"ok":0}`, false},
-		{`{"ok":true,"ok":false}`, false}, // the first "ok" decides, as in the runner
-		{`{"result":{"ok":false}}`, false},
-		{`[{"ok":false}]`, false},
-		{`"{\"ok\":false}"`, false},
-		{`null`, false},
-		{``, false},
-		{`{"okay":false}`, false},
-		{`{"ok\u0000":false}`, false},
-	} {
-		assert.Equal(t, tc.want, businessFailure([]byte(tc.body)), tc.body)
-	}
-}
-
 func TestConfigFromEnv(t *testing.T) {
 	for _, tc := range []struct {
 		name    string

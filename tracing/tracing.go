@@ -17,12 +17,9 @@
 package tracing
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"net/http"
 
-	"github.com/go-json-experiment/json/jsontext"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -38,7 +35,7 @@ const ScopeName = "github.com/batchd/batchd/tracing"
 const (
 	AttrStepKey     = attribute.Key("batchd.step.key")     // the step's key in the batch
 	AttrStepMethod  = attribute.Key("batchd.step.method")  // the step's method path (runner.Call.Name)
-	AttrStepOutcome = attribute.Key("batchd.step.outcome") // ok, error, timeout or skipped (see Invoker)
+	AttrStepOutcome = attribute.Key("batchd.step.outcome") // runner.CallOutcome (see Invoker)
 	AttrRequestID   = attribute.Key("batchd.request_id")   // the batch's X-Request-Id
 )
 
@@ -51,12 +48,8 @@ const (
 
 // Invoker returns next decorated with a client span per call. The span is named "step <Call.Name>" and carries
 // batchd.step.key, batchd.step.method and http.request.method; when the call ends, http.response.status_code (if a
-// response came back) and batchd.step.outcome, which classifies the call the way the runner and the metrics do:
-//
-//   - ok: a response with status < 400 whose body is not a JSON object with "ok": false;
-//   - error: status >= 400, "ok": false (REGOS business error), or no usable response (the error is recorded);
-//   - timeout: the call's context ended with the runner's step or batch timeout as its cause;
-//   - skipped: the call's context ended for another reason (the client left, the server shut down).
+// response came back) and batchd.step.outcome, the call's runner.CallOutcome (the classification the runner and the
+// metrics use: ok, error, timeout, skipped, over_budget).
 //
 // Every outcome but ok sets the span status to Error. A nil tp returns next unchanged.
 func Invoker(next runner.Invoker, tp trace.TracerProvider) runner.Invoker {
@@ -98,44 +91,30 @@ func (in *invoker) Invoke(ctx context.Context, call runner.Call) (resp runner.Re
 	call.Header = withTraceContext(ctx, call.Header)
 	resp, err = in.next.Invoke(ctx, call)
 
-	outcome, desc := runner.OutcomeOK, ""
-	switch {
-	case err != nil || ctx.Err() != nil:
-		outcome, desc = failedOutcome(ctx, err)
-		if err != nil {
-			span.RecordError(err)
-		}
-	case resp.Status >= 400:
-		outcome, desc = runner.OutcomeError, http.StatusText(resp.Status)
-	case businessFailure(resp.Body):
-		outcome, desc = runner.OutcomeError, "ok: false"
-	}
-	if err == nil {
+	outcome := runner.CallOutcome(ctx, resp, err)
+	if err != nil {
+		span.RecordError(err)
+	} else {
 		span.SetAttributes(attrHTTPStatus.Int(resp.Status))
 	}
 	span.SetAttributes(AttrStepOutcome.String(string(outcome)))
 	if outcome != runner.OutcomeOK {
-		span.SetStatus(codes.Error, desc)
+		span.SetStatus(codes.Error, statusDescription(ctx, outcome, resp, err))
 	}
 	return resp, err
 }
 
-// failedOutcome classifies a call that returned an error or whose context ended, as runner.invokeFailed does.
-func failedOutcome(ctx context.Context, err error) (runner.Outcome, string) {
-	if ctx.Err() != nil {
-		var ste *runner.StepTimeoutError
-		var bte *runner.BatchTimeoutError
-		cause := context.Cause(ctx)
-		if errors.As(cause, &ste) || errors.As(cause, &bte) {
-			return runner.OutcomeTimeout, cause.Error()
-		}
-		return runner.OutcomeSkipped, "cancelled: " + cause.Error()
+// statusDescription says why a call whose outcome is not ok failed, for its span's status.
+func statusDescription(ctx context.Context, o runner.Outcome, resp runner.Response, err error) string {
+	switch {
+	case o == runner.OutcomeTimeout || o == runner.OutcomeSkipped:
+		return context.Cause(ctx).Error()
+	case err != nil:
+		return err.Error()
+	case resp.Status >= 400:
+		return http.StatusText(resp.Status)
 	}
-	var ie *runner.InvokeError
-	if errors.As(err, &ie) {
-		return runner.OutcomeError, "upstream " + ie.Kind
-	}
-	return runner.OutcomeError, "upstream unreachable"
+	return "ok: false"
 }
 
 // traceHeaders are the W3C headers Invoker owns on a traced call, canonical.
@@ -163,44 +142,4 @@ func isTraceHeader(k string) bool {
 		}
 	}
 	return false
-}
-
-// businessFailure reports whether body is a JSON object whose first top-level "ok" member is false: REGOS reports
-// business errors as HTTP 200 with ok:false, and the runner counts them as failures. It reads only up to that member
-// (REGOS puts it first); a body that is not well-formed up to there is not a business failure, as in the runner.
-func businessFailure(body []byte) bool {
-	b := bytes.TrimLeft(body, " \t\r\n")
-	if len(b) < len(`{"ok":false}`) || b[0] != '{' {
-		return false
-	}
-	// A *bytes.Buffer is decoded in place, without a copy.
-	d := jsontext.NewDecoder(bytes.NewBuffer(b), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
-	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
-		return false
-	}
-	for {
-		name, err := d.ReadValue()
-		if err != nil || name.Kind() != '"' {
-			return false // '}' (no "ok" member) or malformed
-		}
-		if isOKName(name) {
-			v, err := d.ReadValue()
-			return err == nil && v.Kind() == 'f'
-		}
-		if d.SkipValue() != nil {
-			return false
-		}
-	}
-}
-
-// isOKName reports whether the JSON string literal name spells "ok", escapes included.
-func isOKName(name jsontext.Value) bool {
-	if string(name) == `"ok"` {
-		return true
-	}
-	if bytes.IndexByte(name, '\\') < 0 || len(name) > 16 {
-		return false // "ok" with escapes is at most "\u006f\u006b", 14 bytes
-	}
-	s, err := jsontext.AppendUnquote(nil, name)
-	return err == nil && string(s) == "ok"
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/batchd/batchd/runner"
 )
 
-// TestClientGoneIsCountedAbandoned: a batch whose client leaves is told to an AbandonObserver once, and its
+// TestClientGoneIsCountedAbandoned: a batch whose client leaves is told to the Observer once (BatchAbandoned), and its
 // running step sees its context cancelled.
 func TestClientGoneIsCountedAbandoned(t *testing.T) {
 	started := make(chan struct{})

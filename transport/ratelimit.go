@@ -19,12 +19,6 @@ type RateLimiter interface {
 
 var _ RateLimiter = (*ratelimit.Limiter)(nil)
 
-// AbandonObserver is an optional extension of Observer: told once per accepted batch whose client went away before
-// the answer was written. *metrics.Metrics implements it.
-type AbandonObserver interface {
-	BatchAbandoned()
-}
-
 // rateLimit charges the batch's caller for its steps, after planning (when the cost is known) and before anything
 // runs. It answers 429 and returns true when the batch may not run.
 //
@@ -52,11 +46,4 @@ func (s *Server) rateLimit(c echo.Context, start time.Time, plan *planner.Plan) 
 	c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
 	return true, s.refuse(c, start, ReasonRateLimited, errcode.RateLimited, "rate limit exceeded: this batch costs "+
 		strconv.Itoa(cost)+" steps; retry after "+strconv.Itoa(secs)+"s", nil)
-}
-
-// abandoned counts a batch whose client went away.
-func (s *Server) abandoned() {
-	if o, ok := s.obs.(AbandonObserver); ok {
-		o.BatchAbandoned()
-	}
 }

@@ -35,15 +35,17 @@ import (
 	"github.com/batchd/batchd/runner"
 )
 
-// Observer receives batch-level events; the metrics package implements it.
+// Observer receives batch-level events; *metrics.Metrics implements it.
 type Observer interface {
-	BatchStarted()
-	BatchFinished()
-	BatchRejected(reason string, d time.Duration)
+	BatchStarted()  // a batch was accepted and starts
+	BatchFinished() // an accepted batch ended
+	// BatchAbandoned: an accepted batch's client went away before its answer was written (once per batch).
+	BatchAbandoned()
+	BatchRejected(reason string, d time.Duration) // a batch was refused, for reason, after d
 }
 
-// Batcher runs a plan; *runner.Runner implements it.
-type Batcher interface {
+// Runner runs a plan; *runner.Runner implements it.
+type Runner interface {
 	Run(ctx context.Context, p *planner.Plan, opt runner.Options) []runner.Result
 }
 
@@ -62,7 +64,7 @@ type Idempotency interface {
 // Config is the server's wiring. Zero values mean defaults or "absent".
 type Config struct {
 	Planner planner.Config
-	Runner  Batcher
+	Runner  Runner
 	// MaxBody is the largest batch request body in bytes; default 1 MiB.
 	MaxBody int64
 	// RateLimiter, optional, charges each caller a batch's step count after planning and before anything runs; a
@@ -290,7 +292,7 @@ func (s *Server) handleBatch(c echo.Context) error {
 	failed, dur := runner.CountFailed(results), msSince(start)
 	if err != nil || r.Context().Err() != nil {
 		s.logBatch("batch abandoned: client closed", reqID, len(results), failed, dur, false)
-		s.abandoned()
+		s.obs.BatchAbandoned()
 		return nil
 	}
 	s.logBatch("batch", reqID, len(results), failed, dur, false)
@@ -478,4 +480,5 @@ type nopObserver struct{}
 
 func (nopObserver) BatchStarted()                       {}
 func (nopObserver) BatchFinished()                      {}
+func (nopObserver) BatchAbandoned()                     {}
 func (nopObserver) BatchRejected(string, time.Duration) {}

@@ -27,8 +27,9 @@ type recordingObserver struct {
 	rejected          []string
 }
 
-func (o *recordingObserver) BatchStarted()  { o.started++ }
-func (o *recordingObserver) BatchFinished() { o.finished++ }
+func (o *recordingObserver) BatchStarted()   { o.started++ }
+func (o *recordingObserver) BatchFinished()  { o.finished++ }
+func (o *recordingObserver) BatchAbandoned() {}
 func (o *recordingObserver) BatchRejected(r string, _ time.Duration) {
 	o.rejected = append(o.rejected, r)
 }

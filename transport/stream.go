@@ -125,7 +125,7 @@ func (s *Server) stream(c echo.Context, start time.Time, plan *planner.Plan, opt
 	s.logRollbackFailures(reqID, plan, results)
 	if r.Context().Err() != nil || o.err != nil {
 		s.logBatch("batch abandoned: client closed", reqID, len(results), runner.CountFailed(results), dur, true)
-		s.abandoned()
+		s.obs.BatchAbandoned()
 		return nil
 	}
 	s.logBatch("batch", reqID, len(results), runner.CountFailed(results), dur, true)

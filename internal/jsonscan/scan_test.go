@@ -42,6 +42,11 @@ func TestBusinessFailure(t *testing.T) {
 		{`{"a":"unterminated`, false},
 		{`{"a":[1,2,{"b":"]"}],"n":-1.5e3,"t":true,"ok":false}`, true},
 		{`{"a" 1,"ok":false}`, false},
+		{`{"ok":0}`, false},
+		{`{"ok":true,"ok":false}`, false}, // the first "ok" decides
+		{`"{\"ok\":false}"`, false},
+		{`{"okay":false}`, false},
+		{`{"ok\u0000":false}`, false},
 	} {
 		assert.Equal(t, tc.want, BusinessFailure([]byte(tc.body)), "%s", tc.body)
 	}
