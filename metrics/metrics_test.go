@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchd/batchd/idempotency"
+	"github.com/batchd/batchd/internal/idempotency"
 	"github.com/batchd/batchd/metrics"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/errcode"
 )
 
 // PathError is a refused method path. CheckPath returns it; Reason is ReasonInvalidPath or ReasonNestedBatch.

@@ -49,7 +49,7 @@ import (
 
 	"github.com/heimdalr/dag"
 
-	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/errcode"
 )
 
 // Form is the shape a batch arrived in; the response mirrors it.

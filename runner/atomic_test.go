@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchd/batchd/errcode"
 	"github.com/batchd/batchd/internal/batchtest"
+	"github.com/batchd/batchd/internal/errcode"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport"
 )

@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchd/batchd/errcode"
 	"github.com/batchd/batchd/internal/budget"
+	"github.com/batchd/batchd/internal/errcode"
 	"github.com/batchd/batchd/runner"
 )
 

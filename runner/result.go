@@ -6,8 +6,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/batchd/batchd/errcode"
 	"github.com/batchd/batchd/internal/budget"
+	"github.com/batchd/batchd/internal/errcode"
 	"github.com/batchd/batchd/internal/jsonscan"
 	"github.com/batchd/batchd/planner"
 )

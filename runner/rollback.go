@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/errcode"
 )
 
 // rollback undoes an atomic batch that did not commit (some step failed): the rollback of every step that

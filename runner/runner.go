@@ -13,8 +13,8 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/batchd/batchd/errcode"
 	"github.com/batchd/batchd/internal/budget"
+	"github.com/batchd/batchd/internal/errcode"
 	"github.com/batchd/batchd/planner"
 )
 

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/errcode"
 	"github.com/batchd/batchd/internal/syncbuf"
 	"github.com/batchd/batchd/runner"
 )

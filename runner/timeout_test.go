@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/errcode"
 	"github.com/batchd/batchd/runner"
 )
 

@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchd/batchd/idempotency"
 	"github.com/batchd/batchd/internal/budget"
+	"github.com/batchd/batchd/internal/idempotency"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 )

@@ -6,9 +6,9 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/errcode"
+	"github.com/batchd/batchd/internal/ratelimit"
 	"github.com/batchd/batchd/planner"
-	"github.com/batchd/batchd/ratelimit"
 )
 
 // RateLimiter charges a caller for a batch; *ratelimit.Limiter implements it.

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchd/batchd/internal/ratelimit"
 	"github.com/batchd/batchd/planner"
-	"github.com/batchd/batchd/ratelimit"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport/demoapi"
 )

@@ -16,11 +16,13 @@ package transport
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"log/slog"
 	"mime"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -29,11 +31,18 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
-	"github.com/batchd/batchd/errcode"
 	"github.com/batchd/batchd/internal/budget"
+	"github.com/batchd/batchd/internal/errcode"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 )
+
+//go:embed openapi.yaml
+var openAPI []byte
+
+// OpenAPI returns the OpenAPI 3.0.3 description of the server's HTTP interface, as served at GET /openapi.yaml. Each
+// call returns a fresh copy, so no caller can change what another one sees.
+func OpenAPI() []byte { return slices.Clone(openAPI) }
 
 // Observer receives batch-level events; *metrics.Metrics implements it.
 type Observer interface {
@@ -84,7 +93,6 @@ type Config struct {
 	Observer       Observer     // optional
 	Metrics        http.Handler // optional: served at GET /metrics
 	Demo           http.Handler // optional: the demo API, served at POST /v1/<Method>
-	OpenAPI        []byte       // optional: served at GET /openapi.yaml
 	Logger         *slog.Logger // optional
 	// BatchMiddleware wraps POST /v1/batch only, first entry outermost, inside the server-wide Recover (e.g.
 	// tracing.Middleware, whose span the handler's request context then carries to every step). Optional.
@@ -174,9 +182,7 @@ func (s *Server) routes() {
 	if s.cfg.Metrics != nil {
 		s.e.GET("/metrics", echo.WrapHandler(s.cfg.Metrics))
 	}
-	if s.cfg.OpenAPI != nil {
-		s.e.GET("/openapi.yaml", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/yaml", s.cfg.OpenAPI) })
-	}
+	s.e.GET("/openapi.yaml", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/yaml", openAPI) })
 	if s.cfg.Demo != nil {
 		s.e.POST("/v1/*", echo.WrapHandler(http.StripPrefix("/v1", s.cfg.Demo)))
 	}

@@ -18,15 +18,14 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/batchd/batchd"
-	"github.com/batchd/batchd/heapfloor"
-	"github.com/batchd/batchd/idempotency"
 	"github.com/batchd/batchd/internal/budget"
+	"github.com/batchd/batchd/internal/heapfloor"
+	"github.com/batchd/batchd/internal/idempotency"
+	"github.com/batchd/batchd/internal/ratelimit"
+	"github.com/batchd/batchd/internal/tracing"
 	"github.com/batchd/batchd/metrics"
 	"github.com/batchd/batchd/planner"
-	"github.com/batchd/batchd/ratelimit"
 	"github.com/batchd/batchd/runner"
-	"github.com/batchd/batchd/tracing"
 	"github.com/batchd/batchd/transport"
 	"github.com/batchd/batchd/transport/demoapi"
 )
@@ -156,7 +155,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Observer:       m,
 		Metrics:        metrics.Handler(reg),
 		Demo:           demo,
-		OpenAPI:        batchd.OpenAPI(),
 		Logger:         log,
 
 		BatchMiddleware: batchMW, // nil unless tracing is on

@@ -33,7 +33,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/errcode"
 )
 
 // Limits of the demo methods.

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchd/batchd/ratelimit"
+	"github.com/batchd/batchd/internal/ratelimit"
 )
 
 // clock is a manual clock for the limiter.

@@ -20,9 +20,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/batchd/batchd/internal/tracing"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
-	"github.com/batchd/batchd/tracing"
 	"github.com/batchd/batchd/transport"
 )
 

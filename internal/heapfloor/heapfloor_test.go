@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchd/batchd/heapfloor"
+	"github.com/batchd/batchd/internal/heapfloor"
 )
 
 const mib = 1 << 20

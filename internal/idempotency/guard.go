@@ -38,7 +38,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/batchd/batchd/errcode"
+	"github.com/batchd/batchd/internal/errcode"
 )
 
 // Header names.

@@ -1,4 +1,4 @@
-package batchd_test
+package transport_test
 
 import (
 	"bufio"
@@ -25,9 +25,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchd/batchd"
+	"github.com/batchd/batchd/internal/ratelimit"
 	"github.com/batchd/batchd/internal/syncbuf"
-	"github.com/batchd/batchd/ratelimit"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport"
 	"github.com/batchd/batchd/transport/demoapi"
@@ -42,7 +41,7 @@ type spec struct {
 
 func loadSpec(t *testing.T) *spec {
 	t.Helper()
-	doc, err := openapi3.NewLoader().LoadFromData(batchd.OpenAPI())
+	doc, err := openapi3.NewLoader().LoadFromData(transport.OpenAPI())
 	require.NoError(t, err, "openapi.yaml does not load")
 	require.NoError(t, doc.Validate(t.Context()), "openapi.yaml is not a valid OpenAPI 3.0 document")
 	router, err := gorillamux.NewRouter(doc)
@@ -103,9 +102,9 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 	}
 
 	// OpenAPI hands out copies: a caller that scribbles on its slice changes nobody else's.
-	a := batchd.OpenAPI()
+	a := transport.OpenAPI()
 	a[0] = '#'
-	assert.NotEqual(t, a[0], batchd.OpenAPI()[0])
+	assert.NotEqual(t, a[0], transport.OpenAPI()[0])
 }
 
 // TestReadmeExamples checks every example of README.md that the spec describes:
@@ -124,7 +123,7 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 // curl whose -d body is only an ellipsis ('…') shows headers, not a batch: it is skipped and logged.
 func TestReadmeExamples(t *testing.T) {
 	s := loadSpec(t)
-	readme, err := os.ReadFile("README.md")
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
 	require.NoError(t, err)
 
 	const answerGap = 4 // most lines between a curl's closing fence and its answer's opening fence
@@ -516,7 +515,7 @@ func TestLiveBinary(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, "application/yaml", resp.Header.Get("Content-Type"))
-		assert.True(t, bytes.Equal(batchd.OpenAPI(), got), "served %d bytes, embedded %d", len(got), len(batchd.OpenAPI()))
+		assert.True(t, bytes.Equal(transport.OpenAPI(), got), "served %d bytes, embedded %d", len(got), len(transport.OpenAPI()))
 	})
 
 	hdr := func(kv ...string) http.Header {
@@ -661,7 +660,7 @@ func TestDrainingAnswersMatchSpec(t *testing.T) {
 	s := loadSpec(t)
 	api := demoapi.New(demoapi.Config{})
 	rn := runner.New(transport.NewInProcessInvoker(api, 8<<20), runner.Config{})
-	srv := transport.New(transport.Config{Runner: rn, Demo: api, OpenAPI: batchd.OpenAPI()})
+	srv := transport.New(transport.Config{Runner: rn, Demo: api})
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	srv.Drain()

@@ -29,7 +29,7 @@ import (
 )
 
 // ScopeName is the instrumentation scope of every span this package starts.
-const ScopeName = "github.com/batchd/batchd/tracing"
+const ScopeName = "github.com/batchd/batchd/internal/tracing"
 
 // Attribute keys batchd adds to the OpenTelemetry semantic conventions.
 const (

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchd/batchd/idempotency/redistest"
+	"github.com/batchd/batchd/internal/redistest"
 	"github.com/batchd/batchd/metrics"
 )
 
