@@ -1,20 +1,49 @@
 package transport
 
-import "testing"
+import (
+	"mime"
+	"strings"
+	"testing"
+)
 
-// FuzzClientHeaders: the Accept and Content-Type parsers never panic on what a client sends, and an Accept that
-// names only application/x-ndjson always streams.
+// FuzzClientHeaders: the Accept and Content-Type parsers never panic on what a client sends, and their answers
+// keep the rules of content negotiation whatever the header holds:
+//   - an Accept streams only when it names application/x-ndjson;
+//   - an Accept split over several header lines means what the same values joined by commas mean, and a value
+//     repeated changes nothing;
+//   - naming application/json as well never makes an answer stream that did not, and naming application/x-ndjson
+//     as well never stops one that did;
+//   - a Content-Type is JSON only when it is absent or its media type is application/json or ends in +json.
 func FuzzClientHeaders(f *testing.F) {
 	for _, s := range []string{"", "application/x-ndjson", "application/json, application/x-ndjson;q=0.5",
-		"application/x-ndjson;q=0", "*/*;q=0.1, application/x-ndjson", "text/html;;q=", "application/vnd.x+json; charset=utf-8"} {
+		"application/x-ndjson;q=0", "*/*;q=0.1, application/x-ndjson", "text/html;;q=", "application/vnd.x+json; charset=utf-8",
+		"application/x-ndjson;q=2", "APPLICATION/JSON"} {
 		f.Add(s)
 	}
+	const json, ndjson = "application/json", MIMENDJSON
 	f.Fuzz(func(t *testing.T, h string) {
-		WantsStream([]string{h})
-		WantsStream([]string{h, h})
-		isJSON(h)
-		if !WantsStream([]string{"application/x-ndjson"}) {
-			t.Fatal("a bare application/x-ndjson must stream")
+		stream := WantsStream([]string{h})
+		if stream && !strings.Contains(strings.ToLower(h), ndjson) {
+			t.Fatalf("Accept %q streams without naming %s", h, ndjson)
+		}
+		if got := WantsStream([]string{h, h}); got != stream {
+			t.Fatalf("Accept %q streams %v, twice %v", h, stream, got)
+		}
+		if split, joined := WantsStream([]string{h, json}), WantsStream([]string{h + "," + json}); split != joined {
+			t.Fatalf("Accept %q and %q on two lines streams %v, joined %v", h, json, split, joined)
+		}
+		if WantsStream([]string{h, json}) && !stream {
+			t.Fatalf("Accept %q does not stream, but does with %q added", h, json)
+		}
+		if stream && !WantsStream([]string{h, ndjson}) {
+			t.Fatalf("Accept %q streams, but not with %q added", h, ndjson)
+		}
+
+		if isJSON(h) && h != "" {
+			mt, _, err := mime.ParseMediaType(h)
+			if err != nil || mt != json && !strings.HasSuffix(mt, "+json") {
+				t.Fatalf("Content-Type %q taken for JSON (media type %q, %v)", h, mt, err)
+			}
 		}
 	})
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -241,12 +240,8 @@ func TestSmokeRealBatchd(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "batchd")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/batchd")
 	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Skipf("SKIP: ./cmd/batchd does not build yet, so there is nothing to smoke-test (%v):\n%s", err, out)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("SKIP: ./cmd/batchd built no binary: %v", err)
-	}
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build ./cmd/batchd:\n%s", out)
 	rep, err, log := runJSON(t, "-scenario", "a50", "-requests", "5", "-batchd", bin)
 	if err != nil && !errors.Is(err, errTargetMissed) {
 		t.Fatalf("run: %v\nstderr:\n%s", err, log)
