@@ -16,16 +16,16 @@ import (
 // so they read each answer in one streaming pass with a reused jsontext.Decoder and allocate nothing when the
 // answer is right.
 //
-// What they accept is what the encoding/json decoding they replace accepted (check_ref_test.go keeps it, and
-// FuzzCheckBatch and FuzzCheckAnswer hold the two together), with three refusals more, all of JSON that batchd
-// and the upstream never send:
+// What they accept is what a decoding with encoding/json into the answer's types accepts (check_ref_test.go keeps
+// that decoding, and FuzzCheckBatch and FuzzCheckAnswer hold the two together), with three refusals more, all of
+// JSON that batchd and the upstream never send:
 //
 //   - invalid UTF-8 and duplicate member names, anywhere in the answer (jsontext's defaults; encoding/json
-//     repaired the one and let the last duplicate win);
+//     repairs the one and lets the last duplicate win);
 //   - a member whose name equals a name the check reads only when case is ignored ("OK" beside or instead of
-//     "ok"): encoding/json took it for that member.
+//     "ok"): encoding/json takes it for that member.
 //
-// Otherwise, as before: the answer is one JSON value with nothing but whitespace after it; the members the
+// Otherwise, like encoding/json: the answer is one JSON value with nothing but whitespace after it; the members the
 // checks read may come in any order, other members are skipped whatever they hold; null reads as an absent
 // member; a member of the wrong type is an error; integers must be integer literals in range.
 

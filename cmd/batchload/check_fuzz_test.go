@@ -7,17 +7,17 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// The fuzz targets hold the answer checks to the encoding/json ones they replaced (check_ref_test.go): the new
-// ones never accept what the old refused, and refuse what the old accepted only for one of the reasons check.go
+// The fuzz targets hold the answer checks to a reference decoding with encoding/json (check_ref_test.go): the
+// checks never accept what the reference refuses, and refuse what it accepts only for one of the reasons check.go
 // documents, which whyStricter tells from the input alone:
 //
-//   - duplicate member names and invalid UTF-8 (raw, or a lone surrogate escape): encoding/json let the last
-//     duplicate win and replaced bad bytes with U+FFFD, so a broken answer could pass for a right one;
-//   - a member name equal, ignoring case, to one the checks read ("OK", "\u212aey"): encoding/json matched it
+//   - duplicate member names and invalid UTF-8 (raw, or a lone surrogate escape): encoding/json lets the last
+//     duplicate win and replaces bad bytes with U+FFFD, so a broken answer could pass for a right one;
+//   - a member name equal, ignoring case, to one the checks read ("OK", "\u212aey"): encoding/json matches it
 //     case-insensitively, which batchd's contract never asks for.
 //
 // The case-variant test looks at every member name in the answer, not only those of the objects the checks read,
-// so an input with such a name anywhere is let through whatever the new checks said of it.
+// so an input with such a name anywhere is let through whatever the checks said of it.
 
 func FuzzCheckBatch(f *testing.F) {
 	for _, seed := range []struct {
@@ -60,7 +60,7 @@ func FuzzCheckAnswer(f *testing.F) {
 	})
 }
 
-// agree fails t unless err and refErr, the new and the old checks' verdicts on body, agree or the new one is
+// agree fails t unless err and refErr, the checks' and the reference's verdicts on body, agree or the checks are
 // stricter for a documented reason.
 func agree(t *testing.T, body []byte, err, refErr error) {
 	t.Helper()

@@ -1,7 +1,7 @@
 package main
 
-// The answer checks as they were before check.go: encoding/json decoding into structs. They are the reference the
-// fuzz targets hold the new checks to (check_fuzz_test.go), kept as they were but for the names.
+// The reference answer checks: encoding/json decoding into structs, the plain way to read an answer. The fuzz
+// targets hold check.go's checks to them (check_fuzz_test.go).
 
 import (
 	"encoding/json"

@@ -51,10 +51,8 @@ type Fingerprint [sha256.Size]byte
 // the one that picks the answer actually sent (transport.WantsStream), so that the fingerprint cannot disagree
 // with it; this package never reads Accept.
 //
-// The hash input is unchanged from when this package derived the form from Accept itself (the "-v1" prefix, then
-// "json" or "ndjson"), so answers stored by an older batchd stay valid across an upgrade: a new version would make
-// every retry in flight run its batch again. Only an entry stored under the old rule for a client that named
-// application/x-ndjson but preferred JSON keeps its "ndjson" form, until its TTL ends.
+// The hash input is the "-v1" prefix, then "json" or "ndjson": the input of the answers already stored, which stay
+// valid across an upgrade (a new input would make every retry in flight run its batch again).
 func NewFingerprint(stream bool, body []byte) Fingerprint {
 	form := "json"
 	if stream {

@@ -1,6 +1,9 @@
 // Package jsonscan reads JSON text in place, without decoding it into Go values: skipping and validating a value,
 // scanning a string, finding a member or element through a per-document index (Doc), telling REGOS's business
-// failure ("ok": false), compacting a value onto one line and writing a Go string as a JSON string.
+// failure ("ok": false), compacting a value onto one line and writing a Go string as a JSON string. It is batchd's
+// one JSON scanner: the planner, the runner (and tracing, through runner.CallOutcome), errcode and the transport
+// read and write response JSON through it. A whole document that must be valid is read with jsontext's Decoder
+// instead (a batch request in the planner, an answer in the load tool's checks).
 //
 // Contract:
 //   - Every function accepts any bytes: on malformed input it reports failure, and it never panics, loops or
