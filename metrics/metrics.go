@@ -457,8 +457,8 @@ func (m *Metrics) IdempotencyResult(result string) {
 	c.Inc()
 }
 
-// RollbackDone counts one rollback of an atomic batch (batchd_rollbacks_total{outcome="ok"|"failed"}); it
-// implements runner.RollbackRecorder. name is not a label: rollbacks are few, and their step's method is in the
+// RollbackDone counts one rollback of an atomic batch (batchd_rollbacks_total{outcome="ok"|"failed"}), for
+// runner.Recorder. name is not a label: rollbacks are few, and their step's method is in the
 // batch's log and trace.
 func (m *Metrics) RollbackDone(_ string, ok bool) {
 	if m == nil {

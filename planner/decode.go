@@ -188,6 +188,23 @@ func (d *decoder) members(member func(name string) error) error {
 	}
 }
 
+// elements calls elem with the index of each element of the array about to be read (its opening bracket read
+// here), which reads the element.
+func (d *decoder) elements(elem func(i int) error) error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	for i := 0; ; i++ {
+		more, err := d.more()
+		if err != nil || !more {
+			return err
+		}
+		if err := elem(i); err != nil {
+			return err
+		}
+	}
+}
+
 // str returns the string value v just read, without copying unless it holds an escape.
 func (d *decoder) str(v jsontext.Value) string {
 	if bytes.IndexByte(v, '\\') < 0 {
@@ -267,21 +284,10 @@ func (d *decoder) steps() error {
 		}
 		return d.dec.SkipValue()
 	}
-	if err := d.open(); err != nil {
-		return err
-	}
 	// Room for as many steps as the body can hold, up to a batch of the default size: a step takes at least 12
 	// bytes ({"path":"a"}).
 	d.b.steps = make([]draft, 0, min(len(d.src)/12+1, DefaultMaxSteps))
-	for i := 0; ; i++ {
-		more, err := d.more()
-		if err != nil || !more {
-			return err
-		}
-		if err := d.step(i); err != nil {
-			return err
-		}
-	}
+	return d.elements(d.step)
 }
 
 // step reads step i.
@@ -377,23 +383,14 @@ func (d *decoder) depends(i int, s *draft) error {
 		}
 		return d.dec.SkipValue()
 	}
-	if err := d.open(); err != nil {
-		return err
-	}
-	for {
-		more, err := d.more()
-		if err != nil || !more {
-			return err
-		}
+	return d.elements(func(int) error {
 		var key string
 		ok, err := d.readString(i, "depends_on", &key, nil)
-		if err != nil {
-			return err
-		}
 		if ok {
 			s.depends = append(s.depends, key)
 		}
-	}
+		return err
+	})
 }
 
 // headers reads a step's (or rollback's) "headers": an object of strings.

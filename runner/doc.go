@@ -13,7 +13,7 @@
 //   - One step's failure is data, never an error of the group: it does not cancel any other step. Only the steps
 //     that depend on it are skipped (424); with Plan.StopOnError no step starts after the first failure (412 for
 //     the steps that never started, 424 for the dependents of the failed step; running steps finish).
-//   - Each invocation (but a prompt step's) gets a context bounded by Config.StepTimeout whose cause is a *StepTimeoutError; the whole
+//   - Each invocation gets a context bounded by Config.StepTimeout whose cause is a *StepTimeoutError; the whole
 //     batch is bounded by Config.BatchTimeout (cause *BatchTimeoutError). Anything else that ends the caller's
 //     context (the client went away, shutdown) is reported as 499 Cancelled: steps not yet started are never
 //     started, running ones see their context cancelled.
@@ -21,12 +21,8 @@
 //     Config.Logger, never to the client.
 //
 // Concurrency:
-//   - Every step has its own goroutine, except prompt steps; Run returns only when all of them have ended.
-//   - Prompt steps: when the Invoker is a PromptInvoker, a step whose path has no placeholder, whose call it
-//     reports prompt, and whose dependencies are all prompt steps that come before it in the request, runs on
-//     Run's own goroutine, one after the other in request order, once the other steps' goroutines are started.
-//     Such a step gets the batch's context and no step deadline of its own (a prompt call cannot outlast one);
-//     everything else (ordering, slots, stop_on_error, panics, OnResult, Recorder) is as for any step.
+//   - Every step has its own goroutine (an errgroup's); a step waits on the done channels of its dependencies,
+//     which are closed as they end. Run returns only when every step has ended.
 //   - At most Config.MaxParallel invocations of one batch are in flight, and at most the weight of Config.Limit
 //     across all batches of the process. Slots are taken only around Invoke, after the step's inputs are resolved,
 //     never while waiting for dependencies.
@@ -45,11 +41,13 @@
 //   - Result.Rollback reports each attempted rollback; a step keeps its own Status and Body. A step whose
 //     dependent's rollback failed is not rolled back (424): its effect is then reported, not guessed at. A step
 //     that succeeded without a rollback has nothing to undo. Steps that failed or never ran have no rollback.
-//   - Options.OnRollback is called once per attempted rollback, after every OnResult; a RollbackRecorder (a
-//     Recorder that also implements it) counts them.
+//   - Options.OnRollback is called once per attempted rollback, after every OnResult; Recorder.RollbackDone counts
+//     them.
 //
 // Timings: Result.Queued, Started and Duration are measured in every batch, from clock reads the runner needs anyway;
-// AppendAnswer writes them, and CriticalPath, only when planner.Plan.Timings asks.
+// the answer carries them, and CriticalPath, only when planner.Plan.Timings asks.
+//
+// The seams are interfaces declared here: Invoker (how a call is made), Recorder (metrics) and Budget (bytes).
 //
 // Where CONTRACT.md is silent, this package decides:
 //   - With stop_on_error, a step whose dependency was not executed (412) is not executed either (412), unless
@@ -59,7 +57,7 @@
 //     skipped) when the caller's context ended.
 //   - A step never started because the batch timed out is 504 BatchTimeout with outcome skipped (it did not run).
 //   - A business failure is detected from the first top-level "ok" member of a JSON object body, without decoding
-//     the body; REGOS puts it first.
+//     the body (Failure, CallOutcome).
 //   - An upstream error's description is fixed per kind ("upstream unreachable", …): the Invoker's error text may
 //     hold addresses and is never returned.
 package runner
