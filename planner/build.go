@@ -123,18 +123,17 @@ func pathBetween(g *dag.DAG, from, to string) []string {
 }
 
 // levelsVisitor computes each step's level while the DAG is walked in topological order: 0 without dependencies,
-// else one more than its deepest dependency.
+// else one more than its deepest dependency (the vertex's parents, which are the step's Deps).
 type levelsVisitor struct {
-	g      *dag.DAG
+	steps  []Step
 	levels []int
 }
 
 func (lv *levelsVisitor) Visit(v dag.Vertexer) {
-	id, value := v.Vertex()
+	_, value := v.Vertex()
 	i := value.(int)
-	parents, _ := lv.g.GetParents(id)
-	for _, p := range parents {
-		lv.levels[i] = max(lv.levels[i], lv.levels[p.(int)]+1)
+	for _, d := range lv.steps[i].Deps {
+		lv.levels[i] = max(lv.levels[i], lv.levels[d]+1)
 	}
 }
 

@@ -93,7 +93,7 @@ type Plan struct {
 // topological order, the first time they are asked for; the slice is shared and must not be modified.
 func (p *Plan) Levels() []int {
 	p.levelsOnce.Do(func() {
-		lv := &levelsVisitor{g: p.graph, levels: make([]int, len(p.Steps))}
+		lv := &levelsVisitor{steps: p.Steps, levels: make([]int, len(p.Steps))}
 		p.graph.OrderedWalk(lv)
 		p.levels = lv.levels
 	})

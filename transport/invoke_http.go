@@ -23,7 +23,7 @@ import (
 // DefaultMaxResponseBytes is the largest step response an invoker reads by default (CONTRACT.md §5).
 const DefaultMaxResponseBytes = 8 << 20
 
-// DefaultMaxIdlePerHost is the idle connection pool NewUpstreamClient keeps to the upstream when not told: enough
+// DefaultMaxIdlePerHost is the idle connection pool NewUpstreamTransport keeps to the upstream when not told: enough
 // for several batches fanning out at -max-parallel at once, so that steady load reuses connections.
 const DefaultMaxIdlePerHost = 256
 
@@ -32,9 +32,8 @@ type HTTPConfig struct {
 	// Base is the upstream base URL, e.g. http://127.0.0.1:9000/api/; step paths are joined under its path.
 	// It must be absolute http or https with a host, and have no user info, query or fragment.
 	Base *url.URL
-	// Client sends the calls; default NewUpstreamClient(DefaultMaxIdlePerHost). A client given here should not
-	// follow redirects: the invoker returns whatever response the client ends with.
-	Client *http.Client
+	// Transport sends the calls, one round trip each; default NewUpstreamTransport(DefaultMaxIdlePerHost).
+	Transport http.RoundTripper
 	// MaxResponseBytes caps a response body; default DefaultMaxResponseBytes. A larger body fails the call with
 	// an *runner.InvokeError of kind "too_large" after reading at most MaxResponseBytes+1 bytes.
 	MaxResponseBytes int64
@@ -50,7 +49,7 @@ type HTTPInvoker struct {
 	base     url.URL // validated; Path and rawBase end in "/"
 	host     string  // base.Host as a request's Host: without an empty port, as http.NewRequest sets it
 	rawBase  string  // base.EscapedPath() with a trailing "/"
-	client   *http.Client
+	rt       http.RoundTripper
 	maxBytes int64
 }
 
@@ -73,7 +72,7 @@ func NewHTTPInvoker(cfg HTTPConfig) (*HTTPInvoker, error) {
 	case b.Fragment != "" || b.RawFragment != "":
 		return nil, fmt.Errorf("transport: upstream base URL %q: must not have a fragment", b.Redacted())
 	}
-	h := &HTTPInvoker{base: *b, client: cfg.Client, maxBytes: cfg.MaxResponseBytes}
+	h := &HTTPInvoker{base: *b, rt: cfg.Transport, maxBytes: cfg.MaxResponseBytes}
 	h.rawBase = h.base.EscapedPath()
 	if !strings.HasSuffix(h.rawBase, "/") {
 		h.rawBase += "/"
@@ -88,8 +87,8 @@ func NewHTTPInvoker(cfg HTTPConfig) (*HTTPInvoker, error) {
 	h.base.RawPath = h.rawBase
 	h.base.Host = strings.TrimSuffix(h.base.Host, ":") // NewRequest drops an empty port ("host:") the same way
 	h.host = h.base.Host
-	if h.client == nil {
-		h.client = NewUpstreamClient(DefaultMaxIdlePerHost)
+	if h.rt == nil {
+		h.rt = NewUpstreamTransport(DefaultMaxIdlePerHost)
 	}
 	if h.maxBytes <= 0 {
 		h.maxBytes = DefaultMaxResponseBytes
@@ -97,33 +96,26 @@ func NewHTTPInvoker(cfg HTTPConfig) (*HTTPInvoker, error) {
 	return h, nil
 }
 
-// NewUpstreamClient returns an HTTP client for one upstream: an idle pool of maxIdlePerHost connections (default
+// NewUpstreamTransport returns the transport for one upstream: an idle pool of maxIdlePerHost connections (default
 // DefaultMaxIdlePerHost when not positive) so that a batch's fan-out reuses them, bounded dial and TLS handshake
-// times, no proxy taken from the environment, and redirects returned instead of followed. It has no overall
-// timeout: each call's context bounds it.
-func NewUpstreamClient(maxIdlePerHost int) *http.Client {
+// times, and no proxy taken from the environment. It has no overall timeout: each call's context bounds it.
+func NewUpstreamTransport(maxIdlePerHost int) *http.Transport {
 	if maxIdlePerHost <= 0 {
 		maxIdlePerHost = DefaultMaxIdlePerHost
 	}
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy:                  nil, // an upstream is called directly, whatever HTTP_PROXY says
-			DialContext:            dialer.DialContext,
-			ForceAttemptHTTP2:      true,
-			MaxIdleConns:           4 * maxIdlePerHost,
-			MaxIdleConnsPerHost:    maxIdlePerHost,
-			IdleConnTimeout:        90 * time.Second,
-			TLSHandshakeTimeout:    5 * time.Second,
-			ExpectContinueTimeout:  time.Second,
-			MaxResponseHeaderBytes: 1 << 20,
-		},
-		CheckRedirect: returnRedirect,
+	return &http.Transport{
+		Proxy:                  nil, // an upstream is called directly, whatever HTTP_PROXY says
+		DialContext:            dialer.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           4 * maxIdlePerHost,
+		MaxIdleConnsPerHost:    maxIdlePerHost,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    5 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 1 << 20,
 	}
 }
-
-// returnRedirect is NewUpstreamClient's CheckRedirect: a redirect is the step's answer.
-func returnRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // Invoke sends c to the upstream and returns its status and normalised body.
 func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Response, error) {
@@ -164,7 +156,9 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 	}
 	req.Header = hdr
 
-	resp, err := h.client.Do(req)
+	// One round trip, not an http.Client: a redirect is the step's answer and there is no cookie jar, so there is
+	// nothing for a client to add.
+	resp, err := h.rt.RoundTrip(req)
 	if err != nil {
 		return runner.Response{}, h.classify(ctx, c, err, st.gotConn.Load())
 	}
@@ -230,7 +224,7 @@ type callState struct {
 	vals    [2]string // the default Content-Type and Accept values, each a slice of its own
 }
 
-// classify maps a client.Do error: the context's own error as is, otherwise an *runner.InvokeError.
+// classify maps a round trip's error: the context's own error as is, otherwise an *runner.InvokeError.
 func (h *HTTPInvoker) classify(ctx context.Context, c runner.Call, err error, gotConn bool) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("transport: step %s: %w", c.Key, ctxErr)

@@ -70,8 +70,8 @@ func newInvoker(t testing.TB, base string, cfg HTTPConfig) *HTTPInvoker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Client == nil {
-		t.Cleanup(h.client.CloseIdleConnections)
+	if tr, ok := h.rt.(*http.Transport); ok && cfg.Transport == nil {
+		t.Cleanup(tr.CloseIdleConnections)
 	}
 	return h
 }
@@ -363,9 +363,8 @@ func TestHTTPInvokerTooLarge(t *testing.T) {
 				}
 			}))
 			defer srv.Close()
-			ct := &countingTransport{base: NewUpstreamClient(0).Transport}
-			client := &http.Client{Transport: ct, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-			h := newInvoker(t, srv.URL, HTTPConfig{Client: client, MaxResponseBytes: limit})
+			ct := &countingTransport{base: NewUpstreamTransport(0)}
+			h := newInvoker(t, srv.URL, HTTPConfig{Transport: ct, MaxResponseBytes: limit})
 			_, err := h.Invoke(context.Background(), runner.Call{Path: "big"})
 			wantInvokeError(t, err, "too_large")
 			if n := ct.read.Load(); n > limit+1 {
@@ -573,22 +572,18 @@ func TestNewHTTPInvokerDoesNotAliasBase(t *testing.T) {
 	}
 }
 
-func TestNewUpstreamClient(t *testing.T) {
-	c := NewUpstreamClient(0)
-	tr := c.Transport.(*http.Transport)
+func TestNewUpstreamTransport(t *testing.T) {
+	tr := NewUpstreamTransport(0)
 	if tr.Proxy != nil {
 		t.Error("proxy taken from the environment")
 	}
 	if tr.MaxIdleConnsPerHost < 64 || tr.IdleConnTimeout != 90*time.Second {
 		t.Errorf("MaxIdleConnsPerHost %d, IdleConnTimeout %v", tr.MaxIdleConnsPerHost, tr.IdleConnTimeout)
 	}
-	if c.CheckRedirect == nil || c.CheckRedirect(nil, nil) != http.ErrUseLastResponse {
-		t.Error("redirects are followed")
+	if tr == http.DefaultTransport {
+		t.Error("shares the global transport")
 	}
-	if c == http.DefaultClient || c.Transport == http.DefaultTransport {
-		t.Error("shares the global client")
-	}
-	if n := NewUpstreamClient(500).Transport.(*http.Transport).MaxIdleConnsPerHost; n != 500 {
+	if n := NewUpstreamTransport(500).MaxIdleConnsPerHost; n != 500 {
 		t.Errorf("MaxIdleConnsPerHost %d, want 500", n)
 	}
 }

@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Base: base,
 			// Keep-alive pool sized for the fan-out of many batches at once, not one: with too few idle slots
 			// every burst opens and closes connections. A global in-flight cap is the natural bound when set.
-			Client:           transport.NewUpstreamClient(max(cfg.maxInflight, transport.DefaultMaxIdlePerHost)),
+			Transport:        transport.NewUpstreamTransport(max(cfg.maxInflight, transport.DefaultMaxIdlePerHost)),
 			MaxResponseBytes: int64(cfg.maxResponse),
 		})
 		if err != nil {

@@ -78,7 +78,7 @@ func newBatchd(t *testing.T, up *upstream, tp trace.TracerProvider, stepTimeout 
 	t.Helper()
 	base, err := url.Parse(up.srv.URL + "/api/")
 	require.NoError(t, err)
-	hi, err := transport.NewHTTPInvoker(transport.HTTPConfig{Base: base, Client: transport.NewUpstreamClient(8)})
+	hi, err := transport.NewHTTPInvoker(transport.HTTPConfig{Base: base, Transport: transport.NewUpstreamTransport(8)})
 	require.NoError(t, err)
 	var (
 		inv runner.Invoker = hi
