@@ -123,14 +123,7 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 	if err != nil {
 		return runner.Response{}, err
 	}
-	method := c.Method
-	if method == "" {
-		method = http.MethodPost
-	}
-	var body io.Reader
-	if c.Body != nil {
-		body = bytes.NewReader(c.Body)
-	}
+	method, body := methodAndBody(c)
 	// One allocation for the per-call state: the trace, its flag, and the default header values.
 	st := &callState{vals: [2]string{"application/json", "application/json"}}
 	// Whether a connection was obtained tells "could not be sent" (connect) from a failure on an open connection.
@@ -200,6 +193,19 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 		return runner.Response{}, err
 	}
 	return runner.Response{Status: resp.StatusCode, Body: out}, nil
+}
+
+// methodAndBody are a call's HTTP method (POST when it names none) and its body as a request reads it (nil for
+// none), as both invokers send them.
+func methodAndBody(c runner.Call) (string, io.Reader) {
+	method := c.Method
+	if method == "" {
+		method = http.MethodPost
+	}
+	if c.Body == nil {
+		return method, nil
+	}
+	return method, bytes.NewReader(c.Body)
 }
 
 // finalStatus refuses a status that is not a final answer (CONTRACT.md §10): outside 200–599, that is 0, 101 or

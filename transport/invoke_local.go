@@ -1,11 +1,9 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/batchd/batchd/runner"
@@ -39,14 +37,7 @@ func NewInProcessInvoker(h http.Handler, maxResponseBytes int64) *InProcessInvok
 
 // Invoke serves c with the handler and returns its status and normalised body.
 func (l *InProcessInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Response, error) {
-	method := c.Method
-	if method == "" {
-		method = http.MethodPost
-	}
-	var body io.Reader
-	if c.Body != nil {
-		body = bytes.NewReader(c.Body)
-	}
+	method, body := methodAndBody(c)
 	// splitStepPath trims leading slashes: "//host/x" must stay a path, never parse as an authority.
 	rawPath, _, rawQuery, err := splitStepPath(c.Path)
 	if err != nil {
