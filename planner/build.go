@@ -139,7 +139,7 @@ func (lv *levelsVisitor) Visit(v dag.Vertexer) {
 
 // assemble builds the Plan of a batch with no problem.
 func assemble(b *batchDraft, calls []checkedCall, rollbacks []*checkedCall, deps [][]int, g *dag.DAG) *Plan {
-	plan := &Plan{Form: b.form, StopOnError: b.stop || b.atomic, Atomic: b.atomic, Timings: b.timing,
+	plan := &Plan{Form: b.form, StopOnError: b.stop || b.atomic, Atomic: b.atomic, Timings: b.timing, DryRun: b.dryRun,
 		Steps: make([]Step, len(b.steps)), graph: g}
 	for i := range b.steps {
 		c := &calls[i]

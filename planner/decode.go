@@ -19,8 +19,8 @@ import (
 
 // batchDraft is a batch as decoded.
 type batchDraft struct {
-	form                 Form
-	stop, atomic, timing bool
+	form                         Form
+	stop, atomic, timing, dryRun bool
 	// stepsField is the member that held the steps ("requests", "batch", or "array" for the bare form); "" when
 	// none. stepsBad records a steps member of the wrong type, already reported.
 	stepsField string
@@ -232,7 +232,7 @@ func (d *decoder) readString(i int, field string, dst *string, bad *bool) (ok bo
 	return true, nil
 }
 
-// batchObject reads {"stop_on_error": …, "atomic": …, "timings": …, "requests"|"batch": […]}.
+// batchObject reads {"stop_on_error": …, "atomic": …, "timings": …, "dry_run": …, "requests"|"batch": […]}.
 func (d *decoder) batchObject() error {
 	d.b.form = FormRequests
 	return d.members(func(name string) error {
@@ -243,6 +243,8 @@ func (d *decoder) batchObject() error {
 			return d.readBool(&d.b.atomic, name)
 		case "timings":
 			return d.readBool(&d.b.timing, name)
+		case "dry_run":
+			return d.readBool(&d.b.dryRun, name)
 		case "requests", "batch":
 			if d.b.stepsField != "" {
 				d.problem(-1, ReasonInvalidJSON, `both "requests" and "batch" given; send one`)

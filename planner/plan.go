@@ -34,7 +34,8 @@
 //
 // Opt-in extensions (CONTRACT.md §9):
 //   - "atomic": true sets Plan.Atomic and Plan.StopOnError (atomic wins over an explicit "stop_on_error": false).
-//     "timings": true sets Plan.Timings. Both need an object form: a bare array has no batch-level fields.
+//     "timings": true sets Plan.Timings, "dry_run": true Plan.DryRun (CONTRACT.md §11). They need an object form:
+//     a bare array has no batch-level fields.
 //   - A step's "rollback": {"method"?, "path", "payload" (or "body")?, "headers"?} is compiled and checked like a
 //     step (Step.Rollback). Its placeholders may name the step itself, as ${self.…} or by its key, and the step's
 //     direct dependencies (Step.Deps), nothing else: a reference to any other step is ReasonUnknownRef naming the
@@ -81,7 +82,10 @@ type Plan struct {
 	Atomic bool
 	// Timings is "timings": true: the answer carries each step's timing and the batch's critical path.
 	Timings bool
-	Steps   []Step
+	// DryRun is "dry_run": true (CONTRACT.md §11): the batch is validated and planned, and nothing is sent; the
+	// answer is the plan.
+	DryRun bool
+	Steps  []Step
 	// graph is the dependency graph of record: every step a vertex, every dependency an edge (Levels, Depth).
 	graph      *dag.DAG
 	levelsOnce sync.Once
@@ -98,6 +102,31 @@ func (p *Plan) Levels() []int {
 		p.levels = lv.levels
 	})
 	return p.levels
+}
+
+// CriticalPath returns the indices of the steps of a longest dependency chain, first to last: the first step of
+// the deepest level in request order, and back from it, at each level the first of its dependencies one level up.
+func (p *Plan) CriticalPath() []int {
+	levels := p.Levels()
+	last := 0
+	for i, l := range levels {
+		if l > levels[last] {
+			last = i
+		}
+	}
+	path := make([]int, levels[last]+1)
+	for i := last; ; {
+		path[levels[i]] = i
+		if levels[i] == 0 {
+			return path
+		}
+		for _, d := range p.Steps[i].Deps {
+			if levels[d] == levels[i]-1 {
+				i = d
+				break
+			}
+		}
+	}
 }
 
 // Depth is the number of steps on the longest dependency chain: 1 for a batch of independent steps.

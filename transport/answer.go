@@ -271,6 +271,46 @@ func (o *wire) summary(p *planner.Plan, results []runner.Result, elapsed time.Du
 	o.full()
 }
 
+// plan writes the answer of a dry run (CONTRACT.md §11): {"plan": {"steps": [{"key", "method", "path",
+// "depends_on", "level"}, …], "levels", "critical_path"}}; a path is written as the request wrote it, placeholders
+// included.
+func (o *wire) plan(p *planner.Plan) {
+	levels := p.Levels()
+	o.str(`{"plan":{"steps":[`)
+	for i := range p.Steps {
+		s := &p.Steps[i]
+		if i > 0 {
+			o.str(",")
+		}
+		o.str(`{"key":`)
+		o.jsonString(s.Key)
+		o.str(`,"method":`)
+		o.jsonString(s.Method)
+		o.str(`,"path":`)
+		o.jsonString(s.Path.String())
+		o.str(`,"depends_on":[`)
+		for k, d := range s.Deps {
+			if k > 0 {
+				o.str(",")
+			}
+			o.jsonString(p.Steps[d].Key)
+		}
+		o.str(`],"level":`)
+		o.int(levels[i])
+		o.str("}")
+	}
+	o.str(`],"levels":`)
+	o.int(p.Depth())
+	o.str(`,"critical_path":[`)
+	for k, i := range p.CriticalPath() {
+		if k > 0 {
+			o.str(",")
+		}
+		o.jsonString(p.Steps[i].Key)
+	}
+	o.str("]}}")
+}
+
 // AppendAnswer appends the answer of a batch that ran to dst, as POST /v1/batch writes it (CONTRACT.md §6, §9):
 // {"responses":[{"key","status","response"},…]} (a bare array for a bare array of steps), with what the plan
 // opted into (timings, atomic). For library use: Parse, Run, then AppendAnswer.

@@ -22,6 +22,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,11 +114,13 @@ const (
 	ReasonDraining         = "draining"
 	ReasonRateLimited      = "rate_limited"
 	ReasonOverloaded       = "overloaded"
+	ReasonInvalidQuery     = "invalid_query"
 )
 
 // RefusalReasons lists the reasons the HTTP layer refuses a batch for, a bounded label set for metrics.
 func RefusalReasons() []string {
-	return []string{ReasonBodyTooLarge, ReasonUnsupportedMedia, ReasonDraining, ReasonRateLimited, ReasonOverloaded}
+	return []string{ReasonBodyTooLarge, ReasonUnsupportedMedia, ReasonDraining, ReasonRateLimited, ReasonOverloaded,
+		ReasonInvalidQuery}
 }
 
 // DefaultForwardHeaders reach every step of a batch unless the step sets its own.
@@ -237,6 +240,10 @@ func (s *Server) handleBatch(c echo.Context) error {
 		return s.refuse(c, start, ReasonUnsupportedMedia, errcode.UnsupportedMedia,
 			"Content-Type must be application/json", nil)
 	}
+	dryRun, problem := dryRunQuery(r.URL.RawQuery)
+	if problem != "" {
+		return s.refuse(c, start, ReasonInvalidQuery, errcode.InvalidBatch, problem, nil)
+	}
 	acct, err := s.admit(r.ContentLength)
 	if err != nil {
 		c.Response().Header().Set("Retry-After", "1")
@@ -281,6 +288,13 @@ func (s *Server) handleBatch(c echo.Context) error {
 		}
 		return s.refuse(c, start, reason, errcode.InvalidBatch, describe(pe), pe.Problems)
 	}
+	if dryRun || plan.DryRun {
+		o := wire{}
+		o.plan(plan)
+		finish(http.StatusOK, echo.MIMEApplicationJSON, o.buf)
+		s.logBatch("batch dry run", reqID, len(plan.Steps), 0, msSince(start), false)
+		return c.JSONBlob(http.StatusOK, o.buf)
+	}
 	if limited, err := s.rateLimit(c, start, plan); limited {
 		return err
 	}
@@ -303,6 +317,30 @@ func (s *Server) handleBatch(c echo.Context) error {
 	}
 	s.logBatch("batch", reqID, len(results), failed, dur, false)
 	return nil
+}
+
+// dryRunQuery reads the query of POST /v1/batch, where only dry_run may stand (CONTRACT.md §11): whether it asks for
+// a dry run, or the problem that refuses the batch.
+func dryRunQuery(raw string) (dryRun bool, problem string) {
+	if raw == "" {
+		return false, ""
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return false, "malformed query string: " + err.Error()
+	}
+	for name, vs := range q {
+		if name != "dry_run" {
+			return false, "unknown query parameter " + strconv.Quote(name) + " on POST /v1/batch; only dry_run is accepted"
+		}
+		if len(vs) != 1 {
+			return false, "query parameter dry_run given " + strconv.Itoa(len(vs)) + " times"
+		}
+		if dryRun, err = strconv.ParseBool(vs[0]); err != nil {
+			return false, "query parameter dry_run must be true or false, not " + strconv.Quote(vs[0])
+		}
+	}
+	return dryRun, ""
 }
 
 // batchOverhead is what a batch is charged at admission besides its request: the buffers its answer is written
