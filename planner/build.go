@@ -137,17 +137,30 @@ func (lv *levelsVisitor) Visit(v dag.Vertexer) {
 	}
 }
 
-// assemble builds the Plan of a batch with no problem.
-func assemble(b *batchDraft, calls []checkedCall, rollbacks []*checkedCall, deps [][]int, g *dag.DAG) *Plan {
+// assemble builds the Plan of a batch with no problem. read holds, by step, the headers other steps' placeholders
+// read of its response.
+func assemble(b *batchDraft, calls []checkedCall, rollbacks []*checkedCall, deps, reads [][]int, read [][]string,
+	g *dag.DAG) *Plan {
 	plan := &Plan{Form: b.form, StopOnError: b.stop || b.atomic, Atomic: b.atomic, Timings: b.timing, DryRun: b.dryRun,
 		Steps: make([]Step, len(b.steps)), graph: g}
 	for i := range b.steps {
 		c := &calls[i]
 		s := &plan.Steps[i]
 		*s = Step{Index: i, Key: b.steps[i].key, Method: c.method, Name: c.name, Path: &c.path, Headers: c.headers,
-			Body: c.body, Deps: deps[i]}
+			Body: c.body, Text: c.text, Deps: deps[i], Reads: reads[i], OKStatus: c.okStatus, When: c.when,
+			CaptureHeaders: c.capture}
+		if c.forEach != nil {
+			s.ForEach = &ForEach{ref: *c.forEach}
+		}
+		s.Capture = append(slices.Clone(c.capture), read[i]...)
+		slices.Sort(s.Capture)
+		s.Capture = slices.Compact(s.Capture)
+		if len(s.Capture) == 0 {
+			s.Capture = nil
+		}
 		if rb := rollbacks[i]; rb != nil {
-			s.Rollback = &Rollback{Method: rb.method, Name: rb.name, Path: &rb.path, Headers: rb.headers, Body: rb.body}
+			s.Rollback = &Rollback{Method: rb.method, Name: rb.name, Path: &rb.path, Headers: rb.headers, Body: rb.body,
+				Text: rb.text}
 		}
 	}
 	count := make([]int, len(plan.Steps))

@@ -35,6 +35,11 @@ type draft struct {
 	call
 	depends  []string
 	rollback *call // nil when the step has none
+	// The REST helpers (CONTRACT.md §11), as written; "" or nil when absent.
+	okStatus []int
+	when     string
+	forEach  string
+	capture  []string
 }
 
 // keyState is what is known of a draft's key.
@@ -321,6 +326,16 @@ func (d *decoder) step(i int) error {
 			return d.rollback(i, s)
 		case "depends_on":
 			return d.depends(i, s)
+		case "ok_status":
+			return d.statuses(i, s)
+		case "when":
+			_, err := d.readString(i, name, &s.when, nil)
+			return err
+		case "for_each":
+			_, err := d.readString(i, name, &s.forEach, nil)
+			return err
+		case "capture_headers":
+			return d.strings(i, name, "an array of header names", &s.capture)
 		}
 		d.problem(i, ReasonInvalidJSON, "unknown step field "+quoteClip(name))
 		return d.dec.SkipValue()
@@ -379,19 +394,51 @@ func (d *decoder) callMember(i int, what string, c *call, name string) (handled 
 
 // depends reads step i's "depends_on": an array of keys.
 func (d *decoder) depends(i int, s *draft) error {
+	return d.strings(i, "depends_on", "an array of step keys", &s.depends)
+}
+
+// strings reads an array of strings into dst; want names it in a problem.
+func (d *decoder) strings(i int, field, want string, dst *[]string) error {
 	if k := d.dec.PeekKind(); k != '[' {
 		if k != jsontext.KindInvalid {
-			d.typeProblem(i, "depends_on", "an array of step keys", k)
+			d.typeProblem(i, field, want, k)
 		}
 		return d.dec.SkipValue()
 	}
 	return d.elements(func(int) error {
-		var key string
-		ok, err := d.readString(i, "depends_on", &key, nil)
+		var v string
+		ok, err := d.readString(i, field, &v, nil)
 		if ok {
-			s.depends = append(s.depends, key)
+			*dst = append(*dst, v)
 		}
 		return err
+	})
+}
+
+// statuses reads step i's "ok_status": an array of HTTP statuses (integers from 100 to 599).
+func (d *decoder) statuses(i int, s *draft) error {
+	const want = "an array of HTTP statuses"
+	if k := d.dec.PeekKind(); k != '[' {
+		if k != jsontext.KindInvalid {
+			d.typeProblem(i, "ok_status", want, k)
+		}
+		return d.dec.SkipValue()
+	}
+	return d.elements(func(int) error {
+		v, err := d.dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		n, perr := strconv.Atoi(string(v))
+		switch {
+		case v.Kind() != '0':
+			d.typeProblem(i, "ok_status", want, v.Kind())
+		case perr != nil || n < 100 || n > 599:
+			d.problem(i, ReasonInvalidJSON, `"ok_status": `+quoteClip(string(v))+" is not an HTTP status (100 to 599)")
+		default:
+			s.okStatus = append(s.okStatus, n)
+		}
+		return nil
 	})
 }
 

@@ -46,11 +46,11 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 
 	calls, rollbacks := validate(&b, cfg, &probs)
 	bd := bindKeys(&b, &probs)
-	deps := make([][]int, n)
+	deps, reads := make([][]int, n), make([][]int, n)
 	for i := range calls {
-		deps[i] = bd.deps(i, &calls[i])
+		deps[i], reads[i] = bd.deps(i, &calls[i])
 		if rollbacks[i] != nil {
-			bd.rollback(i, rollbacks[i], deps[i])
+			bd.rollback(i, &calls[i], rollbacks[i], deps[i])
 		}
 	}
 	if b.atomic && cfg.RequireRollback {
@@ -71,5 +71,5 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 	if len(probs.list) > 0 {
 		return nil, probs.refusal(bd.label)
 	}
-	return assemble(&b, calls, rollbacks, deps, g), nil
+	return assemble(&b, calls, rollbacks, deps, reads, bd.read, g), nil
 }

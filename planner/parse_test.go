@@ -384,7 +384,7 @@ func TestParseUnusableKeys(t *testing.T) {
 	probs := refusal(t, `[{"key":"self","path":"a"},{"key":"A","path":"a"},{"key":"A","path":"b"},{"key":"x.y","path":"c"},
 		{"key":"B","path":"d","depends_on":["self","x.y","A"],"payload":"${self.x}"}]`, Config{})
 	assert.Equal(t, []Problem{
-		{Key: "#0", Reason: ReasonInvalidKey, Detail: `key "self" is reserved`},
+		{Key: "#0", Reason: ReasonInvalidKey, Detail: `key "self" is reserved: ${self} means something else in a placeholder`},
 		{Key: "#2", Reason: ReasonInvalidKey, Detail: `duplicate key "A" (step #1 has it too)`},
 		{Key: "#3", Reason: ReasonInvalidKey, Detail: `key "x.y" must match [A-Za-z0-9_-]{1,64}`},
 		{Key: "B", Reason: ReasonUnknownRef, Detail: `placeholder ${self.x}: ${self…} may only be used in a "rollback"`},

@@ -207,7 +207,8 @@ func withoutSuffix(p string) string {
 }
 
 // compilePath compiles a step's path as written. name is the method path for Step.Name (no leading "/", no query).
-func compilePath(text string, list []string) (t PathTemplate, name string, reason Reason, detail string) {
+// A path that is exactly one placeholder is a URL reference, resolved against base (CONTRACT.md §11).
+func compilePath(text string, list []string, base *upstreamBase) (t PathTemplate, name string, reason Reason, detail string) {
 	if !hasTemplate(text) {
 		return compileStaticPath(text, text, list)
 	}
@@ -220,16 +221,21 @@ func compilePath(text string, list []string) (t PathTemplate, name string, reaso
 	if !anyRef(pieces) {
 		return compileStaticPath(text, literalText(pieces, ""), list)
 	}
+	t.text = strings.TrimPrefix(text, "/")
+	t.blocked = slices.Clone(list) // checked again at run time: a copy the caller cannot change
+	if len(pieces) == 1 {
+		t.base = base
+		t.parts = textParts(pieces, &t.refs, false, false)
+		return t, templateName(t.text), "", ""
+	}
 	// Check the literal parts now, each placeholder standing for a harmless segment; the resolved path is checked
 	// again at run time. The check sees the leading "/" so that "//${A}" is refused as a host.
 	if e := checkPath(literalText(pieces, "x"), false); e != nil {
-		return t, "", e.Reason, e.Error()
+		return PathTemplate{}, "", e.Reason, e.Error()
 	}
 	if !pieces[0].isRef {
 		pieces[0].lit = strings.TrimPrefix(pieces[0].lit, "/")
 	}
-	t.text = strings.TrimPrefix(text, "/")
-	t.blocked = slices.Clone(list) // checked again at run time: a copy the caller cannot change
 	t.parts = textParts(pieces, &t.refs, false, true)
 	return t, templateName(t.text), "", ""
 }
@@ -271,6 +277,64 @@ type PathTemplate struct {
 	parts   []part
 	refs    []ref
 	blocked []string
+	// base is set for a path that is exactly one placeholder: its value is a URL reference resolved against it.
+	base *upstreamBase
+}
+
+// upstreamBase is the URL step paths are relative to (Config.Base), as URL references are resolved against it.
+type upstreamBase struct {
+	url  url.URL // scheme and host when known; Path and RawPath end in "/"
+	path string  // url.EscapedPath()
+}
+
+// newBase returns the base of Config.Base: its scheme, host and path, the path ending in "/"; the path "/" alone
+// when there is none.
+func newBase(u *url.URL) *upstreamBase {
+	b := &upstreamBase{url: url.URL{Path: "/"}}
+	if u != nil {
+		b.url = url.URL{Scheme: strings.ToLower(u.Scheme), Host: strings.ToLower(u.Host), Path: u.Path, RawPath: u.RawPath}
+	}
+	if !strings.HasSuffix(b.url.Path, "/") {
+		b.url.Path += "/"
+		if b.url.RawPath != "" {
+			b.url.RawPath += "/"
+		}
+	}
+	if !strings.HasPrefix(b.url.Path, "/") {
+		b.url.Path = "/" + b.url.Path
+	}
+	b.path = b.url.EscapedPath()
+	return b
+}
+
+// relative turns a URL reference (a Location header, a links.next) into a method path under the base: the
+// reference is resolved as RFC 3986 says (an absolute path replaces the base's path), and must stay on the base's
+// origin and under its path. It returns the path (no leading "/", query kept), or why the reference is refused.
+func (b *upstreamBase) relative(ref string) (string, string) {
+	u, err := url.Parse(ref)
+	switch {
+	case err != nil:
+		return "", "not a URL reference"
+	case u.User != nil:
+		return "", "a URL reference may not hold user info"
+	case u.Opaque != "":
+		return "", "not a hierarchical URL"
+	case (u.Scheme != "" || u.Host != "") && b.url.Host == "":
+		return "", "an absolute URL cannot be checked against this server's upstream (none is configured): send a path"
+	case (u.Scheme != "" || u.Host != "") && (!strings.EqualFold(u.Scheme, b.url.Scheme) || !strings.EqualFold(u.Host, b.url.Host)):
+		return "", "it leaves the upstream's origin " + b.url.Scheme + "://" + b.url.Host
+	}
+	u.Fragment, u.RawFragment = "", ""
+	abs := b.url.ResolveReference(u)
+	p := abs.EscapedPath()
+	if !strings.HasPrefix(p, b.path) || len(p) == len(b.path) {
+		return "", "it is not under the upstream's base path " + quote(b.path)
+	}
+	rel := p[len(b.path):]
+	if abs.RawQuery != "" {
+		rel += "?" + abs.RawQuery
+	}
+	return rel, ""
 }
 
 // Static reports whether the path holds no placeholder; Resolve then returns it without looking at r.
@@ -285,6 +349,9 @@ func (t *PathTemplate) String() string { return t.text }
 func (t *PathTemplate) Resolve(r *Responses, limit int) (string, error) {
 	if t.parts == nil {
 		return t.resolved, nil
+	}
+	if t.base != nil {
+		return t.resolveReference(r, limit)
 	}
 	b := make([]byte, 0, len(t.text)+16)
 	var val []byte
@@ -316,7 +383,39 @@ func (t *PathTemplate) Resolve(r *Responses, limit int) (string, error) {
 			return "", &TooLargeError{Part: "path", Size: int64(len(b)), Limit: int64(limit), AtLeast: true}
 		}
 	}
-	s := string(b)
+	return t.check(string(b), "")
+}
+
+// resolveReference resolves a path that is one placeholder: its value, a URL reference, becomes a method path
+// under the base, checked like any resolved path.
+func (t *PathTemplate) resolveReference(r *Responses, limit int) (string, error) {
+	room := -1
+	if limit > 0 {
+		room = limit
+	}
+	v, err := appendText(nil, &t.refs[0], r, room)
+	if err != nil {
+		if tl, ok := err.(*TooLargeError); ok {
+			tl.Part, tl.Limit = "path", int64(limit)
+		}
+		return "", err
+	}
+	p, why := t.base.relative(string(v))
+	if why != "" {
+		return "", &ResolveError{
+			Placeholder: t.refs[0].text,
+			Code:        errcode.ResolvedPathRefused,
+			Detail:      "URL reference " + quoteClip(string(v)) + " (from " + t.refs[0].text + ") refused: " + why,
+		}
+	}
+	if limit > 0 && len(p) > limit {
+		return "", &TooLargeError{Part: "path", Size: int64(len(p)), Limit: int64(limit)}
+	}
+	return t.check(p, " as a URL reference")
+}
+
+// check checks a resolved path as CheckPath does (a value's encoded '/' allowed), and against the blocked methods.
+func (t *PathTemplate) check(s, how string) (string, error) {
 	var why string
 	if e := checkPath(s, true); e != nil {
 		why = e.Detail
@@ -328,6 +427,6 @@ func (t *PathTemplate) Resolve(r *Responses, limit int) (string, error) {
 	return "", &ResolveError{
 		Placeholder: t.refs[0].text,
 		Code:        errcode.ResolvedPathRefused,
-		Detail:      "resolved path " + quoteClip(s) + " (from " + quoteClip(t.text) + ") refused: " + why,
+		Detail:      "resolved path " + quoteClip(s) + " (from " + quoteClip(t.text) + how + ") refused: " + why,
 	}
 }

@@ -1,6 +1,8 @@
 package planner
 
 import (
+	"net/textproto"
+	"slices"
 	"strings"
 )
 
@@ -12,14 +14,35 @@ type piece struct {
 	isRef bool
 }
 
-// refSpec is a placeholder as written: ${key.path}.
+// refSpec is a placeholder as written (CONTRACT.md §4, §11): ${key}, ${key.a.0.b} (the step's response body),
+// ${key:status} (its HTTP status), ${key:headers.Name} (a response header), and in a for_each step ${item},
+// ${item.a.b} (the element the call is for) and ${index} (its position). ':' after the key selects metadata, '.'
+// walks the body.
 type refSpec struct {
 	text string // "${A.result.0.id}", for messages and ResolveError.Placeholder
-	key  string // "A"
+	key  string // "A"; "item" or "index" for a fan-out's element
 	// path is the segments after the key, still joined by "." ("result.0.id"); empty for ${A}. Segments cannot
 	// contain '.', so splitting at resolve time is a cheap strings.Cut and a ref needs no slice of its own.
-	path string
+	path   string
+	meta   meta
+	header string // metaHeader: the header's name, canonical
 }
+
+// meta is what a placeholder reads of a step's response: its body, its status or one of its headers.
+type meta uint8
+
+const (
+	metaBody meta = iota
+	metaStatus
+	metaHeader
+)
+
+// Keys a placeholder gives a meaning of its own, which no step may take.
+const (
+	keySelf  = "self"  // in a rollback: the step it undoes
+	keyItem  = "item"  // in a for_each step: the element its call is for
+	keyIndex = "index" // in a for_each step: that element's position, from 0
+)
 
 // hasTemplate is the cheap gate: a string without "${" has neither a placeholder nor a $${ escape.
 func hasTemplate(s string) bool { return strings.Contains(s, "${") }
@@ -97,17 +120,62 @@ func scanPlaceholder(s string, i int) (spec refSpec, end int, msg string) {
 		return spec, i, "malformed placeholder " + quoteClip(s[i:]) + ": unterminated (no closing \"}\")"
 	}
 	text := s[i : k+1]
-	content := s[i+2 : k]
-	key, path, dotted := strings.Cut(content, ".")
-	switch {
-	case content == "":
-		return spec, k + 1, "malformed placeholder " + quoteClip(text) + ": empty"
-	case !validKey(key):
-		return spec, k + 1, "malformed placeholder " + quoteClip(text) + ": step key must match [A-Za-z0-9_-]{1,64}"
-	case dotted && (path == "" || path[0] == '.' || path[len(path)-1] == '.' || strings.Contains(path, "..")):
-		return spec, k + 1, "malformed placeholder " + quoteClip(text) + ": empty segment"
+	spec, msg = parseRef(text, s[i+2:k])
+	return spec, k + 1, msg
+}
+
+// parseRef reads a placeholder's content (between "${" and "}"), text being the whole placeholder.
+func parseRef(text, content string) (refSpec, string) {
+	bad := func(why string) (refSpec, string) {
+		return refSpec{}, "malformed placeholder " + quoteClip(text) + ": " + why
 	}
-	return refSpec{text: text, key: key, path: path}, k + 1, ""
+	if content == "" {
+		return bad("empty")
+	}
+	end := strings.IndexAny(content, ".:")
+	if end < 0 {
+		end = len(content)
+	}
+	spec := refSpec{text: text, key: content[:end]}
+	if !validKey(spec.key) {
+		return bad("step key must match [A-Za-z0-9_-]{1,64}")
+	}
+	rest := content[end:]
+	if rest == "" {
+		return spec, ""
+	}
+	if rest[0] == ':' {
+		switch sel := rest[1:]; {
+		case spec.key == keyItem || spec.key == keyIndex:
+			return bad("${" + spec.key + "} has no status or headers; ':' selects a step's")
+		case sel == "status":
+			spec.meta = metaStatus
+		case strings.HasPrefix(sel, "headers."):
+			name := sel[len("headers."):]
+			if !isToken(name) {
+				return bad("header name " + quoteClip(name) + " is not an HTTP token")
+			}
+			spec.meta, spec.header = metaHeader, textproto.CanonicalMIMEHeaderKey(name)
+		default:
+			return bad("unknown selector " + quoteClip(sel) + " after ':'; use ${" + spec.key + ":status} or ${" +
+				spec.key + ":headers.Name}, and '.' to walk the body")
+		}
+		return spec, ""
+	}
+	path := rest[1:]
+	switch {
+	case spec.key == keyIndex:
+		return bad("${index} is a number: it has no members")
+	case path == "" || path[0] == '.' || path[len(path)-1] == '.' || strings.Contains(path, ".."):
+		return bad("empty segment")
+	}
+	if segs := strings.Split(path, "."); slices.Contains(segs, "*") {
+		list := strings.Join(append([]string{spec.key}, segs[:slices.Index(segs, "*")]...), ".")
+		return bad(`a "*" segment is not a path; to call once per element of a list, give the step "for_each": ` +
+			`"${` + list + `}" and use ${item…} in it`)
+	}
+	spec.path = path
+	return spec, ""
 }
 
 func describeChar(c byte) string {

@@ -46,11 +46,15 @@
 package planner
 
 import (
+	"net/url"
+	"strconv"
 	"sync"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/heimdalr/dag"
 
 	"github.com/batchd/batchd/internal/errcode"
+	"github.com/batchd/batchd/internal/jsonscan"
 )
 
 // Form is the shape a batch arrived in; the response mirrors it.
@@ -71,6 +75,10 @@ type Config struct {
 	// RequireRollback refuses an atomic batch in which a step other than a GET, HEAD or OPTIONS has no rollback
 	// (ReasonMissingRollback): such a step could not be undone.
 	RequireRollback bool
+	// Base is the URL step paths are relative to: the upstream's base URL in proxy mode. A path that is exactly one
+	// placeholder takes its value as a URL reference resolved against it, which must stay on its origin and under
+	// its path (CONTRACT.md §11). Without a scheme and host, only references without them are accepted; nil is "/".
+	Base *url.URL
 }
 
 // Plan is a validated batch. Steps are in request order; Step.Deps index into Steps.
@@ -147,14 +155,70 @@ type Step struct {
 	// When the path holds placeholders, Name keeps the placeholders' text.
 	Name    string
 	Path    *PathTemplate
-	Headers []Header      // per-step headers, names canonical (textproto.CanonicalMIMEHeaderKey)
-	Body    *JSONTemplate // nil when the step has no payload
+	Headers []Header        // per-step headers, names canonical (textproto.CanonicalMIMEHeaderKey)
+	Body    *JSONTemplate   // nil when the step has no JSON payload
+	Text    *StringTemplate // a string payload sent as text (a non-JSON Content-Type); nil otherwise
 	// Deps are the indices of every step this one waits for (placeholders and depends_on), ascending, unique.
 	Deps []int
+	// Reads are the Deps whose responses the step reads (placeholders, for_each, when), ascending; the others are
+	// depends_on alone.
+	Reads []int
 	// Dependents are the indices of the steps that wait for this one, ascending, unique.
 	Dependents []int
 	// Rollback is the call that undoes this step in an atomic batch; nil when the step has none.
 	Rollback *Rollback
+
+	// The REST helpers (CONTRACT.md §11).
+	// OKStatus are statuses that count as success besides those under 400 (ascending); the step still reports
+	// the status it got.
+	OKStatus []int
+	// When, when set, is the condition under which the step runs; otherwise it is skipped.
+	When *Condition
+	// ForEach, when set, makes the step one call per element of a list.
+	ForEach *ForEach
+	// Capture are the response headers the step's call keeps (canonical, ascending): those its placeholders or
+	// another step's read, and CaptureHeaders.
+	Capture []string
+	// CaptureHeaders are the headers the step asked for in "capture_headers" (canonical, in the order given): its
+	// result carries them.
+	CaptureHeaders []string
+}
+
+// ForEach is a step's "for_each": one placeholder naming a list in a step's response.
+type ForEach struct{ ref ref }
+
+// String returns the placeholder as written.
+func (f *ForEach) String() string { return f.ref.text }
+
+// Elements returns the elements of the list, each a JSON value, or a *ResolveError when the placeholder cannot be
+// resolved or is not an array; max > 0 refuses a list of more elements (a *TooManyError) before any is returned.
+func (f *ForEach) Elements(r *Responses, max int) ([][]byte, error) {
+	v, err := r.value(&f.ref)
+	if err != nil {
+		return nil, err
+	}
+	if v[0] != '[' {
+		return nil, &ResolveError{Placeholder: f.ref.text, Code: errcode.Unresolvable,
+			Detail: `"for_each": ` + f.ref.text + " is a " + kindName(jsontext.Value(v).Kind()) + ", not a list"}
+	}
+	n := jsonscan.Elements(v, nil)
+	if max > 0 && n > max {
+		return nil, &TooManyError{Placeholder: f.ref.text, Count: n, Max: max}
+	}
+	elems := make([][]byte, 0, n)
+	jsonscan.Elements(v, func(e []byte) { elems = append(elems, e) })
+	return elems, nil
+}
+
+// TooManyError is a for_each list of more elements than the calls a batch may still make.
+type TooManyError struct {
+	Placeholder string
+	Count, Max  int
+}
+
+func (e *TooManyError) Error() string {
+	return `"for_each": ` + e.Placeholder + " has " + strconv.Itoa(e.Count) + " elements; this batch may make " +
+		strconv.Itoa(e.Max) + " more calls"
 }
 
 // Rollback is a step's "rollback": a call compiled like a step's own. Its placeholders may name the step itself
@@ -163,8 +227,9 @@ type Rollback struct {
 	Method  string // HTTP method, upper case; default POST
 	Name    string // like Step.Name
 	Path    *PathTemplate
-	Headers []Header      // its own headers only: a rollback does not inherit the step's
-	Body    *JSONTemplate // nil when the rollback has no payload
+	Headers []Header        // its own headers only: a rollback does not inherit the step's
+	Body    *JSONTemplate   // nil when the rollback has no JSON payload
+	Text    *StringTemplate // a string payload sent as text; nil otherwise
 }
 
 // Header is a per-step header whose value may hold placeholders.
@@ -209,13 +274,18 @@ const (
 	ReasonInvalidMethod Reason = "invalid_method" // a method that is not an HTTP token, or CONNECT or TRACE
 	// ReasonMissingRollback: with Config.RequireRollback, a step of an atomic batch that has no rollback.
 	ReasonMissingRollback Reason = "missing_rollback"
+	// ReasonInvalidCondition: a "when" that cannot be read (CONTRACT.md §11).
+	ReasonInvalidCondition Reason = "invalid_when"
+	// ReasonInvalidForEach: a "for_each" that is not one placeholder naming a step's response.
+	ReasonInvalidForEach Reason = "invalid_for_each"
 )
 
 // Reasons returns every Reason a refusal may carry, for a bounded metrics label set.
 func Reasons() []Reason {
 	return []Reason{ReasonInvalidJSON, ReasonNoSteps, ReasonTooManySteps, ReasonInvalidKey, ReasonInvalidPath,
 		ReasonBlocked, ReasonNestedBatch, ReasonInvalidHeader, ReasonPlaceholder, ReasonUnknownRef, ReasonSelfRef,
-		ReasonCycle, ReasonTooLarge, ReasonInvalidMethod, ReasonMissingRollback}
+		ReasonCycle, ReasonTooLarge, ReasonInvalidMethod, ReasonMissingRollback, ReasonInvalidCondition,
+		ReasonInvalidForEach}
 }
 
 // Error is the refusal of a batch: every problem found, in request order of the steps.

@@ -12,11 +12,17 @@ import (
 )
 
 // ref is a compiled placeholder. step is filled in once every key of the batch is known (a reference may name a
-// later step), before the Plan is published; after that a ref is read-only.
+// later step), before the Plan is published; after that a ref is read-only. It is the index of the step named, or
+// refItem or refIndex for a fan-out call's ${item…} and ${index}.
 type ref struct {
 	refSpec
 	step int
 }
+
+const (
+	refItem  = -2
+	refIndex = -3
+)
 
 // part is one run of a text template: literal text followed by an optional reference.
 type part struct {
@@ -312,11 +318,12 @@ func literalText(pieces []piece, stand string) string {
 	return b.String()
 }
 
-// StringTemplate is a compiled header value.
+// StringTemplate is a compiled header value, or a payload sent as text.
 type StringTemplate struct {
 	text  string // the value when static; otherwise the value as written
 	parts []part // nil when static
 	refs  []ref
+	body  bool // a text payload: any character may stand in it, and its cap is the body's
 }
 
 // Static reports whether the value holds no placeholder.
@@ -348,11 +355,11 @@ func (t *StringTemplate) Resolve(r *Responses, limit int) (string, error) {
 		var err error
 		if b, err = appendText(b, rf, r, room); err != nil {
 			if tl, ok := err.(*TooLargeError); ok {
-				tl.Part = "header"
+				tl.Part = t.part()
 			}
 			return "", err
 		}
-		if badHeaderByte(b[at:]) >= 0 {
+		if !t.body && badHeaderByte(b[at:]) >= 0 {
 			return "", &ResolveError{
 				Placeholder: rf.text,
 				Code:        errcode.Unresolvable,
@@ -361,9 +368,34 @@ func (t *StringTemplate) Resolve(r *Responses, limit int) (string, error) {
 		}
 	}
 	if limit > 0 && len(b) > limit {
-		return "", &TooLargeError{Part: "header", Size: int64(len(b)), Limit: int64(limit)}
+		return "", &TooLargeError{Part: t.part(), Size: int64(len(b)), Limit: int64(limit)}
 	}
 	return string(b), nil
+}
+
+// part names the template in a *TooLargeError.
+func (t *StringTemplate) part() string {
+	if t.body {
+		return "body"
+	}
+	return "header"
+}
+
+// compileText compiles a payload sent as text: placeholders are interpolated as text, and "$${" is a literal "${".
+func compileText(value string) (t StringTemplate, problems []string) {
+	t.body = true
+	if !hasTemplate(value) {
+		t.text = value
+		return t, nil
+	}
+	pieces, perrs := splitTemplate(nil, value)
+	if !anyRef(pieces) && perrs == nil {
+		t.text = literalText(pieces, "")
+		return t, nil
+	}
+	t.text = value
+	t.parts = textParts(pieces, &t.refs, false, false)
+	return t, perrs
 }
 
 func notEmbeddable(rf *ref, v []byte) *ResolveError {

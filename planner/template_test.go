@@ -385,7 +385,7 @@ func TestAllocations(t *testing.T) {
 		max  float64
 		f    func()
 	}{
-		{"compile static path", 0, func() { compilePath("/Producer/Add?x=1", nil) }},
+		{"compile static path", 0, func() { compilePath("/Producer/Add?x=1", nil, nil) }},
 		{"compile static header", 0, func() { compileHeader("X-Trace", "t1") }},
 		{"check path", 0, func() { _ = CheckPath("Producer/Add?x=1") }},
 		{"check encoded path", 1, func() { _ = CheckPath("Producer/%41dd?x=1") }},

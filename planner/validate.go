@@ -2,8 +2,11 @@ package planner
 
 import (
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Stage two of Parse: validate. Each step's members are checked and compiled: its headers, payload, method and
@@ -15,7 +18,13 @@ type checkedCall struct {
 	name    string // the method path for metrics and logs (Step.Name)
 	path    PathTemplate
 	headers []Header
-	body    *JSONTemplate // nil when there is no payload
+	body    *JSONTemplate   // nil when there is no payload, or it is sent as text
+	text    *StringTemplate // a string payload sent as is under a non-JSON Content-Type; nil otherwise
+	// A step's REST helpers (CONTRACT.md §11); a rollback has none.
+	okStatus []int
+	when     *Condition
+	forEach  *ref
+	capture  []string // capture_headers, canonical, in the order given
 }
 
 // validate checks and compiles every step's call and rollback.
@@ -23,10 +32,12 @@ func validate(b *batchDraft, cfg Config, probs *problems) (calls []checkedCall, 
 	calls = make([]checkedCall, len(b.steps))
 	rollbacks = make([]*checkedCall, len(b.steps))
 	bodies := make([]JSONTemplate, len(b.steps)) // the steps' payloads, in one allocation
+	base := newBase(cfg.Base)
 	for i := range b.steps {
 		s := &b.steps[i]
-		v := callChecker{i: i, cfg: cfg, probs: probs}
+		v := callChecker{i: i, cfg: cfg, probs: probs, base: base}
 		calls[i] = v.check(&s.call, &bodies[i])
+		v.rest(s, &calls[i])
 		if s.rollback != nil {
 			v.what = "rollback"
 			rb := v.check(s.rollback, new(JSONTemplate))
@@ -42,6 +53,7 @@ type callChecker struct {
 	what  string
 	cfg   Config
 	probs *problems
+	base  *upstreamBase
 }
 
 // prefix starts a problem about the call: "" for a step's own, or "rollback" and sep.
@@ -66,7 +78,11 @@ func (v *callChecker) problem(r Reason, detail string) { v.probs.add(v.i, phaseS
 func (v *callChecker) check(c *call, body *JSONTemplate) checkedCall {
 	out := checkedCall{method: "POST"}
 	out.headers = v.headers(c.headers)
-	if c.hasPayload && v.payload(&c.payload, c.payloadField, body) {
+	switch {
+	case !c.hasPayload:
+	case textPayload(out.headers, &c.payload):
+		out.text = v.text(&c.payload, c.payloadField)
+	case v.payload(&c.payload, c.payloadField, body):
 		out.body = body
 	}
 	if c.methodGiven {
@@ -74,7 +90,7 @@ func (v *callChecker) check(c *call, body *JSONTemplate) checkedCall {
 	}
 	switch {
 	case c.pathGiven:
-		t, name, reason, detail := compilePath(c.path, v.cfg.Blocked)
+		t, name, reason, detail := compilePath(c.path, v.cfg.Blocked, v.base)
 		if reason != "" {
 			v.problem(reason, v.prefix(" ")+detail)
 		}
@@ -139,6 +155,87 @@ func (v *callChecker) payload(p *payloadDraft, name string, t *JSONTemplate) boo
 	return true
 }
 
+// textPayload reports whether a payload is sent as text: a JSON string under a Content-Type the step sets, as
+// written, to a type that is not JSON (a form, plain text, XML).
+func textPayload(headers []Header, p *payloadDraft) bool {
+	if len(p.raw) == 0 || p.raw[0] != '"' {
+		return false
+	}
+	for _, h := range headers {
+		if h.Name == "Content-Type" && h.Value.Static() {
+			return !JSONMediaType(h.Value.String())
+		}
+	}
+	return false
+}
+
+// text compiles a string payload sent as is: its placeholders are interpolated as text.
+func (v *callChecker) text(p *payloadDraft, name string) *StringTemplate {
+	field := v.field(name)
+	if len(p.raw) > v.cfg.MaxPayload {
+		v.problem(ReasonTooLarge, quote(field)+" is "+strconv.Itoa(len(p.raw))+" bytes; at most "+
+			strconv.Itoa(v.cfg.MaxPayload)+" allowed")
+		return nil
+	}
+	s, _ := jsontext.AppendUnquote(nil, []byte(p.raw)) // the decoder checked it
+	t, perrs := compileText(string(s))
+	for _, e := range perrs {
+		v.problem(ReasonPlaceholder, field+": "+e)
+	}
+	return &t
+}
+
+// rest checks and compiles a step's REST helpers: ok_status, capture_headers, for_each and when.
+func (v *callChecker) rest(d *draft, c *checkedCall) {
+	if len(d.okStatus) > 0 {
+		c.okStatus = slices.Compact(slices.Sorted(slices.Values(d.okStatus)))
+	}
+	for _, name := range d.capture {
+		switch {
+		case !isToken(name):
+			v.problem(ReasonInvalidHeader, `"capture_headers": `+quoteClip(name)+" is not an HTTP header name")
+		case len(c.capture) >= maxCapture:
+			v.problem(ReasonInvalidHeader, `"capture_headers": at most `+strconv.Itoa(maxCapture)+" headers")
+			return
+		default:
+			name = textproto.CanonicalMIMEHeaderKey(name)
+			if name == "Set-Cookie" || name == "Set-Cookie2" {
+				v.problem(ReasonInvalidHeader, `"capture_headers": `+name+" is never captured: a cookie must not reach the answer or another step")
+				continue
+			}
+			if !slices.Contains(c.capture, name) {
+				c.capture = append(c.capture, name)
+			}
+		}
+	}
+	if d.forEach != "" {
+		pieces, perrs := splitTemplate(nil, d.forEach)
+		switch {
+		case len(perrs) > 0:
+			v.problem(ReasonPlaceholder, `"for_each": `+strings.Join(perrs, "; "))
+		case len(pieces) != 1 || !pieces[0].isRef:
+			v.problem(ReasonInvalidForEach, `"for_each" must be exactly one placeholder naming a list, e.g. "${L.result}", not `+quoteClip(d.forEach))
+		case pieces[0].ref.meta != metaBody:
+			v.problem(ReasonInvalidForEach, `"for_each": `+pieces[0].ref.text+" is a status or a header, not a list")
+		case pieces[0].ref.key == keyItem || pieces[0].ref.key == keyIndex || pieces[0].ref.key == keySelf:
+			v.problem(ReasonInvalidForEach, `"for_each": `+pieces[0].ref.text+" must name a step's response")
+		default:
+			c.forEach = &ref{refSpec: pieces[0].ref}
+		}
+	}
+	if d.when != "" {
+		cond, why := parseCondition(d.when)
+		if why != "" {
+			v.problem(ReasonInvalidCondition, `"when": `+quoteClip(d.when)+": "+why)
+		} else {
+			c.when = cond
+		}
+	}
+}
+
+// maxCapture bounds capture_headers: each captured header is kept for the batch and may be written in its answer.
+const maxCapture = 32
+
 // method stores an HTTP method upper-cased in dst. CONNECT and TRACE are refused: CONNECT would turn the upstream
 // call into a tunnel request that drops the path, and TRACE echoes the forwarded headers (Authorization) back.
 func (v *callChecker) method(dst *string, m string) {
@@ -168,6 +265,22 @@ func RefusedHeader(name string) bool {
 		return true
 	}
 	return strings.HasPrefix(name, "Proxy-")
+}
+
+// JSONMediaType reports whether a Content-Type names JSON: application/json or an application/…+json type (RFC
+// 6839), case ignored, parameters aside. An absent one ("", or blanks) counts as JSON. It does not allocate.
+func JSONMediaType(ct string) bool {
+	if strings.TrimSpace(ct) == "" {
+		return true
+	}
+	mt, _, _ := strings.Cut(ct, ";")
+	typ, sub, ok := strings.Cut(strings.TrimSpace(mt), "/")
+	if !ok || !strings.EqualFold(typ, "application") {
+		return false
+	}
+	const suffix = "+json"
+	return strings.EqualFold(sub, "json") ||
+		len(sub) > len(suffix) && strings.EqualFold(sub[len(sub)-len(suffix):], suffix)
 }
 
 // isToken reports whether s is an RFC 7230 token (header names, methods).

@@ -3,11 +3,11 @@ package transport
 import (
 	"errors"
 	"io"
-	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/batchd/batchd/internal/jsonscan"
+	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 )
 
@@ -38,7 +38,7 @@ func normalize(contentType string, body []byte, bud runner.Budget) ([]byte, erro
 	if isBlank(body) {
 		return nullBody, nil
 	}
-	if isJSONType(contentType) && jsontext.Value(body).IsValid(validJSON) {
+	if planner.JSONMediaType(contentType) && jsontext.Value(body).IsValid(validJSON) {
 		return body, nil
 	}
 	size := jsonscan.StringLen(string(body)) + 2
@@ -57,29 +57,6 @@ func isBlank(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// isJSONType reports whether a Content-Type header names JSON, or is absent. It does not allocate: it runs for
-// every step.
-func isJSONType(ct string) bool {
-	if i := strings.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	ct = strings.TrimSpace(ct)
-	if ct == "" {
-		return true
-	}
-	slash := strings.IndexByte(ct, '/')
-	if slash < 0 {
-		return false
-	}
-	typ, sub := ct[:slash], ct[slash+1:]
-	if strings.EqualFold(typ, "application") && strings.EqualFold(sub, "json") {
-		return true
-	}
-	// RFC 6839 structured syntax suffix: application/problem+json, application/vnd.api+json, …
-	const suffix = "+json"
-	return len(sub) > len(suffix) && strings.EqualFold(sub[len(sub)-len(suffix):], suffix)
 }
 
 // reserve draws n bytes from bud, when there is a budget.

@@ -19,7 +19,6 @@ import (
 	_ "embed"
 	"errors"
 	"log/slog"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -236,7 +235,9 @@ func (s *Server) handleBatch(c echo.Context) error {
 	if s.draining.Load() {
 		return s.refuse(c, start, ReasonDraining, errcode.Unavailable, "batchd is shutting down; retry on another instance", nil)
 	}
-	if !isJSON(r.Header.Get("Content-Type")) {
+	// An absent Content-Type counts as JSON; curl -d without -H sends a form type, which is refused, so a client
+	// that names a type must name the right one.
+	if !planner.JSONMediaType(r.Header.Get("Content-Type")) {
 		return s.refuse(c, start, ReasonUnsupportedMedia, errcode.UnsupportedMedia,
 			"Content-Type must be application/json", nil)
 	}
@@ -492,19 +493,6 @@ func (s *Server) forwarded(h http.Header) http.Header {
 		}
 	}
 	return out
-}
-
-// isJSON accepts application/json, any +json type, and an absent Content-Type (curl -d without -H sends a form
-// type, which is refused, so a client that names a type must name the right one).
-func isJSON(ct string) bool {
-	if ct == "" || ct == "application/json" { // the usual case, exactly as ParseMediaType would judge it
-		return true
-	}
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return false
-	}
-	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
 // describe is the top-level description of a refused plan.

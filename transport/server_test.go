@@ -101,7 +101,7 @@ func TestContentTypes(t *testing.T) {
 		"": true, "application/json": true, "application/json; charset=utf-8": true, "application/vnd.api+json": true,
 		"text/plain": false, "application/x-www-form-urlencoded": false, "multipart/form-data; boundary=x": false, ";;": false,
 	} {
-		assert.Equal(t, ok, isJSON(ct), ct)
+		assert.Equal(t, ok, planner.JSONMediaType(ct), ct)
 	}
 }
 

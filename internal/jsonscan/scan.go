@@ -547,3 +547,29 @@ func HasLineBreak(b []byte) bool {
 	}
 	return false
 }
+
+// Elements calls f (when not nil) with each element of the JSON array b, in order, and returns how many there are.
+// b must be an array as a Doc returns it (checked); it stops at the first malformed element.
+func Elements(b []byte, f func(elem []byte)) int {
+	i := SkipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return 0
+	}
+	n := 0
+	i = SkipSpace(b, i+1)
+	for i < len(b) && b[i] != ']' {
+		end, ok := Skip(b, i, 1)
+		if !ok {
+			return n
+		}
+		if f != nil {
+			f(b[i:end])
+		}
+		n++
+		i = SkipSpace(b, end)
+		if i < len(b) && b[i] == ',' {
+			i = SkipSpace(b, i+1)
+		}
+	}
+	return n
+}

@@ -148,3 +148,22 @@ func TestStrings(t *testing.T) {
 	assert.Equal(t, 3, depth)
 	assert.Equal(t, 0, Strings([]byte(`"s"`), func(int, int, bool) {}))
 }
+
+func TestElements(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{`[]`, nil},
+		{` [ ] `, nil},
+		{`[1]`, []string{`1`}},
+		{`[ {"a":[1,2]} , "x,y" ,null,[[]]]`, []string{`{"a":[1,2]}`, `"x,y"`, `null`, `[[]]`}},
+		{`{"a":1}`, nil},
+		{`[1,`, []string{`1`}},
+	} {
+		var got []string
+		n := Elements([]byte(tc.in), func(e []byte) { got = append(got, string(e)) })
+		assert.Equal(t, tc.want, got, tc.in)
+		assert.Equal(t, len(tc.want), n, tc.in)
+	}
+}
