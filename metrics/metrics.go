@@ -342,13 +342,8 @@ func (m *Metrics) StepStarted(string) {
 	m.stepsInFlight.Inc()
 }
 
-// StepDone records a step's end, executed or not.
-//
-// batchd_steps_in_flight relies on the runner's pairing: every StepStarted is followed by exactly one StepDone,
-// and a step had a StepStarted exactly when its StepDone has a non-zero Duration or an outcome other than skipped.
-// Duration is what tells the two skipped cases apart: the runner reports a step cancelled while running (the
-// client went away) as skipped with the time it ran, and a step never started as skipped with zero Duration. A
-// runner that broke this pairing would drift the gauge, never any other series.
+// StepDone records a step's end, executed or not. batchd_steps_in_flight falls for a step that had its
+// StepStarted (ev.Started).
 func (m *Metrics) StepDone(ev runner.StepEvent) {
 	if m == nil {
 		return
@@ -362,7 +357,7 @@ func (m *Metrics) StepDone(ev runner.StepEvent) {
 	if ev.Outcome == runner.OutcomeTimeout {
 		s.timeouts.Inc()
 	}
-	if started(ev.Outcome) || ev.Duration > 0 {
+	if ev.Started {
 		m.stepsInFlight.Dec()
 	}
 	if ev.UpstreamError != "" {
@@ -372,15 +367,6 @@ func (m *Metrics) StepDone(ev runner.StepEvent) {
 		}
 		c.Inc()
 	}
-}
-
-// started reports whether a step of outcome o had a StepStarted: every outcome but those of a step never sent.
-func started(o runner.Outcome) bool {
-	switch o {
-	case runner.OutcomeSkipped, runner.OutcomeTooLarge, runner.OutcomeOverBudget:
-		return false
-	}
-	return true
 }
 
 // BatchDone records an accepted batch's end: its duration by outcome, its size and its depth.

@@ -49,7 +49,7 @@ func TestLint(t *testing.T) {
 	m, reg := newMetrics(t, "Item/*")
 	// Put a sample in every family so the linter sees each one.
 	m.StepStarted("Item/Get")
-	m.StepDone(runner.StepEvent{Name: "Item/Get", Outcome: runner.OutcomeTimeout, Duration: time.Second, UpstreamError: "reset"})
+	m.StepDone(runner.StepEvent{Started: true, Name: "Item/Get", Outcome: runner.OutcomeTimeout, Duration: time.Second, UpstreamError: "reset"})
 	m.BatchDone(runner.BatchEvent{Steps: 1, Depth: 1, Outcome: "failed", Duration: time.Second})
 	m.BatchRejected("cycle", time.Millisecond)
 	m.BatchStarted()
@@ -154,16 +154,16 @@ func TestStepSeries(t *testing.T) {
 	m, reg := newMetrics(t)
 	m.StepStarted("Demo/Echo")
 	assert.Equal(t, 1.0, gaugeValue(t, reg, "batchd_steps_in_flight"))
-	m.StepDone(runner.StepEvent{Name: "Demo/Echo", Outcome: runner.OutcomeOK, Duration: 3 * time.Millisecond})
+	m.StepDone(runner.StepEvent{Started: true, Name: "Demo/Echo", Outcome: runner.OutcomeOK, Duration: 3 * time.Millisecond})
 	m.StepStarted("Demo/Sleep")
-	m.StepDone(runner.StepEvent{Name: "Demo/Sleep", Outcome: runner.OutcomeTimeout, Duration: 200 * time.Millisecond})
+	m.StepDone(runner.StepEvent{Started: true, Name: "Demo/Sleep", Outcome: runner.OutcomeTimeout, Duration: 200 * time.Millisecond})
 	m.StepStarted("Nope/Nothing")
-	m.StepDone(runner.StepEvent{Name: "Nope/Nothing", Outcome: runner.OutcomeError, Duration: time.Millisecond, UpstreamError: "connect"})
+	m.StepDone(runner.StepEvent{Started: true, Name: "Nope/Nothing", Outcome: runner.OutcomeError, Duration: time.Millisecond, UpstreamError: "connect"})
 	m.StepDone(runner.StepEvent{Name: "Demo/Echo", Outcome: runner.OutcomeSkipped}) // never started
 	m.StepStarted("Demo/Sleep")
-	m.StepDone(runner.StepEvent{Name: "Demo/Sleep", Outcome: runner.OutcomeSkipped, Duration: time.Millisecond}) // client left
+	m.StepDone(runner.StepEvent{Started: true, Name: "Demo/Sleep", Outcome: runner.OutcomeSkipped, Duration: time.Millisecond}) // client left
 	m.StepStarted("Demo/Fail")
-	m.StepDone(runner.StepEvent{Name: "Demo/Fail", Outcome: "weird", Duration: time.Millisecond, UpstreamError: "martian"})
+	m.StepDone(runner.StepEvent{Started: true, Name: "Demo/Fail", Outcome: "weird", Duration: time.Millisecond, UpstreamError: "martian"})
 
 	assert.Equal(t, 0.0, gaugeValue(t, reg, "batchd_steps_in_flight"), "every started step ended")
 	assert.Equal(t, uint64(1), histCount(t, reg, "batchd_step_duration_seconds", "method", "Demo/Echo", "outcome", "ok"))
@@ -213,7 +213,7 @@ func TestNilMetricsIsNoop(t *testing.T) {
 	var m *metrics.Metrics
 	var r runner.Recorder = m
 	r.StepStarted("x")
-	r.StepDone(runner.StepEvent{Name: "x"})
+	r.StepDone(runner.StepEvent{Started: true, Name: "x"})
 	r.BatchDone(runner.BatchEvent{})
 	m.BatchRejected("cycle", 0)
 	m.TrackBatch()()
@@ -284,12 +284,11 @@ func TestCardinalityBounded(t *testing.T) {
 		}
 		o := outcomes[rng.IntN(len(outcomes))]
 		d := time.Duration(1 + rng.IntN(1e9))
-		if o == runner.OutcomeSkipped && i%2 == 0 {
-			d = 0 // never started
-		} else {
+		started := o != runner.OutcomeSkipped || i%2 != 0
+		if started {
 			m.StepStarted(name)
 		}
-		m.StepDone(runner.StepEvent{Name: name, Outcome: o, Duration: d, UpstreamError: name})
+		m.StepDone(runner.StepEvent{Name: name, Outcome: o, Duration: d, UpstreamError: name, Started: started})
 		m.BatchRejected(name, time.Millisecond)
 	}
 	for _, f := range families {
@@ -322,7 +321,7 @@ func TestConcurrentUse(t *testing.T) {
 				name := []string{"Producer/Add", "Demo/Sleep", fmt.Sprintf("Producer/X%d", i), fmt.Sprintf("Z%d/%d", w, i)}[i%4]
 				finished := m.TrackBatch()
 				m.StepStarted(name)
-				m.StepDone(runner.StepEvent{Name: name, Outcome: runner.OutcomeTimeout, Duration: time.Millisecond})
+				m.StepDone(runner.StepEvent{Started: true, Name: name, Outcome: runner.OutcomeTimeout, Duration: time.Millisecond})
 				m.BatchDone(runner.BatchEvent{Steps: 1, Depth: 1, Outcome: "failed", Duration: time.Millisecond})
 				finished()
 				_ = m.Label(name)
@@ -343,7 +342,7 @@ func TestConcurrentUse(t *testing.T) {
 func TestDurationHistogramIsNative(t *testing.T) {
 	m, reg := newMetrics(t)
 	m.StepStarted("Demo/Echo")
-	m.StepDone(runner.StepEvent{Name: "Demo/Echo", Outcome: runner.OutcomeOK, Duration: 7 * time.Millisecond})
+	m.StepDone(runner.StepEvent{Started: true, Name: "Demo/Echo", Outcome: runner.OutcomeOK, Duration: 7 * time.Millisecond})
 	h := findMetric(t, reg, "batchd_step_duration_seconds", "method", "Demo/Echo", "outcome", "ok").GetHistogram()
 	require.NotNil(t, h)
 	assert.Len(t, h.GetBucket(), len(metrics.DurationBuckets), "classic buckets")
@@ -362,7 +361,7 @@ func BenchmarkStepDone(b *testing.B) {
 		for pb.Next() {
 			name := names[i%len(names)]
 			m.StepStarted(name)
-			m.StepDone(runner.StepEvent{Name: name, Outcome: runner.OutcomeOK, Duration: time.Millisecond})
+			m.StepDone(runner.StepEvent{Started: true, Name: name, Outcome: runner.OutcomeOK, Duration: time.Millisecond})
 			i++
 		}
 	})

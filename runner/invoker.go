@@ -22,6 +22,14 @@ type Call struct {
 	// response it reads before it allocates them, and fails the call with the reservation's error when the budget
 	// cannot hold them (the step then fails with 507).
 	Budget Budget
+	// Capture are the response headers to keep (canonical names; planner.Step.Capture): an Invoker returns their
+	// first values in Response.Header, never Set-Cookie.
+	Capture []string
+	// OKStatus are statuses that count as success besides those under 400 (planner.Step.OKStatus).
+	OKStatus []int
+	// Item is the position of the element a fan-out step's call is for (planner.Step.ForEach); -1 for a step's one
+	// call.
+	Item int
 }
 
 // Response is what an Invoker got back.
@@ -29,6 +37,8 @@ type Response struct {
 	Status int
 	// Body is a JSON value: the upstream's JSON as is, any other body as a JSON string, an empty body as null.
 	Body []byte
+	// Header holds the response headers the call asked to keep (Call.Capture); nil when none.
+	Header http.Header
 }
 
 // Invoker sends one call. An error means no usable response: the runner classifies it (a context cause of its own
@@ -38,9 +48,14 @@ type Invoker interface {
 }
 
 // InvokeError is a failed call, with a bounded Kind for metrics: "connect", "reset", "too_large", "protocol".
+// Host and Cause, when the Invoker knows them, are told to the client: the upstream's host (the operator's
+// configuration, never a URL a client sent) and a short cause from a fixed vocabulary ("connection refused", "no
+// such host", …), never the error's own text, which may hold addresses.
 type InvokeError struct {
-	Kind string
-	Err  error
+	Kind  string
+	Err   error
+	Host  string
+	Cause string
 }
 
 func (e *InvokeError) Error() string { return "upstream " + e.Kind + ": " + e.Err.Error() }

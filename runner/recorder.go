@@ -25,6 +25,8 @@ type StepEvent struct {
 	Duration time.Duration // zero for a step never executed
 	// UpstreamError is the InvokeError kind ("connect", "reset", "too_large", …) when the call failed that way.
 	UpstreamError string
+	// Started: the step had its StepStarted (it made a call, or began to), so that a Recorder can pair the two.
+	Started bool
 }
 
 // BatchEvent is reported once per batch when its last step ended.

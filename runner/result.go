@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"net/http"
 	"slices"
 	"time"
 
@@ -29,10 +30,27 @@ type Result struct {
 	Failed        bool          // the step counts as failed: anything but OutcomeOK
 	Queued        time.Duration // offset from the batch start when every dependency had ended (0 if never)
 	Started       time.Duration // offset from the batch start when Invoke was called (0 if never)
-	Duration      time.Duration // time inside Invoke
+	Duration      time.Duration // time inside Invoke (a fan-out step: from its first call's start to its last's end)
+	// Header holds the response headers the call kept (planner.Step.Capture); nil when none.
+	Header http.Header
+	// Items are a fan-out step's calls, one per element of its list, in element order (planner.Step.ForEach); its
+	// Body is then the array of their bodies, its Status 200 when every call succeeded, else the first failing
+	// call's. Nil for any other step.
+	Items []Item
 	// Rollback is set in an atomic batch that did not commit, for a step that succeeded and has a rollback: what
 	// its rollback did. The step's own Status and Body are kept.
 	Rollback *RollbackResult
+}
+
+// Item is one call of a fan-out step.
+type Item struct {
+	Status  int
+	Body    []byte // a JSON value, as Result.Body
+	Header  http.Header
+	Outcome Outcome
+	Code    errcode.Code
+	Failed  bool
+	Element []byte // the list's element the call was for
 }
 
 // RolledBack reports whether the step was undone: its rollback ran and succeeded.
@@ -65,11 +83,14 @@ const (
 	OutcomeTooLarge Outcome = "too_large"
 	// OutcomeOverBudget: the batch's or the process's byte budget could not hold the call or its response (507).
 	OutcomeOverBudget Outcome = "over_budget"
+	// OutcomeConditionFalse: not run, its "when" being false or a step it reads not run (204): not a failure.
+	OutcomeConditionFalse Outcome = "condition_false"
 )
 
 // Outcomes lists every Outcome, a bounded label set for metrics.
 func Outcomes() []Outcome {
-	return []Outcome{OutcomeOK, OutcomeError, OutcomeTimeout, OutcomeSkipped, OutcomeTooLarge, OutcomeOverBudget}
+	return []Outcome{OutcomeOK, OutcomeError, OutcomeTimeout, OutcomeSkipped, OutcomeTooLarge, OutcomeOverBudget,
+		OutcomeConditionFalse}
 }
 
 // StepTimeoutError is the context cause of an invocation that ran past Config.StepTimeout.
@@ -95,11 +116,12 @@ func (e *BatchTimeoutError) Error() string { return "batch timed out after " + e
 // Is makes errors.Is(err, context.DeadlineExceeded) hold.
 func (e *BatchTimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
 
-// CallOutcome classifies what an Invoker returned for a call made with ctx, as the runner does: ok (status < 400
-// and the body not a JSON object whose "ok" is false); error (status >= 400, "ok": false, or no usable response);
-// timeout (ctx ended with a step or batch timeout as its cause); skipped (ctx ended for another reason: the client
-// left, the server shut down); over_budget (a budget would not hold the response). Tracing reads it too.
-func CallOutcome(ctx context.Context, resp Response, err error) Outcome {
+// CallOutcome classifies what an Invoker returned for call c made with ctx, as the runner does: ok (a status in
+// c.OKStatus, or under 400 with a body that is not a JSON object whose "ok" is false); error (status >= 400,
+// "ok": false, or no usable response); timeout (ctx ended with a step or batch timeout as its cause); skipped (ctx
+// ended for another reason: the client left, the server shut down); over_budget (a budget would not hold the
+// response). Tracing reads it too.
+func CallOutcome(ctx context.Context, c Call, resp Response, err error) Outcome {
 	var be *budget.Error
 	switch {
 	case errors.As(err, &be):
@@ -111,15 +133,19 @@ func CallOutcome(ctx context.Context, resp Response, err error) Outcome {
 			return OutcomeTimeout
 		}
 		return OutcomeSkipped
-	case err != nil, Failure(resp.Status, resp.Body):
+	case err != nil, Failure(resp.Status, resp.Body, c.OKStatus):
 		return OutcomeError
 	}
 	return OutcomeOK
 }
 
-// Failure reports whether a response is a failed step's (CONTRACT.md §5): status 400 or more, or a body that is a
-// JSON object whose "ok" is false (REGOS reports business errors as HTTP 200 with "ok": false).
-func Failure(status int, body []byte) bool {
+// Failure reports whether a response is a failed step's (CONTRACT.md §5, §11): a status not in okStatus that is 400
+// or more, or whose body is a JSON object with "ok": false (REGOS, the API style batchd was first written for,
+// reports business errors as HTTP 200 with "ok": false).
+func Failure(status int, body []byte, okStatus []int) bool {
+	if slices.Contains(okStatus, status) {
+		return false
+	}
 	return status >= 400 || jsonscan.BusinessFailure(body)
 }
 

@@ -2,10 +2,12 @@ package runner
 
 import (
 	"context"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/batchd/batchd/internal/errcode"
+	"github.com/batchd/batchd/planner"
 )
 
 // rollback undoes an atomic batch that did not commit (some step failed): the rollback of every step that
@@ -89,17 +91,50 @@ func (b *batch) rollbackStep(rp *rollbackPhase, i int) {
 			return
 		}
 	}
-	call := Call{Key: step.Key, Method: rb.Method, Name: rb.Name, Rollback: true}
-	if err := b.fill(rp.ctx, &call, rb.Path, rb.Headers, rb.Body); err != nil {
+	if res.Items == nil {
+		*out = b.undo(rp, step, b.resps, -1)
+		return
+	}
+	// A fan-out step: one rollback per call that succeeded, each with ${self…} bound to that call.
+	calls := make([]RollbackResult, len(res.Items))
+	var wg sync.WaitGroup
+	for j := range res.Items {
+		it := &res.Items[j]
+		if it.Outcome != OutcomeOK {
+			continue
+		}
+		reply := planner.Reply{Status: it.Status, Body: it.Body, Header: it.Header}
+		wg.Go(func() { calls[j] = b.undo(rp, step, b.resps.ForCall(i, reply, it.Element, j), j) })
+	}
+	wg.Wait()
+	*out = RollbackResult{OK: true, Status: http.StatusOK}
+	for j := range calls {
+		c := &calls[j]
+		if !c.Executed && c.Status == 0 {
+			continue // the call did not succeed: nothing to undo
+		}
+		out.Executed = out.Executed || c.Executed
+		out.Duration = max(out.Duration, c.Duration)
+		if !c.OK && out.OK {
+			*out = RollbackResult{Status: c.Status, Code: c.Code, Body: c.Body, Executed: out.Executed, Duration: out.Duration}
+		}
+	}
+}
+
+// undo runs one rollback call of step (of its call item of a fan-out, else -1), its placeholders read from resps.
+func (b *batch) undo(rp *rollbackPhase, step *planner.Step, resps *planner.Responses, item int) (out RollbackResult) {
+	rb := step.Rollback
+	call := Call{Key: step.Key, Method: rb.Method, Name: rb.Name, Rollback: true, Item: item}
+	if err := b.fill(rp.ctx, &call, resps, rb.Path, rb.Headers, rb.Body, rb.Text); err != nil {
 		var tmp Result
 		b.buildFailed(rp.ctx, err, &tmp)
 		out.decide(tmp.Code, tmp.Body)
-		return
+		return out
 	}
 	defer b.release(int64(len(call.Body)))
 	if !b.acquireRollback(rp.ctx) {
 		out.decide(errcode.BatchTimeout, errcode.Body(errcode.BatchTimeout, "batch timed out after "+b.r.cfg.BatchTimeout.String()))
-		return
+		return out
 	}
 	defer b.releaseSlot()
 
@@ -114,13 +149,14 @@ func (b *batch) rollbackStep(rp *rollbackPhase, i int) {
 	if panicked {
 		b.decided(&tmp, errcode.StepPanic, OutcomeError, "the rollback panicked; the stack is in batchd's log")
 	} else {
-		b.classify(sctx, resp, err, &tmp)
+		b.classify(sctx, call, resp, err, &tmp)
 	}
 	if out.OK = tmp.Outcome == OutcomeOK; out.OK {
 		out.Status = tmp.Status
-		return
+		return out
 	}
 	out.Status, out.Code, out.Body = tmp.Status, tmp.Code, tmp.Body
+	return out
 }
 
 // acquireRollback takes the batch slot and the process-wide slot for a rollback; false when ctx ended first.

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,7 @@ const (
 	DefaultMaxCallPath   = 8 << 10
 	DefaultMaxCallHeader = 8 << 10
 	DefaultMaxCallBody   = 8 << 20
+	DefaultMaxCalls      = 1000
 )
 
 // Config is a Runner's configuration. The zero value of each field means its default.
@@ -43,6 +46,9 @@ type Config struct {
 	MaxCallPath   int
 	MaxCallHeader int
 	MaxCallBody   int64
+	// MaxCalls caps the calls one batch makes, a fan-out's included (CONTRACT.md §11); rollbacks are not counted.
+	// A for_each list that would go over it fails its step unsent (413). Default 1000.
+	MaxCalls int
 }
 
 // Options are one batch's settings.
@@ -91,6 +97,9 @@ func New(inv Invoker, cfg Config) *Runner {
 	if cfg.MaxCallBody <= 0 {
 		cfg.MaxCallBody = DefaultMaxCallBody
 	}
+	if cfg.MaxCalls <= 0 {
+		cfg.MaxCalls = DefaultMaxCalls
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -109,17 +118,23 @@ type batch struct {
 	results []Result
 	resps   *planner.Responses // what templates read
 	done    []chan struct{}    // closed when step i ended; nil for a step no other waits for
+	started []atomic.Bool      // step i had its StepStarted (the Recorder's in-flight pairing)
 	slots   chan struct{}      // the batch's concurrency slots; nil when it cannot exceed MaxParallel
+	calls   atomic.Int64       // the calls the batch may still make (Config.MaxCalls)
 	stopped atomic.Bool        // stop_on_error: a step failed, start nothing more
 	stop    chan struct{}      // closed when stopped turns true; nil without stop_on_error
+	// firstFailed is the key of the step whose failure stopped the batch, for the 412 of the steps not started.
+	firstFailed atomic.Pointer[string]
 }
 
 // Run executes p and returns its results indexed by request position (len == len(p.Steps)). It returns when every
 // step has ended. Cancelling ctx cancels the batch: steps not started are not started, running ones are cancelled.
 func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result {
 	n := len(p.Steps)
-	b := &batch{r: r, plan: p, opt: opt, start: time.Now(), results: make([]Result, n), done: make([]chan struct{}, n)}
-	b.resps = planner.NewResponses(n, b.response, b.reserve)
+	b := &batch{r: r, plan: p, opt: opt, start: time.Now(), results: make([]Result, n), done: make([]chan struct{}, n),
+		started: make([]atomic.Bool, n)}
+	b.calls.Store(int64(r.cfg.MaxCalls))
+	b.resps = planner.NewResponses(n, b.response, b.reserve).WithMeta(b.meta)
 	var cancel context.CancelFunc
 	b.ctx, cancel = context.WithTimeoutCause(ctx, r.cfg.BatchTimeout, &BatchTimeoutError{Timeout: r.cfg.BatchTimeout})
 	defer cancel()
@@ -165,6 +180,9 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 // dependencies (or, in a rollback, the step itself), which have ended before it is resolved.
 func (b *batch) response(step int) []byte { return b.results[step].Body }
 
+// meta is the status and captured headers of a step that ended, for b.resps.
+func (b *batch) meta(step int) (int, http.Header) { return b.results[step].Status, b.results[step].Header }
+
 // reserve draws on the batch's budget, when it has one.
 func (b *batch) reserve(n int64) error {
 	if b.opt.Budget == nil {
@@ -195,8 +213,8 @@ func (b *batch) run(i int) {
 	b.exec(i, res)
 }
 
-// exec runs step i up to its final result: it waits for the step's dependencies, builds its call, takes a slot and
-// invokes it.
+// exec runs step i up to its final result: it waits for the step's dependencies, evaluates its condition, and
+// makes its call, or its calls for a fan-out.
 func (b *batch) exec(i int, res *Result) {
 	step := &b.plan.Steps[i]
 	for _, d := range step.Deps {
@@ -220,9 +238,32 @@ func (b *batch) exec(i int, res *Result) {
 		b.notExecuted(res)
 		return
 	}
+	if step.When != nil {
+		ok, err := step.When.Eval(b.resps)
+		if err != nil {
+			b.buildFailed(b.ctx, err, res)
+			return
+		}
+		if !ok {
+			b.decided(res, errcode.ConditionFalse, OutcomeConditionFalse, `not run: "when": `+step.When.String()+" is false")
+			return
+		}
+	}
+	if step.ForEach != nil {
+		b.fanOut(i, step, res)
+		return
+	}
+	if b.takeCalls(res, 1) {
+		b.send(i, step, b.resps, -1, res)
+	}
+}
 
-	call := Call{Key: step.Key, Method: step.Method, Name: step.Name}
-	if err := b.fill(b.ctx, &call, step.Path, step.Headers, step.Body); err != nil {
+// send makes one call of step i, its Responses being resps (the batch's, or a fan-out call's, item >= 0), and
+// fills res with what came of it.
+func (b *batch) send(i int, step *planner.Step, resps *planner.Responses, item int, res *Result) {
+	call := Call{Key: step.Key, Method: step.Method, Name: step.Name, Capture: step.Capture, OKStatus: step.OKStatus,
+		Item: item}
+	if err := b.fill(b.ctx, &call, resps, step.Path, step.Headers, step.Body, step.Text); err != nil {
 		b.buildFailed(b.ctx, err, res)
 		return
 	}
@@ -232,7 +273,7 @@ func (b *batch) exec(i int, res *Result) {
 	}
 	defer b.releaseSlot()
 
-	if rec := b.r.cfg.Recorder; rec != nil {
+	if rec := b.r.cfg.Recorder; rec != nil && b.started[i].CompareAndSwap(false, true) {
 		rec.StepStarted(step.Name)
 	}
 	sctx, cancel := context.WithTimeoutCause(b.ctx, b.r.cfg.StepTimeout,
@@ -245,12 +286,24 @@ func (b *batch) exec(i int, res *Result) {
 	if panicked {
 		b.decided(res, errcode.StepPanic, OutcomeError, "the step panicked; the stack is in batchd's log")
 	} else {
-		b.classify(sctx, resp, err, res)
+		b.classify(sctx, call, resp, err, res)
 	}
 	// Still holding the slot, so that a step waiting for it sees the stop flag.
 	if res.Failed {
-		b.failed()
+		b.failed(step.Key)
 	}
+}
+
+// takeCalls takes n calls from what the batch may still make (Config.MaxCalls); false, with res filled, when it
+// cannot.
+func (b *batch) takeCalls(res *Result, n int) bool {
+	if b.calls.Add(-int64(n)) >= 0 {
+		return true
+	}
+	b.calls.Add(int64(n))
+	b.decided(res, errcode.TooManyCalls, OutcomeTooLarge, "not sent: the batch would make more than "+
+		strconv.Itoa(b.r.cfg.MaxCalls)+" calls (-max-calls); split it, or send its steps as a job")
+	return false
 }
 
 // invoke calls the Invoker, turning a panic into panicked.
@@ -267,12 +320,13 @@ func (b *batch) invoke(ctx context.Context, call Call) (resp Response, err error
 
 // classify fills res from what the Invoker returned (CallOutcome), with batchd's own status and ErrorResult where
 // the call gave no usable response.
-func (b *batch) classify(ctx context.Context, resp Response, err error, res *Result) {
-	o := CallOutcome(ctx, resp, err)
+func (b *batch) classify(ctx context.Context, call Call, resp Response, err error, res *Result) {
+	o := CallOutcome(ctx, call, resp, err)
 	switch o {
 	case OutcomeOK, OutcomeError:
 		if err == nil {
 			res.Status, res.Body, res.Outcome, res.Failed = resp.Status, resp.Body, o, o != OutcomeOK
+			res.Header = resp.Header
 			if len(res.Body) == 0 {
 				res.Body = nullJSON
 			}
@@ -287,13 +341,13 @@ func (b *batch) classify(ctx context.Context, resp Response, err error, res *Res
 		res.UpstreamError = ie.Kind
 		switch ie.Kind {
 		case "reset":
-			b.decided(res, errcode.UpstreamReset, o, "upstream connection reset")
+			b.decided(res, errcode.UpstreamReset, o, upstreamDescription("upstream connection reset", ie))
 		case "protocol":
-			b.decided(res, errcode.UpstreamReset, o, "upstream protocol error")
+			b.decided(res, errcode.UpstreamReset, o, upstreamDescription("upstream protocol error", ie))
 		case "too_large":
-			b.decided(res, errcode.UpstreamTooLarge, o, "upstream response too large")
+			b.decided(res, errcode.UpstreamTooLarge, o, upstreamDescription("upstream response too large", ie))
 		default: // "connect" and kinds this runner does not know
-			b.decided(res, errcode.UpstreamUnreachable, o, "upstream unreachable")
+			b.decided(res, errcode.UpstreamUnreachable, o, upstreamDescription("upstream unreachable", ie))
 		}
 	case OutcomeOverBudget:
 		var be *budget.Error
@@ -312,18 +366,39 @@ func (b *batch) classify(ctx context.Context, resp Response, err error, res *Res
 	}
 }
 
+// upstreamDescription is what a failed call's ErrorResult says: what happened, the upstream's host and the cause
+// when the Invoker told them.
+func upstreamDescription(what string, ie *InvokeError) string {
+	switch {
+	case ie.Host != "" && ie.Cause != "":
+		return what + ": " + ie.Host + ": " + ie.Cause
+	case ie.Host != "":
+		return what + ": " + ie.Host
+	case ie.Cause != "":
+		return what + ": " + ie.Cause
+	}
+	return what
+}
+
 const cancelled = "cancelled: the client went away or the server is shutting down"
 
 var nullJSON = []byte("null")
 
-// depFailed reports whether a dependency of step ended unsuccessfully and, if so, fills res. A real failure wins
-// over a dependency that was merely not executed (stop_on_error), which makes this step not executed too.
+// depFailed reports whether a dependency of step ended unsuccessfully or was not run and, if so, fills res. A real
+// failure wins over a dependency that was merely not executed (stop_on_error), which makes this step not executed
+// too. A dependency not run because of its "when" skips the step when the step reads it, and is no obstacle when
+// the step only depends_on it.
 func (b *batch) depFailed(step *planner.Step, res *Result) bool {
-	notExec := false
+	notExec, notRun := false, ""
 	for _, d := range step.Deps {
 		dr := &b.results[d]
 		switch {
 		case dr.Outcome == OutcomeOK:
+			continue
+		case dr.Outcome == OutcomeConditionFalse:
+			if _, reads := slices.BinarySearch(step.Reads, d); reads && notRun == "" {
+				notRun = dr.Key
+			}
 			continue
 		case dr.Code == errcode.NotExecuted:
 			notExec = true
@@ -332,22 +407,28 @@ func (b *batch) depFailed(step *planner.Step, res *Result) bool {
 		b.decided(res, errcode.DependencyFailed, OutcomeSkipped, "dependency "+dr.Key+" failed")
 		return true
 	}
-	if notExec {
+	switch {
+	case notExec:
 		b.notExecuted(res)
+		return true
+	case notRun != "":
+		b.decided(res, errcode.ConditionFalse, OutcomeConditionFalse, "not run: it reads step "+notRun+", which did not run")
+		return true
 	}
-	return notExec
+	return false
 }
 
 // fill resolves a call's path, headers and body (a step's, or its rollback's) against the responses so far,
 // within the call caps, and reserves the body's bytes from the batch's budget. It checks ctx (the batch's, or the
 // rollbacks') before each part: resolving reads responses, which can take time, and is work like any other.
-func (b *batch) fill(ctx context.Context, call *Call, path *planner.PathTemplate, headers []planner.Header, body *planner.JSONTemplate) error {
+func (b *batch) fill(ctx context.Context, call *Call, resps *planner.Responses, path *planner.PathTemplate,
+	headers []planner.Header, body *planner.JSONTemplate, text *planner.StringTemplate) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	var err error
 	call.Budget = b.opt.Budget
-	if call.Path, err = path.Resolve(b.resps, b.r.cfg.MaxCallPath); err != nil {
+	if call.Path, err = path.Resolve(resps, b.r.cfg.MaxCallPath); err != nil {
 		return err
 	}
 	call.Header = b.opt.Header
@@ -358,7 +439,7 @@ func (b *batch) fill(ctx context.Context, call *Call, path *planner.PathTemplate
 			h[k] = v
 		}
 		for j := range headers {
-			v, err := headers[j].Resolve(b.resps, b.r.cfg.MaxCallHeader)
+			v, err := headers[j].Resolve(resps, b.r.cfg.MaxCallHeader)
 			if err != nil {
 				return err
 			}
@@ -366,15 +447,21 @@ func (b *batch) fill(ctx context.Context, call *Call, path *planner.PathTemplate
 		}
 		call.Header = h
 	}
-	if body != nil {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if call.Body, err = body.Resolve(b.resps, b.r.cfg.MaxCallBody, b.reserve); err != nil {
-			return err
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	switch {
+	case body != nil:
+		call.Body, err = body.Resolve(resps, b.r.cfg.MaxCallBody, b.reserve)
+	case text != nil:
+		var s string
+		if s, err = text.Resolve(resps, int(b.r.cfg.MaxCallBody)); err == nil {
+			if err = b.reserve(int64(len(s))); err == nil {
+				call.Body = []byte(s)
+			}
 		}
 	}
-	return nil
+	return err
 }
 
 // buildFailed fills res for a call that could not be built: a placeholder that could not be resolved (424), a
@@ -462,9 +549,10 @@ func (b *batch) releaseBatchSlot() {
 	}
 }
 
-// failed records that a step failed: with stop_on_error no further step starts.
-func (b *batch) failed() {
+// failed records that step key failed: with stop_on_error no further step starts.
+func (b *batch) failed(key string) {
 	if b.stop != nil && b.stopped.CompareAndSwap(false, true) {
+		b.firstFailed.Store(&key)
 		close(b.stop)
 	}
 }
@@ -480,7 +568,11 @@ func (b *batch) notStarted(res *Result) {
 }
 
 func (b *batch) notExecuted(res *Result) {
-	b.decided(res, errcode.NotExecuted, OutcomeSkipped, "not executed: the batch stopped after a failed step")
+	why := "not executed: the batch stopped after a failed step"
+	if key := b.firstFailed.Load(); key != nil {
+		why = "not executed: the batch stopped after step " + *key + " failed"
+	}
+	b.decided(res, errcode.NotExecuted, OutcomeSkipped, why)
 }
 
 // decided fills res with an outcome batchd decided, its ErrorResult saying description.
@@ -497,12 +589,12 @@ func (b *batch) finish(i int) {
 	}
 	res := &b.results[i]
 	if res.Failed {
-		b.failed()
+		b.failed(res.Key)
 	}
 	if rec := b.r.cfg.Recorder; rec != nil {
 		step := &b.plan.Steps[i]
 		ev := StepEvent{Name: step.Name, Method: step.Method, Outcome: res.Outcome, Status: res.Status,
-			UpstreamError: res.UpstreamError}
+			UpstreamError: res.UpstreamError, Started: b.started[i].Load()}
 		if res.Executed {
 			ev.Duration = res.Duration
 		}

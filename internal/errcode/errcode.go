@@ -34,6 +34,10 @@ const (
 	StepPanic           Code = 5001 // an invoker panicked; the stack is logged, never returned
 	CallTooLarge        Code = 4131 // the call's path, a header value or its body is over its cap once resolved; not sent
 	OverBudget          Code = 5070 // the batch's byte budget or the process memory budget cannot hold the call or its response
+	TooManyCalls        Code = 4132 // a for_each list would take the batch over -max-calls; none of its calls was sent
+	// ConditionFalse: the step's "when" was false, or it reads a step whose "when" was; it was not run, and that is
+	// not a failure.
+	ConditionFalse Code = 2040
 )
 
 // Batch-level codes: the whole request's answer when it was not accepted.

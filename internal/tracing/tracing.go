@@ -91,7 +91,7 @@ func (in *invoker) Invoke(ctx context.Context, call runner.Call) (resp runner.Re
 	call.Header = withTraceContext(ctx, call.Header)
 	resp, err = in.next.Invoke(ctx, call)
 
-	outcome := runner.CallOutcome(ctx, resp, err)
+	outcome := runner.CallOutcome(ctx, call, resp, err)
 	if err != nil {
 		span.RecordError(err)
 	} else {
