@@ -181,7 +181,9 @@ func (r *Runner) Run(ctx context.Context, p *planner.Plan, opt Options) []Result
 func (b *batch) response(step int) []byte { return b.results[step].Body }
 
 // meta is the status and captured headers of a step that ended, for b.resps.
-func (b *batch) meta(step int) (int, http.Header) { return b.results[step].Status, b.results[step].Header }
+func (b *batch) meta(step int) (int, http.Header) {
+	return b.results[step].Status, b.results[step].Header
+}
 
 // reserve draws on the batch's budget, when it has one.
 func (b *batch) reserve(n int64) error {
