@@ -143,6 +143,7 @@ func (o *wire) answer(p *planner.Plan, results []runner.Result) {
 		o.int(r.Status)
 		o.str(`,"response":`)
 		o.body(r.Body, false)
+		o.calls(p, r, false)
 		if p.Timings {
 			o.str(`,"timing":`)
 			o.timing(r)
@@ -158,6 +159,45 @@ func (o *wire) answer(p *planner.Plan, results []runner.Result) {
 		o.str("}")
 	}
 	o.flush()
+}
+
+// calls writes what a result holds of its calls besides the response (CONTRACT.md §11): a fan-out step's
+// ,"items":[{"status","response"},…] and the headers its step asked for in capture_headers, ,"headers":{…}.
+func (o *wire) calls(p *planner.Plan, r *runner.Result, compact bool) {
+	if r.Items != nil {
+		o.str(`,"items":[`)
+		for j := range r.Items {
+			if j > 0 {
+				o.str(",")
+			}
+			o.str(`{"status":`)
+			o.int(r.Items[j].Status)
+			o.str(`,"response":`)
+			o.body(r.Items[j].Body, compact)
+			o.str("}")
+		}
+		o.str("]")
+	}
+	names := p.Steps[r.Index].CaptureHeaders
+	if len(names) == 0 {
+		return
+	}
+	o.str(`,"headers":{`)
+	first := true
+	for _, name := range names {
+		v := r.Header[name]
+		if len(v) == 0 {
+			continue
+		}
+		if !first {
+			o.str(",")
+		}
+		first = false
+		o.jsonString(name)
+		o.str(":")
+		o.jsonString(v[0])
+	}
+	o.str("}")
 }
 
 // batchMembers writes the batch-level members the plan asks for (critical_path_ms, atomic), which close both the
@@ -237,6 +277,7 @@ func (o *wire) line(p *planner.Plan, r *runner.Result) {
 	o.int(r.Status)
 	o.str(`,"response":`)
 	o.body(r.Body, true)
+	o.calls(p, r, true)
 	if p.Timings {
 		o.str(`,"timing":`)
 		o.timing(r)
@@ -329,6 +370,14 @@ func answerBound(p *planner.Plan, results []runner.Result) int64 {
 		n += int64(48 + 6*len(r.Key) + len(r.Body))
 		if p.Timings || p.Atomic {
 			n += 128
+		}
+		for j := range r.Items {
+			n += int64(32 + len(r.Items[j].Body))
+		}
+		for name, v := range r.Header {
+			for _, x := range v {
+				n += int64(8 + 6*len(name) + 6*len(x))
+			}
 		}
 		if r.Rollback != nil {
 			n += int64(64 + 6*len(r.Key) + len(r.Rollback.Body))

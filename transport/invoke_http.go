@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -192,7 +193,34 @@ func (h *HTTPInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Respons
 	if err != nil {
 		return runner.Response{}, err
 	}
-	return runner.Response{Status: resp.StatusCode, Body: out}, nil
+	kept, err := captured(resp.Header, c)
+	if err != nil {
+		return runner.Response{}, err
+	}
+	return runner.Response{Status: resp.StatusCode, Body: out, Header: kept}, nil
+}
+
+// captured returns the first value of each response header the call asks to keep (Call.Capture) that the
+// response has, its bytes reserved from the call's budget; nil for none. Set-Cookie is never kept: a cookie must
+// reach neither the answer nor another step.
+func captured(h http.Header, c runner.Call) (http.Header, error) {
+	var out http.Header
+	size := 0
+	for _, name := range c.Capture {
+		v := h.Values(name)
+		if len(v) == 0 || name == "Set-Cookie" || name == "Set-Cookie2" {
+			continue
+		}
+		if out == nil {
+			out = make(http.Header, len(c.Capture))
+		}
+		out[name] = v[:1:1]
+		size += len(name) + len(v[0])
+	}
+	if err := reserve(c.Budget, int64(size)); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // methodAndBody are a call's HTTP method (POST when it names none) and its body as a request reads it (nil for
@@ -240,14 +268,42 @@ func (h *HTTPInvoker) classify(ctx context.Context, c runner.Call, err error, go
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	ie := &runner.InvokeError{Kind: "protocol", Err: err, Host: h.host, Cause: "malformed HTTP response"}
 	switch {
 	case !gotConn:
-		return &runner.InvokeError{Kind: "connect", Err: err}
+		ie.Kind, ie.Cause = "connect", cause(err)
 	case isReset(err):
-		return &runner.InvokeError{Kind: "reset", Err: err}
-	default:
-		return &runner.InvokeError{Kind: "protocol", Err: err}
+		ie.Kind, ie.Cause = "reset", cause(err)
 	}
+	return ie
+}
+
+// cause names why a call failed in a word or two a client may read (runner.InvokeError.Cause): from a fixed
+// vocabulary, never the error's text, which may hold addresses.
+func cause(err error) string {
+	var dns *net.DNSError
+	var ne net.Error
+	var tlsErr tls.RecordHeaderError
+	var certErr *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &dns):
+		return "no such host"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EPIPE):
+		return "connection reset"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "host unreachable"
+	case errors.As(err, &certErr):
+		return "TLS certificate not trusted"
+	case errors.As(err, &tlsErr):
+		return "TLS handshake failed"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed"
+	}
+	return "connection failed"
 }
 
 // isReset reports whether err is the connection breaking, as opposed to the upstream speaking broken HTTP.

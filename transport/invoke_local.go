@@ -97,7 +97,11 @@ func (l *InProcessInvoker) Invoke(ctx context.Context, c runner.Call) (runner.Re
 	if err != nil {
 		return runner.Response{}, err
 	}
-	return runner.Response{Status: status, Body: out}, nil
+	kept, err := captured(w.header, c)
+	if err != nil {
+		return runner.Response{}, err
+	}
+	return runner.Response{Status: status, Body: out, Header: kept}, nil
 }
 
 // responseBuffer is a minimal http.ResponseWriter that keeps the status, the headers and at most the cap of body

@@ -27,6 +27,7 @@ type config struct {
 	addr           string
 	upstream       string
 	maxSteps       int
+	maxCalls       int
 	stepTimeout    time.Duration
 	batchTimeout   time.Duration
 	maxParallel    int
@@ -68,7 +69,7 @@ func (e *usageError) Unwrap() error { return e.err }
 // parseConfig reads flags from args with environment fallbacks from getenv; a flag wins over its variable.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	c := config{
-		addr: ":8080", maxSteps: 50, stepTimeout: 10 * time.Second, batchTimeout: 60 * time.Second,
+		addr: ":8080", maxSteps: 50, maxCalls: 1000, stepTimeout: 10 * time.Second, batchTimeout: 60 * time.Second,
 		maxParallel: 16, blocked: "Item/Import", maxBody: 1 << 20, maxResponse: 8 << 20, logFormat: "auto",
 		gcHeapFloor: 32 << 20, idempotencyTTL: 24 * time.Hour, idempotencyMaxEntries: 10000,
 		idempotencyMaxBytes: 64 << 20, idempotencyMaxAnswer: 4 << 20,
@@ -90,6 +91,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	bind((*stringValue)(&c.addr), "addr", "BATCHD_ADDR", "listen address")
 	bind((*stringValue)(&c.upstream), "upstream", "BATCHD_UPSTREAM", "base URL of the API that steps call; empty: the embedded demo API")
 	bind((*intValue)(&c.maxSteps), "max-steps", "BATCHD_MAX_STEPS", "most steps in one batch")
+	bind((*intValue)(&c.maxCalls), "max-calls", "BATCHD_MAX_CALLS", "most upstream calls one batch makes, each for_each element counting one; a for_each over it fails its step unsent with 413")
 	bind((*durationValue)(&c.stepTimeout), "step-timeout", "BATCHD_STEP_TIMEOUT", "one step's time limit")
 	bind((*durationValue)(&c.batchTimeout), "batch-timeout", "BATCHD_BATCH_TIMEOUT", "the whole batch's time limit")
 	bind((*intValue)(&c.maxParallel), "max-parallel", "BATCHD_MAX_PARALLEL", "most steps of one batch running at once")
@@ -139,6 +141,7 @@ func (c config) validate() error {
 		}
 	}
 	check(c.maxSteps >= 1, "-max-steps must be at least 1")
+	check(c.maxCalls >= c.maxSteps, "-max-calls must be at least -max-steps (every step makes a call)")
 	check(c.maxParallel >= 1, "-max-parallel must be at least 1")
 	check(c.stepTimeout > 0, "-step-timeout must be positive")
 	check(c.batchTimeout > 0, "-batch-timeout must be positive")

@@ -57,13 +57,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		demo http.Handler
 		mode = "proxy"
 	)
+	// Step paths are relative to base; a URL reference a step takes from a response is resolved against it.
+	base := &url.URL{Path: "/v1/"} // the demo API's route on this server
 	if cfg.upstream == "" {
 		api := demoapi.New(demoapi.Config{})
 		demo, mode = api, "demo"
 		known = append(known, demoapi.Methods()...)
 		inv = transport.NewInProcessInvoker(api, int64(cfg.maxResponse))
 	} else {
-		base, _ := url.Parse(cfg.upstream) // validated by parseConfig
+		base, _ = url.Parse(cfg.upstream) // validated by parseConfig
 		hi, err := transport.NewHTTPInvoker(transport.HTTPConfig{
 			Base: base,
 			// Keep-alive pool sized for the fan-out of many batches at once, not one: with too few idle slots
@@ -122,6 +124,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxCallPath:   int(cfg.maxCallPath),
 		MaxCallHeader: int(cfg.maxCallHeader),
 		MaxCallBody:   int64(cfg.maxCallBody),
+		MaxCalls:      cfg.maxCalls,
 	})
 	var rateLimiter transport.RateLimiter // nil interface when off
 	if cfg.rateLimit > 0 {
@@ -139,6 +142,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer closeIdem() // after the drain: the last batches store their answers first
 	srv := transport.New(transport.Config{
 		Planner: planner.Config{
+			Base:            base,
 			MaxSteps:        cfg.maxSteps,
 			Blocked:         list(cfg.blocked),
 			RequireRollback: cfg.requireRollback,

@@ -8,7 +8,10 @@
 //     malformed JSON, a payload that is not an object) is HTTP 200 {"ok": false, "result": {"error": 1008,
 //     "description": "…"}}, as REGOS answers business errors.
 //   - An unknown method is HTTP 404 and any other HTTP method than POST is 405, both as ErrorResult.
-//   - Every answer has Content-Type application/json.
+//   - Every answer with a body has Content-Type application/json.
+//   - The REST methods (Demo/Create, Demo/Producer, Demo/Page, Demo/Form) show what the REST helpers of a batch are
+//     for: they answer the way REST APIs do (201 with a Location and no body, 404, 204, links.next, a form body),
+//     on the same producers (rest.go).
 //   - The handler is safe for concurrent use: producer ids are unique and increase from 1, and each method sees a
 //     consistent view of the store.
 //   - Demo/Sleep honours the request's context: when it is cancelled the handler returns at once.
@@ -82,8 +85,11 @@ var methods = map[string]method{
 
 // Methods returns the demo method paths, sorted: a bounded label set for metrics.
 func Methods() []string {
-	names := make([]string, 0, len(methods))
+	names := make([]string, 0, len(methods)+len(restMethods))
 	for name := range methods {
+		names = append(names, name)
+	}
+	for name := range restMethods {
 		names = append(names, name)
 	}
 	slices.Sort(names)
@@ -99,10 +105,11 @@ func New(cfg Config) *API {
 	return &API{now: now, producers: make(map[int64]producer)}
 }
 
-// answer is a method's HTTP status and JSON body.
+// answer is a method's HTTP status and JSON body, and the headers it sets besides Content-Type.
 type answer struct {
 	status int
 	body   []byte
+	header http.Header
 }
 
 func ok(result any) answer {
@@ -126,11 +133,11 @@ func okRaw(result []byte, extra string) answer {
 	b = append(b, result...)
 	b = append(b, extra...)
 	b = append(b, '}')
-	return answer{http.StatusOK, b}
+	return answer{status: http.StatusOK, body: b}
 }
 
 func fail(c errcode.Code, description string) answer {
-	return answer{c.Status(), errcode.Body(c, description)}
+	return answer{status: c.Status(), body: errcode.Body(c, description)}
 }
 
 func invalid(format string, args ...any) answer {
@@ -140,6 +147,10 @@ func invalid(format string, args ...any) answer {
 // ServeHTTP dispatches POST /<Method>.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimPrefix(r.URL.Path, "/")
+	if rm, ok := restMethods[name]; ok {
+		a.serveREST(w, r, name, rm)
+		return
+	}
 	handle, ans, found := route(name, r.Method)
 	if found {
 		body, err := readPayload(r)
@@ -155,7 +166,17 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ans.status == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", http.MethodPost)
 	}
-	w.Header().Set("Content-Type", "application/json")
+	write(w, ans)
+}
+
+// write sends ans: its headers, Content-Type application/json when it has a body, its status and body.
+func write(w http.ResponseWriter, ans answer) {
+	for k, v := range ans.header {
+		w.Header()[k] = v
+	}
+	if len(ans.body) > 0 {
+		w.Header().Set("Content-Type", "application/json")
+	}
 	w.WriteHeader(ans.status)
 	_, _ = w.Write(ans.body)
 }
@@ -457,5 +478,5 @@ func (a *API) demoFail(_ context.Context, body []byte) answer {
 	if in.Description != nil {
 		desc = *in.Description
 	}
-	return answer{status, errcode.Body(errcode.Code(code), desc)}
+	return answer{status: status, body: errcode.Body(errcode.Code(code), desc)}
 }
