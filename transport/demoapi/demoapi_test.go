@@ -273,7 +273,7 @@ func TestSleepIsCapped(t *testing.T) {
 
 func TestMethodsList(t *testing.T) {
 	got := demoapi.Methods()
-	want := []string{"Demo/Echo", "Demo/Fail", "Demo/Sleep", "Producer/Add", "Producer/Delete", "Producer/Edit", "Producer/Get"}
+	want := []string{"Demo/Create", "Demo/Echo", "Demo/Fail", "Demo/Form", "Demo/Page", "Demo/Producer", "Demo/Sleep", "Producer/Add", "Producer/Delete", "Producer/Edit", "Producer/Get"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Methods() = %v, want %v", got, want)
 	}
