@@ -2,6 +2,7 @@ package planner
 
 import (
 	"errors"
+	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
@@ -152,7 +153,10 @@ func assemble(b *batchDraft, calls []checkedCall, rollbacks []*checkedCall, deps
 		if c.forEach != nil {
 			s.ForEach = &ForEach{ref: *c.forEach}
 		}
-		s.Capture = append(slices.Clone(c.capture), read[i]...)
+		s.Capture = slices.Clone(read[i])
+		for _, name := range c.capture {
+			s.Capture = append(s.Capture, textproto.CanonicalMIMEHeaderKey(name))
+		}
 		slices.Sort(s.Capture)
 		s.Capture = slices.Compact(s.Capture)
 		if len(s.Capture) == 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/url"
 	"path"
 	"reflect"
@@ -42,6 +43,13 @@ var seedBodies = []string{
 		`"headers":{"X-Undo":"${B.x}"},"body":"${self}"}}]}`,
 	`{"atomic":true,"requests":[{"key":"A","path":"a","payload":"${self.x}","rollback":{"path":"x","payload":"${B.x}"}},` +
 		`{"key":"B","path":"b","rollback":{"path":"//h","method":"TRACE","x":1,"headers":{"Host":"h"}}},{"key":"C","path":"c","rollback":[]}]}`,
+	`{"dry_run":true,"requests":[{"key":"L","path":"users","method":"GET","capture_headers":["Link","ETag"]},` +
+		`{"key":"F","path":"users/${item.id}","for_each":"${L.result}","ok_status":[404],"payload":{"i":"${index}","n":"${item.name}"},` +
+		`"rollback":{"method":"DELETE","path":"${self:headers.Location}"}},` +
+		`{"key":"N","path":"${L.links.next}","when":"${L:status} == 200","depends_on":["F"]},` +
+		`{"key":"U","path":"upsert","when":"not exists ${L.result.0}","headers":{"Content-Type":"application/x-www-form-urlencoded","If-Match":"${L:headers.ETag}"},"payload":"a=${L.x}&b=$${c}"}]}`,
+	`[{"key":"A","path":"a","for_each":"${A.x} x","when":"${A:status} ~ 1","ok_status":[99,"x"],"capture_headers":["Set-Cookie",1]},` +
+		`{"key":"item","path":"${item}","payload":"${index.x}${B.*.id}${B:nope}"}]`,
 }
 
 func FuzzParse(f *testing.F) {
@@ -125,8 +133,20 @@ func checkPlan(t *testing.T, plan *Plan) {
 		if s.Body != nil {
 			refs = append(refs, s.Body.refs...)
 		}
+		if s.Text != nil {
+			refs = append(refs, s.Text.refs...)
+		}
+		if s.ForEach != nil {
+			refs = append(refs, s.ForEach.ref)
+		}
+		if s.When != nil {
+			refs = append(refs, s.When.ref)
+		}
 		for _, r := range refs {
-			if !slices.Contains(s.Deps, r.step) {
+			if (r.step == refItem || r.step == refIndex) && s.ForEach != nil {
+				continue // a fan-out call's element
+			}
+			if !slices.Contains(s.Deps, r.step) || !slices.Contains(s.Reads, r.step) {
 				t.Fatalf("step %d: %s refers to step %d, not in %v", i, r.text, r.step, s.Deps)
 			}
 		}
@@ -143,6 +163,9 @@ func checkPlan(t *testing.T, plan *Plan) {
 				rbRefs = append(rbRefs, rb.Body.refs...)
 			}
 			for _, r := range rbRefs {
+				if (r.step == refItem || r.step == refIndex) && s.ForEach != nil {
+					continue
+				}
 				if r.step != i && !slices.Contains(s.Deps, r.step) {
 					t.Fatalf("step %d: rollback %s refers to step %d, not itself or in %v", i, r.text, r.step, s.Deps)
 				}
@@ -465,4 +488,73 @@ func checkJoin(t *testing.T, base *url.URL, p string) {
 	if !strings.Contains(strings.ToUpper(p), "%2F") && joined.Path != resolved.Path {
 		t.Fatalf("path %q joins as %q but resolves as %q", p, joined, resolved)
 	}
+}
+
+// FuzzCondition: whatever a "when" says and whatever the response it reads, parsing refuses it with a listed reason
+// or evaluates it without panicking, and an evaluation error is a *ResolveError.
+func FuzzCondition(f *testing.F) {
+	for _, s := range []struct{ when, response string }{
+		{"${A:status} == 404", `{}`}, {"exists ${A.result.0}", `{"result":[1]}`}, {"not exists ${A.x.y}", `{"x":1}`},
+		{`${A.s} < "b"`, `{"s":"a"}`}, {"${A.n} >= 1e3", `{"n":1000}`}, {"${A.o} == null", `{"o":{}}`},
+		{"${A:headers.ETag} != \"x\"", `{}`}, {"${A.n} < 1", `{"n":"x"}`}, {"${A.n} == 1e999", `{"n":1}`},
+		{"exists", `{}`}, {"${A} === 1", `{}`}, {"${A:status}==", `{}`},
+	} {
+		f.Add(s.when, []byte(s.response))
+	}
+	f.Fuzz(func(t *testing.T, when string, response []byte) {
+		q, _ := json.Marshal(when)
+		plan, err := Parse([]byte(`[{"key":"A","path":"a"},{"key":"B","path":"b","when":`+string(q)+`}]`), Config{})
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("refusal is %T", err)
+			}
+			for _, p := range e.Problems {
+				if !slices.Contains(Reasons(), p.Reason) || p.Detail == "" {
+					t.Fatalf("problem %+v", p)
+				}
+			}
+			return
+		}
+		r := replies{0: {Status: 200, Body: response, Header: http.Header{"Etag": {"x"}}}}.all()
+		if _, err := plan.Steps[1].When.Eval(r); err != nil {
+			checkResolveError(t, err)
+		}
+	})
+}
+
+// FuzzURLReference: whatever URL reference a response holds for a path that is one placeholder, the path it
+// resolves to stays on the upstream's host, under its base path, is no dot segment, batch endpoint or blocked
+// method; a refusal is a *ResolveError.
+func FuzzURLReference(f *testing.F) {
+	for _, s := range []string{
+		"customers?page=2", "/api/customers/7", "http://upstream.test/api/x", "HTTP://UPSTREAM.TEST/api/x#f",
+		"http://evil.test/api/x", "//evil.test/api/x", "../x", "/api/../../x", "/api/%2e%2e/x", "/api/a%2Fb",
+		"/api/Item/Import", "/api/Item/Import.json", "/api/batch", "/api/v1/batch", "?x=1", "", "/api/", "http:",
+		"http://u@upstream.test/api/x", "/api/a?b=%zz", "/api/ü?x=ü", "\\evil.test\\api",
+	} {
+		f.Add(s)
+	}
+	base := fuzzBase()
+	f.Fuzz(func(t *testing.T, ref string) {
+		plan, err := Parse([]byte(`[{"key":"A","path":"a"},{"key":"B","path":"${A.next}"}]`),
+			Config{Base: base, Blocked: []string{"Item/Import"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, _ := json.Marshal(ref)
+		r := responses{0: `{"next":` + string(q) + `}`}.all()
+		p, err := plan.Steps[1].Path.Resolve(r, 0)
+		if err != nil {
+			checkResolveError(t, err)
+			return
+		}
+		if e := checkPath(p, true); e != nil {
+			t.Fatalf("reference %q gave path %q: %v", ref, p, e)
+		}
+		if pathPart, _, _ := strings.Cut(p, "?"); blocked(pathPart, []string{"Item/Import"}) {
+			t.Fatalf("reference %q gave blocked %q", ref, p)
+		}
+		checkJoin(t, base, p)
+	})
 }

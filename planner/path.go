@@ -207,7 +207,8 @@ func withoutSuffix(p string) string {
 }
 
 // compilePath compiles a step's path as written. name is the method path for Step.Name (no leading "/", no query).
-// A path that is exactly one placeholder is a URL reference, resolved against base (CONTRACT.md §11).
+// A path that is exactly one placeholder (after an optional leading "/") is a URL reference, resolved against base
+// (CONTRACT.md §11).
 func compilePath(text string, list []string, base *upstreamBase) (t PathTemplate, name string, reason Reason, detail string) {
 	if !hasTemplate(text) {
 		return compileStaticPath(text, text, list)
@@ -223,9 +224,9 @@ func compilePath(text string, list []string, base *upstreamBase) (t PathTemplate
 	}
 	t.text = strings.TrimPrefix(text, "/")
 	t.blocked = slices.Clone(list) // checked again at run time: a copy the caller cannot change
-	if len(pieces) == 1 {
+	if len(pieces) == 1 || len(pieces) == 2 && !pieces[0].isRef && pieces[0].lit == "/" {
 		t.base = base
-		t.parts = textParts(pieces, &t.refs, false, false)
+		t.parts = textParts(pieces[len(pieces)-1:], &t.refs, false, false)
 		return t, templateName(t.text), "", ""
 	}
 	// Check the literal parts now, each placeholder standing for a harmless segment; the resolved path is checked
@@ -331,6 +332,9 @@ func (b *upstreamBase) relative(ref string) (string, string) {
 		return "", "it is not under the upstream's base path " + quote(b.path)
 	}
 	rel := p[len(b.path):]
+	if rel[0] == '/' {
+		return "", "empty path segment after the base path"
+	}
 	if abs.RawQuery != "" {
 		rel += "?" + abs.RawQuery
 	}

@@ -179,8 +179,8 @@ type Step struct {
 	// Capture are the response headers the step's call keeps (canonical, ascending): those its placeholders or
 	// another step's read, and CaptureHeaders.
 	Capture []string
-	// CaptureHeaders are the headers the step asked for in "capture_headers" (canonical, in the order given): its
-	// result carries them.
+	// CaptureHeaders are the headers the step asked for in "capture_headers", as written and in the order given:
+	// its result carries them under these names.
 	CaptureHeaders []string
 }
 

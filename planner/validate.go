@@ -24,7 +24,7 @@ type checkedCall struct {
 	okStatus []int
 	when     *Condition
 	forEach  *ref
-	capture  []string // capture_headers, canonical, in the order given
+	capture  []string // capture_headers as written, in the order given, each name once
 }
 
 // validate checks and compiles every step's call and rollback.
@@ -198,12 +198,12 @@ func (v *callChecker) rest(d *draft, c *checkedCall) {
 			v.problem(ReasonInvalidHeader, `"capture_headers": at most `+strconv.Itoa(maxCapture)+" headers")
 			return
 		default:
-			name = textproto.CanonicalMIMEHeaderKey(name)
-			if name == "Set-Cookie" || name == "Set-Cookie2" {
+			switch textproto.CanonicalMIMEHeaderKey(name) {
+			case "Set-Cookie", "Set-Cookie2":
 				v.problem(ReasonInvalidHeader, `"capture_headers": `+name+" is never captured: a cookie must not reach the answer or another step")
 				continue
 			}
-			if !slices.Contains(c.capture, name) {
+			if !slices.ContainsFunc(c.capture, func(n string) bool { return strings.EqualFold(n, name) }) {
 				c.capture = append(c.capture, name)
 			}
 		}

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"io"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -185,7 +186,7 @@ func (o *wire) calls(p *planner.Plan, r *runner.Result, compact bool) {
 	o.str(`,"headers":{`)
 	first := true
 	for _, name := range names {
-		v := r.Header[name]
+		v := r.Header[http.CanonicalHeaderKey(name)]
 		if len(v) == 0 {
 			continue
 		}
