@@ -191,7 +191,8 @@ type ForEach struct{ ref ref }
 func (f *ForEach) String() string { return f.ref.text }
 
 // Elements returns the elements of the list, each a JSON value, or a *ResolveError when the placeholder cannot be
-// resolved or is not an array; max > 0 refuses a list of more elements (a *TooManyError) before any is returned.
+// resolved or is not an array. A list of more than max elements (max >= 0; -1 for no limit) is a *TooManyError,
+// found before any element is copied.
 func (f *ForEach) Elements(r *Responses, max int) ([][]byte, error) {
 	v, err := r.value(&f.ref)
 	if err != nil {
@@ -202,7 +203,7 @@ func (f *ForEach) Elements(r *Responses, max int) ([][]byte, error) {
 			Detail: `"for_each": ` + f.ref.text + " is a " + kindName(jsontext.Value(v).Kind()) + ", not a list"}
 	}
 	n := jsonscan.Elements(v, nil)
-	if max > 0 && n > max {
+	if max >= 0 && n > max {
 		return nil, &TooManyError{Placeholder: f.ref.text, Count: n, Max: max}
 	}
 	elems := make([][]byte, 0, n)

@@ -126,7 +126,7 @@ func TestRESTFieldsCompiled(t *testing.T) {
 	ok, err := f.When.Eval(r)
 	require.NoError(t, err)
 	assert.True(t, ok)
-	elems, err := f.ForEach.Elements(r, 0)
+	elems, err := f.ForEach.Elements(r, -1)
 	require.NoError(t, err)
 	require.Len(t, elems, 2)
 	for j, want := range []struct{ path, body string }{
@@ -151,7 +151,7 @@ func TestRESTFieldsCompiled(t *testing.T) {
 	assert.Equal(t, `"for_each": ${L.result} has 2 elements; this batch may make 1 more calls`, tm.Error())
 
 	notList := replies{0: {Status: 200, Body: []byte(`{"result": {"id": 7}}`)}}.all()
-	_, err = f.ForEach.Elements(notList, 0)
+	_, err = f.ForEach.Elements(notList, -1)
 	var re *ResolveError
 	require.True(t, errors.As(err, &re))
 	assert.Equal(t, `"for_each": ${L.result} is a object, not a list`, re.Detail)

@@ -16,7 +16,7 @@ import (
 // Items each call's status and body, Status 200 when every call succeeded, else the first failing call's status,
 // with its outcome and code. A list longer than the calls the batch may still make fails the step unsent.
 func (b *batch) fanOut(i int, step *planner.Step, res *Result) {
-	elems, err := step.ForEach.Elements(b.resps, int(b.calls.Load()))
+	elems, err := step.ForEach.Elements(b.resps, max(int(b.calls.Load()), 0))
 	if err != nil {
 		var tm *planner.TooManyError
 		if errors.As(err, &tm) {

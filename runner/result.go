@@ -27,7 +27,7 @@ type Result struct {
 	// Invoker failed with an untyped error; empty otherwise.
 	UpstreamError string
 	Executed      bool          // Invoke was called
-	Failed        bool          // the step counts as failed: anything but OutcomeOK
+	Failed        bool          // the step counts as failed (Outcome.Failed)
 	Queued        time.Duration // offset from the batch start when every dependency had ended (0 if never)
 	Started       time.Duration // offset from the batch start when Invoke was called (0 if never)
 	Duration      time.Duration // time inside Invoke (a fan-out step: from its first call's start to its last's end)
@@ -86,6 +86,9 @@ const (
 	// OutcomeConditionFalse: not run, its "when" being false or a step it reads not run (204): not a failure.
 	OutcomeConditionFalse Outcome = "condition_false"
 )
+
+// Failed reports whether a step of outcome o counts as failed: every outcome but ok and condition_false.
+func (o Outcome) Failed() bool { return o != OutcomeOK && o != OutcomeConditionFalse }
 
 // Outcomes lists every Outcome, a bounded label set for metrics.
 func Outcomes() []Outcome {

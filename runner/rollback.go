@@ -38,13 +38,26 @@ func (b *batch) rollback(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	for i := range n {
-		if b.results[i].Outcome != OutcomeOK {
+		if !b.results[i].didSomething() {
 			close(rp.done[i]) // nothing to undo, nothing to wait for
 			continue
 		}
 		wg.Go(func() { b.rollbackStep(rp, i) })
 	}
 	wg.Wait()
+}
+
+// didSomething reports whether a step has something to undo: it succeeded, or some call of a fan-out step did.
+func (r *Result) didSomething() bool {
+	if r.Outcome == OutcomeOK {
+		return true
+	}
+	for j := range r.Items {
+		if r.Items[j].Outcome == OutcomeOK {
+			return true
+		}
+	}
+	return false
 }
 
 // rollbackPhase is the state of one batch's rollbacks. Goroutine i writes only out[i] and results[i].Rollback,

@@ -581,7 +581,7 @@ func (b *batch) notExecuted(res *Result) {
 func (b *batch) decided(res *Result, code errcode.Code, o Outcome, description string) {
 	res.Status, res.Code, res.Outcome = code.Status(), code, o
 	res.Body = errcode.Body(code, description)
-	res.Failed = o != OutcomeOK
+	res.Failed = o.Failed()
 }
 
 // finish reports step i and releases its dependents. It runs whatever happened to the step.
