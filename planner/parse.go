@@ -41,7 +41,8 @@ func Parse(body []byte, cfg Config) (*Plan, error) {
 		probs.add(-1, phaseStep, ReasonNoSteps, "no steps: the batch is empty")
 	}
 	if n > cfg.MaxSteps {
-		probs.add(-1, phaseStep, ReasonTooManySteps, strconv.Itoa(n)+" steps; at most "+strconv.Itoa(cfg.MaxSteps)+" allowed")
+		probs.add(-1, phaseStep, ReasonTooManySteps, strconv.Itoa(n)+" steps; at most "+strconv.Itoa(cfg.MaxSteps)+
+			" allowed (-max-steps): split the batch, raise -max-steps, or send the steps as a job (POST /v1/jobs)")
 	}
 
 	calls, rollbacks := validate(&b, cfg, &probs)
