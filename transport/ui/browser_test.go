@@ -295,7 +295,7 @@ const readTimeline = `[...document.querySelectorAll('#timeline .tl-row')].map(r 
 func TestInspectorPlansRunsAndShowsTimeline(t *testing.T) {
 	base := startBatchd(t, nil)
 	tb := newTab(t, 1280, 900)
-	tb.do(chromedp.Navigate(base + "/ui"), // the redirect to /ui/ included
+	tb.do(chromedp.Navigate(base+"/ui"), // the redirect to /ui/ included
 		chromedp.WaitVisible(chromedp.ID("batch")),
 		chromedp.SetValue(chromedp.ID("batch"), demoBatch),
 		chromedp.Click(chromedp.ID("plan")))
