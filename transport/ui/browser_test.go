@@ -441,9 +441,17 @@ func TestInspectorShowsRefusals(t *testing.T) {
 	assert.Equal(t, []string{" invalid_json "}, eval[[]string](tb,
 		`[...document.querySelectorAll('#problems-list tr')].map(r => r.dataset.key + ' ' + r.dataset.reason + ' ')`))
 
+	// A problem is shown as text, never as markup, even when it quotes the batch.
+	tb.do(chromedp.SetValue(chromedp.ID("batch"), `{"requests": [{"key": "<img src=x onerror=window.pwned=1>", "path": "Demo/Echo"}]}`),
+		chromedp.Click(chromedp.ID("plan")))
+	require.Equal(t, "refused", tb.settle("#inspector", 4))
+	assert.Contains(t, eval[string](tb, `document.getElementById('problems-list').textContent`), `"<img src=x onerror=window.pwned=1>"`)
+	assert.Zero(t, eval[int](tb, `document.querySelectorAll('main img').length`))
+	assert.False(t, eval[bool](tb, `'pwned' in window`))
+
 	// A later batch that plans clears the refusal.
 	tb.do(chromedp.SetValue(chromedp.ID("batch"), `[{"path": "Demo/Echo"}]`), chromedp.Click(chromedp.ID("plan")))
-	require.Equal(t, "planned", tb.settle("#inspector", 4))
+	require.Equal(t, "planned", tb.settle("#inspector", 5))
 	assert.True(t, eval[bool](tb, `document.getElementById('problems').hidden`))
 }
 
@@ -451,7 +459,7 @@ func TestInspectorShowsRefusals(t *testing.T) {
 // the same steps under the same keys, and the page says so.
 func TestInspectorBareArrayFromFile(t *testing.T) {
 	base := startBatchd(t, nil)
-	batch := `[{"path": "Demo/Echo", "body": {"a": 1}},
+	batch := `[{"path": "Demo/Echo", "body": {"a": 1, "html": "<img src=x onerror=\"window.pwned=1\">"}},
 	 {"path": "Demo/Fail", "body": {"description": "${0.result.a}"}},
 	 {"path": "Demo/Echo", "body": "${1.result}"}]`
 	file := filepath.Join(t.TempDir(), "batch.json")
@@ -474,6 +482,12 @@ func TestInspectorBareArrayFromFile(t *testing.T) {
 	}
 	assert.Equal(t, map[string]string{"0": "ok", "1": "failed", "2": "skipped"}, outcomes)
 	assert.Contains(t, eval[string](tb, `document.getElementById('status').textContent`), `{"batch": […]}`)
+
+	// A response is shown as text, never as markup.
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="0"]`)))
+	assert.Contains(t, eval[string](tb, `document.getElementById('detail-response').textContent`), `<img src=x onerror=`)
+	assert.Zero(t, eval[int](tb, `document.querySelectorAll('main img').length`))
+	assert.False(t, eval[bool](tb, `'pwned' in window`))
 }
 
 // TestInspectorNarrowWindow: in a phone-sized window the plan is drawn one row per level, and the page itself never
