@@ -509,9 +509,11 @@ func TestInspectorNarrowWindow(t *testing.T) {
 	}
 }
 
-// jobsStandIn answers GET /v1/jobs/{id} and GET /v1/jobs/{id}/results in the shapes the jobs API is specified to
-// answer (it is built elsewhere; see the report of this branch): job "job-1" advances one step per read and ends
-// done, with one line (3) whose batch had a failed step; any other id is a 404 ErrorResult.
+// jobsStandIn answers GET /v1/jobs/{id} and GET /v1/jobs/{id}/results in the shapes of the jobs API (CONTRACT.md
+// §12: the job as {"id", "status", "batches": {"total", "done", "failed"}, "steps": {"done", "failed"}, "created",
+// "started", "finished"}; its results as NDJSON lines {"line", "answer"}), which this package does not serve: it lets
+// the jobs page be tested on its own. Job "job-1" advances one state per read and ends done, with one line (3) whose
+// batch had a failed step; any other id is a 404 ErrorResult.
 type jobsStandIn struct{ reads atomic.Int32 }
 
 func (j *jobsStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
