@@ -35,6 +35,7 @@ import (
 	"github.com/batchd/batchd/internal/errcode"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
+	"github.com/batchd/batchd/transport/ui"
 )
 
 //go:embed openapi.yaml
@@ -185,6 +186,10 @@ func (s *Server) routes() {
 		s.e.GET("/metrics", echo.WrapHandler(s.cfg.Metrics))
 	}
 	s.e.GET("/openapi.yaml", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/yaml", openAPI) })
+	// The batch inspector's pages (package transport/ui); GET /ui redirects to /ui/.
+	inspector := echo.WrapHandler(http.StripPrefix("/ui", ui.Handler()))
+	s.e.GET("/ui", inspector)
+	s.e.GET("/ui/*", inspector)
 	if s.cfg.Demo != nil {
 		s.e.POST("/v1/*", echo.WrapHandler(http.StripPrefix("/v1", s.cfg.Demo)))
 	}

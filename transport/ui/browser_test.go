@@ -1,0 +1,582 @@
+package ui_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchd/batchd/planner"
+	"github.com/batchd/batchd/runner"
+	"github.com/batchd/batchd/transport"
+	"github.com/batchd/batchd/transport/demoapi"
+)
+
+// browserBudget bounds everything one test does in the browser, its start included: every wait below ends by then.
+const browserBudget = 2 * time.Minute
+
+// startBatchd serves batchd as cmd/batchd wires it in demo mode (the embedded demo API, in process) on a loopback
+// httptest server, and returns its base URL. extra, when set, serves the paths it is given under /v1/jobs/.
+func startBatchd(t *testing.T, extra http.Handler) string {
+	t.Helper()
+	api := demoapi.New(demoapi.Config{})
+	rn := runner.New(transport.NewInProcessInvoker(api, 8<<20), runner.Config{MaxParallel: 16, StepTimeout: 10 * time.Second})
+	// Item/Import blocked, as cmd/batchd's -blocked does by default.
+	srv := transport.New(transport.Config{Runner: rn, Demo: api, Planner: planner.Config{Blocked: []string{"Item/Import"}}})
+	var h http.Handler = srv.Handler()
+	if extra != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/", srv.Handler())
+		mux.Handle("/v1/jobs/", extra)
+		h = mux
+	}
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// chromiumPath is the browser the tests drive: $BATCHD_CHROMIUM, else the first of chromium, chromium-browser and
+// google-chrome on PATH. None is a failure, not a skip: CI installs chromium (.ci/run).
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("BATCHD_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no headless browser: install chromium (apt-get install chromium) or set BATCHD_CHROMIUM to its path")
+	return ""
+}
+
+// tab is one headless Chromium tab for one test, with the page's console watched: an uncaught exception, or an
+// error that is not an HTTP status the page asked for (a refused batch's 400), fails the test.
+type tab struct {
+	t   *testing.T
+	ctx context.Context
+
+	mu       sync.Mutex
+	problems []string
+}
+
+func newTab(t *testing.T, width, height int) *tab {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), browserBudget)
+	t.Cleanup(cancel)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Headless,
+		chromedp.NoSandbox, // as root in a container there is no sandbox to use
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(width, height),
+	)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelTab := chromedp.NewContext(alloc)
+	t.Cleanup(cancelTab)
+	tb := &tab{t: t, ctx: bctx}
+	messages := chromedp.Console(bctx) // starts the browser; subscribed before any page loads
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.IsException() || (m.Type == chromedp.ConsoleError && m.Source != "network") {
+				tb.mu.Lock()
+				tb.problems = append(tb.problems, fmt.Sprintf("%s:%d %s", m.URL, m.Line+1, m))
+				tb.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancelTab()
+		<-done
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		assert.Empty(t, tb.problems, "the page's console")
+	})
+	return tb
+}
+
+// do runs actions, failing the test on an error.
+func (tb *tab) do(actions ...chromedp.Action[chromedp.Void]) {
+	tb.t.Helper()
+	require.NoError(tb.t, chromedp.Do(tb.ctx, actions...))
+}
+
+// eval evaluates a JavaScript expression in the page and decodes its value into T.
+func eval[T any](tb *tab, expr string) T {
+	tb.t.Helper()
+	v, err := chromedp.Run(tb.ctx, chromedp.Evaluate[T](expr))
+	require.NoError(tb.t, err, "evaluating %s", expr)
+	return v
+}
+
+// settle waits until the page's action number seq has ended (main's data-seq is seq and data-state is not
+// "busy") and returns the state it ended in.
+func (tb *tab) settle(main string, seq int) string {
+	tb.t.Helper()
+	expr := fmt.Sprintf(`(() => { const m = document.querySelector(%q);
+		return m.dataset.seq === %q && m.dataset.state !== 'busy' && m.dataset.state !== 'watching' && m.dataset.state !== 'ended' && m.dataset.state; })()`,
+		main, fmt.Sprint(seq))
+	state, err := chromedp.Run(tb.ctx, chromedp.Poll[string](expr, chromedp.WithPollingInterval(50*time.Millisecond),
+		chromedp.WithPollingTimeout(30*time.Second)))
+	require.NoError(tb.t, err, "waiting for action %d of %s to end", seq, main)
+	return state
+}
+
+// dryRun is batchd's own plan of a batch, asked for directly: what the page must draw.
+type plan struct {
+	Steps []struct {
+		Key       string   `json:"key"`
+		Method    string   `json:"method"`
+		Path      string   `json:"path"`
+		DependsOn []string `json:"depends_on"`
+		Level     int      `json:"level"`
+	} `json:"steps"`
+	Levels       int      `json:"levels"`
+	CriticalPath []string `json:"critical_path"`
+}
+
+func post(t *testing.T, url, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, b
+}
+
+func dryRun(t *testing.T, base, batch string) plan {
+	t.Helper()
+	status, b := post(t, base+"/v1/batch?dry_run=true", batch)
+	require.Equal(t, http.StatusOK, status, "%s", b)
+	var p struct{ Plan plan }
+	require.NoError(t, json.Unmarshal(b, &p))
+	require.NotEmpty(t, p.Plan.Steps, "%s", b)
+	return p.Plan
+}
+
+// demoBatch uses every kind of step the page tells apart: a chain through placeholders, a depends_on, a slow step,
+// a step that fails (Demo/Fail with status 500) and one not executed because its input failed.
+const demoBatch = `{
+  "stop_on_error": false,
+  "requests": [
+    {"key": "ProducerAdd", "path": "Producer/Add", "payload": {"name": "Coca-Cola"}},
+    {"key": "ProducerGet", "path": "Producer/Get", "payload": {"ids": ["${ProducerAdd.result.new_id}"]}},
+    {"key": "Rename", "path": "Producer/Edit",
+     "payload": {"id": "${ProducerAdd.result.new_id}", "name": "Coca-Cola Zero"}},
+    {"key": "Slow", "path": "Demo/Sleep", "payload": {"ms": 30}},
+    {"key": "Fail", "path": "Demo/Fail", "payload": {"status": 500, "description": "this step always fails"},
+     "depends_on": ["Slow"]},
+    {"key": "AfterFail", "path": "Demo/Echo", "payload": {"got": "${Fail.result}"}},
+    {"key": "Report", "path": "Demo/Echo",
+     "payload": {"renamed": "${Rename.result.row_affected}", "name": "${ProducerGet.result.0.name}"},
+     "depends_on": ["Slow"]}
+  ]
+}`
+
+type drawnNode struct {
+	Key      string `json:"key"`
+	Level    string `json:"level"`
+	Critical string `json:"critical"`
+	Outcome  string `json:"outcome"`
+	Status   string `json:"status"`
+	Text     string `json:"text"`
+}
+
+type drawnEdge struct {
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Critical bool   `json:"critical"`
+}
+
+const readGraph = `({
+  orient: document.querySelector('#graph svg')?.dataset.orient ?? '',
+  nodes: [...document.querySelectorAll('#graph .node')].map(n => ({key: n.dataset.key, level: n.dataset.level,
+    critical: n.dataset.critical, outcome: n.dataset.outcome ?? '', status: n.dataset.status ?? '', text: n.textContent})),
+  edges: [...document.querySelectorAll('#graph .edge')].map(e => ({from: e.dataset.from, to: e.dataset.to,
+    critical: e.classList.contains('critical')})),
+  overlaps: (() => {
+    const r = [...document.querySelectorAll('#graph .node rect')].map(x => x.getBoundingClientRect());
+    let n = 0;
+    for (let i = 0; i < r.length; i++) for (let j = i + 1; j < r.length; j++)
+      if (r[i].left < r[j].right && r[j].left < r[i].right && r[i].top < r[j].bottom && r[j].top < r[i].bottom) n++;
+    return n;
+  })(),
+})`
+
+type graph struct {
+	Orient   string      `json:"orient"`
+	Nodes    []drawnNode `json:"nodes"`
+	Edges    []drawnEdge `json:"edges"`
+	Overlaps int         `json:"overlaps"`
+}
+
+// checkGraph asserts that the drawn graph is p: a node per step with its level, an edge per dependency, the critical
+// path's nodes and consecutive edges marked and nothing else, and no two nodes drawn over each other.
+func checkGraph(t *testing.T, g graph, p plan) {
+	t.Helper()
+	critical := map[string]bool{}
+	for _, k := range p.CriticalPath {
+		critical[k] = true
+	}
+	criticalEdge := map[drawnEdge]bool{}
+	for i := 1; i < len(p.CriticalPath); i++ {
+		criticalEdge[drawnEdge{From: p.CriticalPath[i-1], To: p.CriticalPath[i]}] = true
+	}
+	var wantNodes, gotNodes []string
+	var wantEdges, gotEdges []drawnEdge
+	for _, s := range p.Steps {
+		wantNodes = append(wantNodes, fmt.Sprintf("%s level=%d critical=%v", s.Key, s.Level, critical[s.Key]))
+		for _, d := range s.DependsOn {
+			e := drawnEdge{From: d, To: s.Key}
+			e.Critical = criticalEdge[e]
+			wantEdges = append(wantEdges, e)
+		}
+	}
+	for _, n := range g.Nodes {
+		gotNodes = append(gotNodes, fmt.Sprintf("%s level=%s critical=%s", n.Key, n.Level, n.Critical))
+	}
+	gotEdges = append(gotEdges, g.Edges...)
+	sort.Strings(wantNodes)
+	sort.Strings(gotNodes)
+	byEnds := func(a, b drawnEdge) int { return strings.Compare(a.From+"\x00"+a.To, b.From+"\x00"+b.To) }
+	slices.SortFunc(wantEdges, byEnds)
+	slices.SortFunc(gotEdges, byEnds)
+	assert.Equal(t, wantNodes, gotNodes, "nodes drawn (key, level, on the critical path)")
+	assert.Equal(t, wantEdges, gotEdges, "edges drawn (from, to, on the critical path)")
+	assert.Positive(t, len(criticalEdge), "the batch's critical path has an edge to mark")
+	assert.Zero(t, g.Overlaps, "nodes drawn over each other")
+}
+
+type timelineRow struct {
+	Key      string   `json:"key"`
+	Outcome  string   `json:"outcome"`
+	Queued   *float64 `json:"queued"`
+	Started  *float64 `json:"started"`
+	Duration *float64 `json:"duration"`
+	Bars     int      `json:"bars"`
+	Text     string   `json:"text"`
+}
+
+const readTimeline = `[...document.querySelectorAll('#timeline .tl-row')].map(r => {
+  const num = (v) => (v === undefined ? null : Number(v));
+  return {key: r.dataset.key, outcome: r.dataset.outcome, queued: num(r.dataset.queued), started: num(r.dataset.started),
+    duration: num(r.dataset.duration), bars: r.querySelectorAll('.seg.call').length, text: r.textContent};
+})`
+
+func TestInspectorPlansRunsAndShowsTimeline(t *testing.T) {
+	base := startBatchd(t, nil)
+	tb := newTab(t, 1280, 900)
+	tb.do(chromedp.Navigate(base+"/ui"), // the redirect to /ui/ included
+		chromedp.WaitVisible(chromedp.ID("batch")),
+		chromedp.SetValue(chromedp.ID("batch"), demoBatch),
+		chromedp.Click(chromedp.ID("plan")))
+	require.Equal(t, base+"/ui/", eval[string](tb, `location.href`))
+	require.Equal(t, "planned", tb.settle("#inspector", 1), eval[string](tb, `document.getElementById('status').textContent`))
+
+	want := dryRun(t, base, demoBatch)
+	g := eval[graph](tb, readGraph)
+	assert.Equal(t, "columns", g.Orient)
+	checkGraph(t, g, want)
+	for _, n := range g.Nodes {
+		assert.Empty(t, n.Outcome, "%s: an outcome before any run", n.Key)
+	}
+
+	// Run: every step on the timeline, the failed one and the one not executed marked on the graph and the timeline.
+	tb.do(chromedp.Click(chromedp.ID("run")))
+	require.Equal(t, "ran", tb.settle("#inspector", 2), eval[string](tb, `document.getElementById('status').textContent`))
+	wantOutcome := map[string]string{"ProducerAdd": "ok", "ProducerGet": "ok", "Rename": "ok", "Slow": "ok",
+		"Fail": "failed", "AfterFail": "skipped", "Report": "ok"}
+	g = eval[graph](tb, readGraph)
+	checkGraph(t, g, want) // the same plan, drawn again with outcomes
+	for _, n := range g.Nodes {
+		assert.Equal(t, wantOutcome[n.Key], n.Outcome, "node %s", n.Key)
+		mark := map[string]string{"ok": "✓ ok", "failed": "✗ failed", "skipped": "⊘ not executed"}[n.Outcome]
+		assert.Contains(t, n.Text, mark, "node %s shows its outcome in words, not only in colour", n.Key)
+	}
+	rows := eval[[]timelineRow](tb, readTimeline)
+	got := map[string]timelineRow{}
+	for _, r := range rows {
+		got[r.Key] = r
+	}
+	require.Len(t, got, len(want.Steps), "one timeline row per step: %+v", rows)
+	for _, s := range want.Steps {
+		r, ok := got[s.Key]
+		require.True(t, ok, "no timeline row for %s", s.Key)
+		assert.Equal(t, wantOutcome[s.Key], r.Outcome, "timeline row %s", s.Key)
+		require.NotNil(t, r.Queued, "%s: queued", s.Key)
+		if r.Outcome == "skipped" {
+			assert.Nil(t, r.Started, "%s was not executed, yet has a start", s.Key)
+			assert.Zero(t, r.Bars, "%s: a call bar for a step not executed", s.Key)
+			assert.Contains(t, r.Text, "not executed")
+			continue
+		}
+		require.NotNil(t, r.Started, "%s: started", s.Key)
+		require.NotNil(t, r.Duration, "%s: duration", s.Key)
+		assert.Equal(t, 1, r.Bars, "%s: one call bar", s.Key)
+		assert.GreaterOrEqual(t, *r.Started, *r.Queued, "%s started before it was queued", s.Key)
+	}
+	// The bars follow the dependencies: a step is queued once its inputs ended (times are rounded to the microsecond).
+	for _, s := range want.Steps {
+		for _, d := range s.DependsOn {
+			from, to := got[d], got[s.Key]
+			if from.Started == nil {
+				continue
+			}
+			assert.GreaterOrEqual(t, *to.Queued, *from.Started+*from.Duration-0.005,
+				"%s queued at %v before its input %s ended", s.Key, *to.Queued, d)
+		}
+	}
+	assert.Contains(t, eval[string](tb, `document.getElementById('summary').textContent`), "Critical path")
+
+	// A step's response on click, and on Enter from the keyboard.
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="Fail"]`)))
+	assert.Equal(t, "Fail", eval[string](tb, `document.getElementById('detail').hidden ? '' : document.getElementById('detail').dataset.key`))
+	resp := eval[string](tb, `document.getElementById('detail-response').textContent`)
+	assert.Contains(t, resp, "this step always fails")
+	assert.Contains(t, eval[string](tb, `document.getElementById('detail-facts').textContent`), "500")
+	tb.do(chromedp.Focus(chromedp.CSS(`#graph .node[data-key="ProducerAdd"]`)), chromedp.KeyEvent(kb.Enter))
+	assert.Equal(t, "ProducerAdd", eval[string](tb, `document.getElementById('detail').dataset.key`))
+	assert.Contains(t, eval[string](tb, `document.getElementById('detail-response').textContent`), `"new_id"`)
+
+	if out := os.Getenv("BATCHD_UI_SCREENSHOT"); out != "" {
+		tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="Fail"]`)))
+		png, err := chromedp.Run(tb.ctx, chromedp.FullScreenshot(100))
+		require.NoError(t, err)
+		if !filepath.IsAbs(out) {
+			out = filepath.Join(moduleRoot(t), out)
+		}
+		require.NoError(t, os.WriteFile(out, png, 0o644))
+		t.Logf("screenshot written to %s", out)
+	}
+}
+
+// moduleRoot is the directory of go.mod above the test's working directory.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	require.NoError(t, err)
+	for i := 0; i < 10; i++ {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		dir = filepath.Dir(dir)
+	}
+	t.Fatal("no go.mod above the working directory")
+	return ""
+}
+
+func TestInspectorShowsRefusals(t *testing.T) {
+	base := startBatchd(t, nil)
+	refused := `{"requests": [
+		{"key": "add", "path": "Producer/Add", "payload": {"name": "must not be created"}},
+		{"key": "evil", "path": "https://evil.test/x"},
+		{"key": "orphan", "path": "Producer/Get", "payload": {"ids": ["${nope.result.id}"]}},
+		{"key": "import", "path": "Item/Import"}]}`
+	status, b := post(t, base+"/v1/batch?dry_run=true", refused)
+	require.Equal(t, http.StatusBadRequest, status)
+	var answer struct {
+		Result struct {
+			Details []struct{ Key, Reason, Problem string }
+		}
+	}
+	require.NoError(t, json.Unmarshal(b, &answer))
+	var want []string
+	for _, d := range answer.Result.Details {
+		want = append(want, d.Key+" "+d.Reason+" "+d.Problem)
+	}
+	require.Len(t, want, 3, "%s", b)
+	producers := func() int {
+		_, b := post(t, base+"/v1/Producer/Get", `{}`)
+		var got struct{ Total int }
+		require.NoError(t, json.Unmarshal(b, &got), "%s", b)
+		return got.Total
+	}
+	before := producers()
+
+	tb := newTab(t, 1280, 900)
+	tb.do(chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.ID("batch")))
+	readProblems := `[...document.querySelectorAll('#problems-list tr')].map(r => r.dataset.key + ' ' + r.dataset.reason + ' ' + r.cells[2].textContent)`
+	for seq, button := range []string{"plan", "run"} {
+		tb.do(chromedp.SetValue(chromedp.ID("batch"), refused), chromedp.Click(chromedp.ID(button)))
+		require.Equal(t, "refused", tb.settle("#inspector", seq+1), button)
+		assert.False(t, eval[bool](tb, `document.getElementById('problems').hidden`), "%s: problems hidden", button)
+		assert.ElementsMatch(t, want, eval[[]string](tb, readProblems), "%s: the problems listed", button)
+		assert.Zero(t, eval[int](tb, `document.querySelectorAll('#graph .node').length`), "%s: a graph of a refused batch", button)
+		assert.Zero(t, eval[int](tb, `document.querySelectorAll('#timeline .tl-row').length`), "%s: a timeline of a refused batch", button)
+	}
+	assert.Equal(t, before, producers(), "Run on a refused batch created a producer")
+
+	// Malformed JSON is batchd's to judge: its problem is listed as it says it.
+	tb.do(chromedp.SetValue(chromedp.ID("batch"), `{"requests": [`), chromedp.Click(chromedp.ID("plan")))
+	require.Equal(t, "refused", tb.settle("#inspector", 3))
+	assert.Equal(t, []string{" invalid_json "}, eval[[]string](tb,
+		`[...document.querySelectorAll('#problems-list tr')].map(r => r.dataset.key + ' ' + r.dataset.reason + ' ')`))
+
+	// A problem is shown as text, never as markup, even when it quotes the batch.
+	tb.do(chromedp.SetValue(chromedp.ID("batch"), `{"requests": [{"key": "<img src=x onerror=window.pwned=1>", "path": "Demo/Echo"}]}`),
+		chromedp.Click(chromedp.ID("plan")))
+	require.Equal(t, "refused", tb.settle("#inspector", 4))
+	assert.Contains(t, eval[string](tb, `document.getElementById('problems-list').textContent`), `"<img src=x onerror=window.pwned=1>"`)
+	assert.Zero(t, eval[int](tb, `document.querySelectorAll('main img').length`))
+	assert.False(t, eval[bool](tb, `'pwned' in window`))
+
+	// A later batch that plans clears the refusal.
+	tb.do(chromedp.SetValue(chromedp.ID("batch"), `[{"path": "Demo/Echo"}]`), chromedp.Click(chromedp.ID("plan")))
+	require.Equal(t, "planned", tb.settle("#inspector", 5))
+	assert.True(t, eval[bool](tb, `document.getElementById('problems').hidden`))
+}
+
+// TestInspectorBareArrayFromFile loads a bare array of steps from a file: it is run as {"batch": […]} with timings,
+// the same steps under the same keys, and the page says so.
+func TestInspectorBareArrayFromFile(t *testing.T) {
+	base := startBatchd(t, nil)
+	batch := `[{"path": "Demo/Echo", "body": {"a": 1, "html": "<img src=x onerror=\"window.pwned=1\">"}},
+	 {"path": "Demo/Fail", "body": {"description": "${0.result.a}"}},
+	 {"path": "Demo/Echo", "body": "${1.result}"}]`
+	file := filepath.Join(t.TempDir(), "batch.json")
+	require.NoError(t, os.WriteFile(file, []byte(batch), 0o644))
+
+	tb := newTab(t, 1280, 900)
+	tb.do(chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.ID("batch")),
+		chromedp.SetUploadFiles(chromedp.ID("file"), []string{file}))
+	_, err := chromedp.Run(tb.ctx, chromedp.Poll[bool](`document.getElementById('batch').value.length > 0`,
+		chromedp.WithPollingTimeout(10*time.Second)))
+	require.NoError(t, err, "the file was not loaded into the editor")
+	require.Equal(t, batch, eval[string](tb, `document.getElementById('batch').value`))
+
+	tb.do(chromedp.Click(chromedp.ID("run")))
+	require.Equal(t, "ran", tb.settle("#inspector", 1))
+	checkGraph(t, eval[graph](tb, readGraph), dryRun(t, base, batch))
+	outcomes := map[string]string{}
+	for _, r := range eval[[]timelineRow](tb, readTimeline) {
+		outcomes[r.Key] = r.Outcome
+	}
+	assert.Equal(t, map[string]string{"0": "ok", "1": "failed", "2": "skipped"}, outcomes)
+	assert.Contains(t, eval[string](tb, `document.getElementById('status').textContent`), `{"batch": […]}`)
+
+	// A response is shown as text, never as markup.
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="0"]`)))
+	assert.Contains(t, eval[string](tb, `document.getElementById('detail-response').textContent`), `<img src=x onerror=`)
+	assert.Zero(t, eval[int](tb, `document.querySelectorAll('main img').length`))
+	assert.False(t, eval[bool](tb, `'pwned' in window`))
+}
+
+// TestInspectorNarrowWindow: in a phone-sized window the plan is drawn one row per level, and the page itself never
+// scrolls sideways (the graph scrolls inside its own box).
+func TestInspectorNarrowWindow(t *testing.T) {
+	base := startBatchd(t, nil)
+	tb := newTab(t, 390, 844)
+	tb.do(chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.ID("batch")),
+		chromedp.Click(chromedp.ID("example")), chromedp.Click(chromedp.ID("run")))
+	require.Equal(t, "ran", tb.settle("#inspector", 1), eval[string](tb, `document.getElementById('status').textContent`))
+	g := eval[graph](tb, readGraph)
+	assert.Equal(t, "rows", g.Orient)
+	checkGraph(t, g, dryRun(t, base, eval[string](tb, `document.getElementById('batch').value`)))
+	assert.LessOrEqual(t, eval[int](tb, `document.documentElement.scrollWidth`), eval[int](tb, `window.innerWidth`),
+		"the page scrolls sideways")
+	for _, id := range []string{"plan", "run", "example", "file"} {
+		assert.True(t, eval[bool](tb, fmt.Sprintf(`(() => { const r = document.getElementById(%q).getBoundingClientRect();
+			return r.width > 0 && r.left >= 0 && r.right <= window.innerWidth; })()`, id)), "#%s is off screen", id)
+	}
+}
+
+// jobsStandIn answers GET /v1/jobs/{id} and GET /v1/jobs/{id}/results in the shapes of the jobs API (CONTRACT.md
+// §12: the job as {"id", "status", "batches": {"total", "done", "failed"}, "steps": {"done", "failed"}, "created",
+// "started", "finished"}; its results as NDJSON lines {"line", "answer"}), which this package does not serve: it lets
+// the jobs page be tested on its own. Job "job-1" advances one state per read and ends done, with one line (3) whose
+// batch had a failed step; any other id is a 404 ErrorResult.
+type jobsStandIn struct{ reads atomic.Int32 }
+
+func (j *jobsStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	switch r.URL.Path {
+	case "/v1/jobs/job-1":
+		states := []string{
+			`{"id":"job-1","status":"queued","batches":{"total":4,"done":0,"failed":0},"steps":{"done":0,"failed":0},"created":"2026-12-02T07:00:00Z","started":null,"finished":null}`,
+			`{"id":"job-1","status":"running","batches":{"total":4,"done":1,"failed":0},"steps":{"done":2,"failed":0},"created":"2026-12-02T07:00:00Z","started":"2026-12-02T07:00:01Z","finished":null}`,
+			`{"id":"job-1","status":"running","batches":{"total":4,"done":3,"failed":1},"steps":{"done":5,"failed":1},"created":"2026-12-02T07:00:00Z","started":"2026-12-02T07:00:01Z","finished":null}`,
+			`{"id":"job-1","status":"done","batches":{"total":4,"done":4,"failed":1},"steps":{"done":7,"failed":1},"created":"2026-12-02T07:00:00Z","started":"2026-12-02T07:00:01Z","finished":"2026-12-02T07:00:03Z"}`,
+		}
+		n := int(j.reads.Add(1)) - 1
+		_, _ = io.WriteString(w, states[min(n, len(states)-1)])
+	case "/v1/jobs/job-1/results":
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		for _, line := range []string{
+			`{"line":1,"answer":{"responses":[{"key":"add","status":200,"response":{"ok":true,"result":{"new_id":1}}},{"key":"get","status":200,"response":{"ok":true,"result":[]}}]}}`,
+			`{"line":2,"answer":[{"key":"0","status":200,"response":{"ok":true,"result":null}}]}`,
+			`{"line":3,"answer":{"responses":[{"key":"charge","status":502,"response":{"ok":false,"result":{"error":5020,"description":"upstream unreachable: connection refused"}}},{"key":"notify","status":424,"response":{"ok":false,"result":{"error":4240,"description":"dependency charge failed"}}}]}}`,
+			`{"line":4,"answer":{"responses":[{"key":"a","status":200,"response":{"ok":true,"result":{}}},{"key":"b","status":200,"response":{"ok":true,"result":{}}}]}}`,
+		} {
+			_, _ = io.WriteString(w, line+"\n")
+		}
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"ok":false,"result":{"error":4040,"description":"no job `+strings.TrimPrefix(r.URL.Path, "/v1/jobs/")+`"}}`)
+	}
+}
+
+// TestJobsPageAgainstTheJobsAPIShapes drives the jobs page against jobsStandIn: progress polled to the end, then
+// the failed line listed with its failed step (the step not executed because of it is not).
+func TestJobsPageAgainstTheJobsAPIShapes(t *testing.T) {
+	jobs := &jobsStandIn{}
+	base := startBatchd(t, jobs)
+	tb := newTab(t, 1280, 900)
+	tb.do(chromedp.Navigate(base+"/ui/jobs"), chromedp.WaitVisible(chromedp.ID("job-id")),
+		chromedp.SendKeys(chromedp.ID("job-id"), "job-1"), chromedp.KeyEvent(kb.Enter))
+	require.Equal(t, "read", tb.settle("#jobs", 1), eval[string](tb, `document.getElementById('job-status').textContent`))
+	assert.GreaterOrEqual(t, jobs.reads.Load(), int32(4), "the page stopped polling before the job ended")
+	type progress struct {
+		Status, Done, Total, Failed, Rate string
+		Value, Max                        float64
+		Lines, FailedLines                string
+		Rows                              []string
+	}
+	got := eval[progress](tb, `({
+		status: document.getElementById('job-state').dataset.status,
+		done: document.getElementById('job-batches').dataset.done, total: document.getElementById('job-batches').dataset.total,
+		failed: document.getElementById('job-failed').dataset.failed, rate: document.getElementById('job-rate').textContent,
+		value: document.getElementById('job-progress').value, max: document.getElementById('job-progress').max,
+		lines: document.getElementById('failures-summary').dataset.lines,
+		failedLines: document.getElementById('failures-summary').dataset.failedLines,
+		rows: [...document.querySelectorAll('#failures-list tr')].map(r => r.dataset.line + ': ' +
+			[...r.querySelectorAll('li')].map(li => li.dataset.key).join(',')),
+	})`)
+	assert.Equal(t, progress{Status: "done", Done: "4", Total: "4", Failed: "1", Rate: got.Rate, Value: 4, Max: 4,
+		Lines: "4", FailedLines: "1", Rows: []string{"3: charge"}}, got)
+	assert.Contains(t, got.Rate, "batches/s")
+	assert.Contains(t, eval[string](tb, `document.getElementById('failures-list').textContent`), "connection refused")
+	assert.Contains(t, eval[string](tb, `location.search`), "id=job-1", "the job's address can be shared")
+
+	tb.do(chromedp.SetValue(chromedp.ID("job-id"), "nope"), chromedp.Click(chromedp.CSS(`#job-form button`)))
+	require.Equal(t, "error", tb.settle("#jobs", 2))
+	assert.Contains(t, eval[string](tb, `document.getElementById('job-status').textContent`), "No job nope")
+}
