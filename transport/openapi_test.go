@@ -552,6 +552,34 @@ func TestLiveBinary(t *testing.T) {
 		{name: "refused: what a schema cannot see", method: "POST", path: "/v1/batch", status: 400, specAccepts: true,
 			body: `{"requests": [{"key": "A", "path": "https://x/y"}, {"key": "A", "path": "Producer/Add", "payload": "${Nope.x}"},
 				{"key": "B", "path": "Item/Import", "depends_on": ["B"]}, {"key": "C", "path": "Demo/Echo", "headers": {"Host": "x"}}]}`},
+		{name: "REST helpers on the demo API's REST methods", method: "POST", path: "/v1/batch", status: 200, specAccepts: true,
+			body: `{"requests": [
+				{"key": "create", "path": "Demo/Create", "payload": {"name": "Acme"}},
+				{"key": "read", "method": "GET", "path": "${create:headers.Location}", "capture_headers": ["ETag"]},
+				{"key": "page", "method": "GET", "path": "Demo/Page?size=2", "depends_on": ["read"]},
+				{"key": "each", "path": "Demo/Echo", "for_each": "${page.result}", "payload": {"i": "${index}", "name": "${item.name}"}},
+				{"key": "gone", "method": "DELETE", "path": "Demo/Producer?id=999", "ok_status": [404]},
+				{"key": "upsert", "path": "Demo/Create", "when": "${gone:status} == 200", "payload": {"name": "Acme 2"}},
+				{"key": "form", "path": "Demo/Form", "headers": {"Content-Type": "application/x-www-form-urlencoded"}, "payload": "name=${read.result.name}"}]}`,
+			check: func(t *testing.T, _ http.Header, b []byte) {
+				var a struct {
+					Responses []struct {
+						Key     string
+						Status  int
+						Headers map[string]string
+						Items   []json.RawMessage
+					}
+				}
+				require.NoError(t, json.Unmarshal(b, &a))
+				require.Len(t, a.Responses, 7)
+				assert.Equal(t, []int{201, 200, 200, 200, 404, 204, 200}, []int{a.Responses[0].Status, a.Responses[1].Status,
+					a.Responses[2].Status, a.Responses[3].Status, a.Responses[4].Status, a.Responses[5].Status, a.Responses[6].Status})
+				assert.Contains(t, a.Responses[1].Headers, "ETag")
+				assert.NotEmpty(t, a.Responses[3].Items)
+			}},
+		{name: "dry run", method: "POST", path: "/v1/batch?dry_run=true", body: seed, status: 200, specAccepts: true,
+			check: func(t *testing.T, _ http.Header, b []byte) { assert.Contains(t, string(b), `"critical_path":["ProducerAdd","ProducerGet"]`) }},
+		{name: "refused: an unknown query parameter", method: "POST", path: "/v1/batch?debug=1", body: seed, status: 400, specAccepts: true},
 		{name: "refused: duplicate members", method: "POST", path: "/v1/batch", status: 400, specAccepts: true,
 			body: `{"requests": [{"key": "A", "path": "Demo/Echo"}], "requests": [{"key": "B", "path": "Demo/Echo"}]}`},
 		{name: "refused: missing path, bad key, reserved key", method: "POST", path: "/v1/batch", status: 400,
