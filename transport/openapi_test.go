@@ -383,7 +383,7 @@ func classify(doc []byte) (exampleKind, int) {
 		switch {
 		case obj["requests"] != nil || obj["batch"] != nil:
 			return exampleRequest, 0
-		case obj["responses"] != nil:
+		case obj["responses"] != nil, obj["plan"] != nil:
 			return exampleAnswer, http.StatusOK
 		case string(obj["ok"]) == "false":
 			var er struct {
