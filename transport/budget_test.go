@@ -229,3 +229,25 @@ func TestLinesAndMillis(t *testing.T) {
 	assert.Equal(t, "{\"steps\":1,\"failed\":0,\"duration_ms\":0.001}\n",
 		line(func(o *wire) { o.summary(plain, []runner.Result{{}}, time.Microsecond) }))
 }
+
+// TestRESTMembers: a fan-out step's items and a step's captured headers, in the answer and in a stream line.
+func TestRESTMembers(t *testing.T) {
+	plan, err := planner.Parse([]byte(`{"requests": [{"key": "L", "path": "l", "capture_headers": ["ETag", "X-Missing"]},
+		{"key": "F", "path": "f/${item}", "for_each": "${L.result}"}]}`), planner.Config{})
+	require.NoError(t, err)
+	results := []runner.Result{
+		{Index: 0, Key: "L", Status: 200, Body: []byte(`{"result": [1, 2]}`), Header: http.Header{"Etag": {`"v1"`}}},
+		{Index: 1, Key: "F", Status: 409, Body: []byte(`[{"a": 1}, {"e": 2}]`), Failed: true, Items: []runner.Item{
+			{Status: 200, Body: []byte(`{"a": 1}`)}, {Status: 409, Body: []byte(`{"e": 2}`), Failed: true}}},
+	}
+	o := wire{}
+	o.answer(plan, results)
+	assert.Equal(t, `{"responses":[{"key":"L","status":200,"response":{"result": [1, 2]},"headers":{"ETag":"\"v1\""}},`+
+		`{"key":"F","status":409,"response":[{"a": 1}, {"e": 2}],"items":[{"status":200,"response":{"a": 1}},{"status":409,"response":{"e": 2}}]}]}`,
+		string(o.buf))
+	assert.GreaterOrEqual(t, answerBound(plan, results), int64(len(o.buf)))
+	line := wire{}
+	line.line(plan, &results[1])
+	assert.Equal(t, `{"index":1,"key":"F","status":409,"response":[{"a": 1}, {"e": 2}],"items":[{"status":200,"response":{"a": 1}},{"status":409,"response":{"e": 2}}]}`+"\n",
+		string(line.buf), "one line: only line breaks are compacted away")
+}

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -157,4 +158,57 @@ func BenchmarkFeatures(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkFanOut is the cost of one for_each step of 50 calls against the same 50 calls written out as steps, each
+// reading its element of the list (CONTRACT.md §11): parse, run against an invoker that answers at once, answer.
+func BenchmarkFanOut(b *testing.B) {
+	const n = 50
+	list := []byte(`{"ok":true,"result":[`)
+	for i := range n {
+		if i > 0 {
+			list = append(list, ',')
+		}
+		list = fmt.Appendf(list, `{"id":%d,"name":"producer %d"}`, i, i)
+	}
+	list = append(list, "]}"...)
+	written := `{"requests":[{"key":"L","path":"Producer/Get"}`
+	for i := range n {
+		written += fmt.Sprintf(`,{"key":"S%d","path":"Producer/Edit","payload":{"id":"${L.result.%d.id}","name":"${L.result.%d.name}!"}}`, i, i, i)
+	}
+	written += "]}"
+	fanOut := `{"requests":[{"key":"L","path":"Producer/Get"},` +
+		`{"key":"F","path":"Producer/Edit","for_each":"${L.result}","payload":{"id":"${item.id}","name":"${item.name}!"}}]}`
+	inv := listInvoker{list: list, body: []byte(batchtest.Response)}
+	for _, s := range []batchtest.Shape{{Name: "written-out-50", Body: written}, {Name: "for_each-50", Body: fanOut}} {
+		b.Run(s.Name, func(b *testing.B) {
+			body := []byte(s.Body)
+			r := runner.New(inv, runner.Config{MaxParallel: 50})
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				p, err := planner.Parse(body, enginePlannerConfig)
+				if err != nil {
+					b.Fatal(err)
+				}
+				results := r.Run(ctx, p, runner.Options{})
+				if results[len(results)-1].Failed {
+					b.Fatalf("%s", results[len(results)-1].Body)
+				}
+				if out := AppendAnswer(nil, p, results); len(out) == 0 {
+					b.Fatal("empty answer")
+				}
+			}
+		})
+	}
+}
+
+// listInvoker answers step L with list and every other call with body, at once.
+type listInvoker struct{ list, body []byte }
+
+func (l listInvoker) Invoke(_ context.Context, c runner.Call) (runner.Response, error) {
+	if c.Key == "L" {
+		return runner.Response{Status: 200, Body: l.list}, nil
+	}
+	return runner.Response{Status: 200, Body: l.body}, nil
 }
