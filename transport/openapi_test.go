@@ -578,7 +578,9 @@ func TestLiveBinary(t *testing.T) {
 				assert.NotEmpty(t, a.Responses[3].Items)
 			}},
 		{name: "dry run", method: "POST", path: "/v1/batch?dry_run=true", body: seed, status: 200, specAccepts: true,
-			check: func(t *testing.T, _ http.Header, b []byte) { assert.Contains(t, string(b), `"critical_path":["ProducerAdd","ProducerGet"]`) }},
+			check: func(t *testing.T, _ http.Header, b []byte) {
+				assert.Contains(t, string(b), `"critical_path":["ProducerAdd","ProducerGet"]`)
+			}},
 		{name: "refused: an unknown query parameter", method: "POST", path: "/v1/batch?debug=1", body: seed, status: 400, specAccepts: true},
 		{name: "refused: duplicate members", method: "POST", path: "/v1/batch", status: 400, specAccepts: true,
 			body: `{"requests": [{"key": "A", "path": "Demo/Echo"}], "requests": [{"key": "B", "path": "Demo/Echo"}]}`},
