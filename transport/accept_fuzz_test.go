@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -45,6 +47,38 @@ func FuzzClientHeaders(f *testing.F) {
 			mt = strings.ToLower(strings.TrimSpace(mt))
 			if mt != json && (!strings.HasPrefix(mt, "application/") || !strings.HasSuffix(mt, "+json")) {
 				t.Fatalf("Content-Type %q taken for JSON (media type %q)", h, mt)
+			}
+		}
+	})
+}
+
+// FuzzDryRunQuery: whatever query string a client sends to POST /v1/batch, it is accepted only when every
+// parameter is dry_run, given once, with a boolean value, and then its value is that boolean; anything else is
+// refused with a problem that says what to fix.
+func FuzzDryRunQuery(f *testing.F) {
+	for _, s := range []string{"", "dry_run=true", "dry_run=1", "dry_run=false", "dry_run=yes", "dry_run", "x=1",
+		"dry_run=true&dry_run=false", "dry_run=true&x", "%zz", "dry%5Frun=true", ";", "&&", "dry_run=TRUE"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		dry, problem := dryRunQuery(raw)
+		q, err := url.ParseQuery(raw)
+		want := err == nil
+		for name, vs := range q {
+			if name != "dry_run" || len(vs) != 1 {
+				want = false
+				continue
+			}
+			if _, perr := strconv.ParseBool(vs[0]); perr != nil {
+				want = false
+			}
+		}
+		if (problem == "") != want {
+			t.Fatalf("dryRunQuery(%q) = %v, %q; want accepted=%v", raw, dry, problem, want)
+		}
+		if problem == "" && dry {
+			if v, _ := strconv.ParseBool(q.Get("dry_run")); !v {
+				t.Fatalf("dryRunQuery(%q) says dry run", raw)
 			}
 		}
 	})
