@@ -128,19 +128,29 @@ func (e *Error) Error() string {
 // did arrive is returned with it.
 var ErrIncomplete = errors.New("the answer ended before its last line: batchd or the connection stopped mid-answer")
 
-// endpoint is the URL of path (which starts with "/") under the base URL.
-func (c *Client) endpoint(path string, query url.Values) string {
+// endpoint is the URL of path under the base URL; path starts with "/" and is escaped already (a job id is one
+// escaped segment).
+func (c *Client) endpoint(path string, query url.Values) (string, error) {
 	u := *c.base
-	u.Path += path
+	u.RawPath = c.base.EscapedPath() + path
+	p, err := url.PathUnescape(u.RawPath)
+	if err != nil {
+		return "", err
+	}
+	u.Path = p
 	u.RawQuery = query.Encode()
-	return u.String()
+	return u.String(), nil
 }
 
 // do sends a request and returns its response when it is a 2xx; any other status is an *Error (its body read and
 // closed).
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body io.Reader, contentType string,
 	opts []RequestOption) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.endpoint(path, query), body)
+	target, err := c.endpoint(path, query)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
