@@ -29,15 +29,15 @@ func cmdRun(ctx context.Context, args []string, server *string, e env) error {
 	if len(pos) != 1 {
 		return &usageError{msg: "run takes one FILE (a batch as JSON; - reads standard input)", usage: runUsage}
 	}
+	c, err := newClient(*server)
+	if err != nil {
+		return err
+	}
 	body, err := readInput(pos[0], maxBatchFile, e)
 	if err != nil {
 		return err
 	}
 	if err := checkJSON(pos[0], body); err != nil {
-		return err
-	}
-	c, err := newClient(*server)
-	if err != nil {
 		return err
 	}
 	var opts []client.RequestOption
@@ -83,15 +83,15 @@ func cmdPlan(ctx context.Context, args []string, server *string, e env) error {
 	if len(pos) != 1 {
 		return &usageError{msg: "plan takes one FILE (a batch as JSON; - reads standard input)", usage: planUsage}
 	}
+	c, err := newClient(*server)
+	if err != nil {
+		return err
+	}
 	body, err := readInput(pos[0], maxBatchFile, e)
 	if err != nil {
 		return err
 	}
 	if err := checkJSON(pos[0], body); err != nil {
-		return err
-	}
-	c, err := newClient(*server)
-	if err != nil {
 		return err
 	}
 	p, err := c.PlanJSON(ctx, body)

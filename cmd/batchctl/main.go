@@ -11,7 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -152,9 +152,8 @@ func exitStatus(ctx context.Context, err error, server string, e env) int {
 		fmt.Fprintln(e.stderr, "batchctl:", err)
 		return exitUnreachable
 	}
-	var ne net.Error
-	var oe *net.OpError
-	if errors.As(err, &ne) || errors.As(err, &oe) {
+	var ue2 *url.Error // what net/http answers when no answer came: refused, reset, DNS, TLS
+	if errors.As(err, &ue2) {
 		fmt.Fprintf(e.stderr, "batchctl: cannot reach batchd at %s: %v\n"+
 			"  start it (make run), or point -server or BATCHD_SERVER at it\n", server, err)
 		return exitUnreachable
@@ -224,7 +223,11 @@ func openInput(name string, e env) (io.ReadCloser, error) {
 	}
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", name, errors.Unwrap(err))
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("cannot read %s: %v", name, err)
 	}
 	return f, nil
 }
