@@ -106,7 +106,7 @@ func cmdJobSubmit(ctx context.Context, args []string, server *string, e env) err
 	if err != nil {
 		var ce *client.Error
 		if errors.As(err, &ce) && (ce.Status == 404 || ce.Status == 405) {
-			return fmt.Errorf("%w\n  does %s serve jobs (POST /v1/jobs)?", err, *server)
+			return &hintError{err: err, hint: "does " + *server + " serve jobs (POST /v1/jobs)?"}
 		}
 		return err
 	}

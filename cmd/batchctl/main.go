@@ -129,8 +129,27 @@ func parseFlags(fs *flag.FlagSet, args []string, usageText string) ([]string, er
 	}
 }
 
-// exitStatus reports err on stderr and returns the exit status it means.
+// hintError is an error with a line that says what may fix it.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() }
+func (e *hintError) Unwrap() error { return e.err }
+
+// exitStatus reports err on stderr, with its hint if it has one, and returns the exit status it means.
 func exitStatus(ctx context.Context, err error, server string, e env) int {
+	code := classify(ctx, err, server, e)
+	var h *hintError
+	if errors.As(err, &h) {
+		fmt.Fprintln(e.stderr, "  "+h.hint)
+	}
+	return code
+}
+
+// classify reports err on stderr and returns the exit status it means.
+func classify(ctx context.Context, err error, server string, e env) int {
 	var ue *usageError
 	var refused *client.Error
 	var failed *failedError

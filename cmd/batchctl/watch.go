@@ -54,7 +54,7 @@ func (m *meter) add(at time.Time, s *client.JobStatus) progress {
 	}
 	p := progress{rate: max(float64(last.done-first.done)/dt, 0), known: true}
 	if left := s.Batches.Total - s.Batches.Done; left > 0 && p.rate > 0 {
-		p.eta = time.Duration(float64(left) / p.rate * float64(time.Second)).Round(time.Second)
+		p.eta = max(time.Duration(float64(left)/p.rate*float64(time.Second)).Round(time.Second), time.Second)
 	}
 	return p
 }
