@@ -161,7 +161,7 @@ Flags:
   -server URL  batchd's base URL (env BATCHD_SERVER; default http://localhost:8080)
 
 Example:
-  batchctl job results -wait 0f3c2a | jq -c 'select(.answer.responses[]?.status >= 400) | .line'
+  batchctl job results -wait 0f3c2a | jq -c 'select([(.answer | .responses? // .)[] | .status >= 400] | any) | .line'
 `
 
 const jobCancelUsage = `Usage: batchctl job cancel [-server URL] ID
