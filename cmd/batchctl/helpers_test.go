@@ -152,6 +152,7 @@ func writeFile(t *testing.T, name, content string) string {
 // the statuses of seq one per poll (the last one again once they run out), and waits on hold, when set, before
 // answering the poll with index holdAt.
 type jobsServer struct {
+	srv      *httptest.Server
 	mu       sync.Mutex
 	uploads  []upload
 	seq      []string // status bodies
@@ -171,9 +172,18 @@ type upload struct {
 
 func startJobsServer(t *testing.T) (*jobsServer, string) {
 	j := &jobsServer{holdAt: -1}
-	srv := httptest.NewServer(j)
-	t.Cleanup(srv.Close)
-	return j, srv.URL
+	j.srv = httptest.NewServer(j)
+	t.Cleanup(j.srv.Close)
+	return j, j.srv.URL
+}
+
+// settledUploads stops the server, waiting for every request it took to be handled (an upload cut short may still
+// be read when batchctl has returned), and returns the uploads it recorded.
+func (j *jobsServer) settledUploads() []upload {
+	j.srv.Close()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.uploads
 }
 
 func (j *jobsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -201,22 +211,26 @@ func (j *jobsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		i := min(j.polls, len(j.seq)-1)
 		j.polls++
 		hold := i == j.holdAt && j.polls-1 == i
+		body, held, release := j.seq[i], j.held, j.hold
 		j.mu.Unlock()
 		if hold {
-			close(j.held)
+			close(held)
 			select {
-			case <-j.hold:
+			case <-release:
 			case <-r.Context().Done():
 				return
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, j.seq[i])
+		_, _ = io.WriteString(w, body)
 	case r.Method == "DELETE" && r.URL.Path == "/v1/jobs/j-1":
 		_, _ = io.WriteString(w, jobStatus("cancelled", 4, 2, 0))
 	case r.Method == "GET" && r.URL.Path == "/v1/jobs/j-1/results":
+		j.mu.Lock()
+		body := j.results
+		j.mu.Unlock()
 		w.Header().Set("Content-Type", "application/x-ndjson")
-		_, _ = io.WriteString(w, j.results)
+		_, _ = io.WriteString(w, body)
 	default:
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(404)

@@ -18,8 +18,9 @@ func TestJobSubmitNDJSON(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, "j-1\n", r.stdout)
 	assert.Equal(t, "batchctl: job j-1 queued: 2 batches; follow it with: batchctl job watch j-1\n", r.stderr)
-	require.Len(t, api.uploads, 1)
-	u := api.uploads[0]
+	uploads := api.settledUploads()
+	require.Len(t, uploads, 1)
+	u := uploads[0]
 	assert.True(t, u.whole)
 	assert.Equal(t, []string{`{"requests": [{"key": "a", "path": "Demo/Echo"}]}`, `[{"path": "Demo/Echo"}]`}, u.lines)
 	assert.Equal(t, "application/x-ndjson", u.header.Get("Content-Type"))
@@ -35,7 +36,7 @@ func TestJobSubmitNotNDJSON(t *testing.T) {
 	assert.Contains(t, r.stderr, "batch.json line 1 is not one JSON value: a job file holds one batch per line (NDJSON)")
 	assert.Contains(t, r.stderr, "jq -c . FILE")
 	assert.Empty(t, r.stdout)
-	for _, u := range api.uploads {
+	for _, u := range api.settledUploads() {
 		assert.False(t, u.whole, "an upload cut short never ends cleanly")
 	}
 }
@@ -60,14 +61,17 @@ func TestJobSubmitCSV(t *testing.T) {
 	r := batchctl(t, producersCSV, nil, "job", "submit", "-print", "-csv", "-", "-template", tmpl)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, strings.Join(producerLines, "\n")+"\n", r.stdout)
+	api.mu.Lock()
 	assert.Empty(t, api.uploads, "-print submits nothing")
+	api.mu.Unlock()
 
 	r = batchctl(t, "", nil, "job", "submit", "-server", server, "-csv", writeFile(t, "p.csv", producersCSV), "-template", tmpl)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, "j-1\n", r.stdout)
-	require.Len(t, api.uploads, 1)
-	assert.True(t, api.uploads[0].whole)
-	assert.Equal(t, producerLines, api.uploads[0].lines)
+	uploads := api.settledUploads()
+	require.Len(t, uploads, 1)
+	assert.True(t, uploads[0].whole)
+	assert.Equal(t, producerLines, uploads[0].lines)
 
 	// The template from standard input.
 	r = batchctl(t, `["${row.id}"]`, nil, "job", "submit", "-print", "-template", "-", "-csv", writeFile(t, "p.csv", producersCSV))
@@ -84,10 +88,11 @@ func TestJobSubmitCSVBadRow(t *testing.T) {
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "batchctl: CSV row 3: record on line 4: wrong number of fields")
 	assert.Empty(t, r.stdout)
-	for _, u := range api.uploads {
+	for _, u := range api.settledUploads() {
 		assert.False(t, u.whole)
 	}
 
+	_, server = startJobsServer(t)
 	r = batchctl(t, "id\n1\n", nil, "job", "submit", "-server", server, "-csv", "-", "-template", writeFile(t, "t.json", `["${row.email}"]`))
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, `${row.email} names no column of the CSV header; columns: "id"`)

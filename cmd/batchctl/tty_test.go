@@ -84,15 +84,18 @@ func TestTerminalPlanAndRun(t *testing.T) {
 // job watch draws a progress bar on a terminal, with the counts, rate and ETA, from a job's statuses.
 func TestTerminalWatchBar(t *testing.T) {
 	api, server := startJobsServer(t)
+	api.mu.Lock() // batchctl runs in another process: the server's handlers read these under the lock
 	api.seq = []string{
 		jobStatus("running", 100, 0, 0), jobStatus("running", 100, 10, 0), jobStatus("running", 100, 25, 1),
 		jobStatus("running", 100, 50, 2), jobStatus("done", 100, 100, 2),
 	}
 	api.holdAt, api.hold, api.held = 4, make(chan struct{}), make(chan struct{})
+	held := api.held
+	api.mu.Unlock()
 	term := newTerminal(t, shellQuote(binary(t, "batchctl"))+" -server "+server+" job watch -interval 100ms j-1")
 
 	select {
-	case <-api.held: // the bar has drawn 50/100 and the next poll waits
+	case <-held: // the bar has drawn 50/100 and the next poll waits
 	case <-time.After(30 * time.Second):
 		t.Fatalf("batchctl did not poll five times within 30s:\n%s", term.screen())
 	}
@@ -105,7 +108,9 @@ func TestTerminalWatchBar(t *testing.T) {
 	assert.Regexp(t, `[0-9.]+ batches/s, ETA [0-9hms]+`, bar)
 	assert.Equal(t, 1, strings.Count(s, "batches/s"), "the bar is redrawn in place, not written line after line:\n%s", s)
 
+	api.mu.Lock()
 	close(api.hold)
+	api.mu.Unlock()
 	s = term.waitFor("EXIT=1")
 	t.Logf("screen at the end:\n%s", s)
 	assert.Contains(t, s, "job j-1 done: 100/100 batches, 2 failed; 200 steps, 2 failed; in 41s")
