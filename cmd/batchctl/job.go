@@ -257,6 +257,9 @@ func cmdJobWatch(ctx context.Context, args []string, server *string, e env) erro
 	s, err := watch(ctx, poll, r, *interval, time.Now)
 	if err != nil {
 		if ctx.Err() != nil {
+			if e.tty {
+				fmt.Fprintln(e.stdout) // off the bar's line
+			}
 			fmt.Fprintf(e.stderr, "batchctl: stopped watching job %s; it goes on. Resume with: batchctl job watch %s\n", id, id)
 		}
 		return err

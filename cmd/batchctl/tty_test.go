@@ -27,7 +27,10 @@ func newTerminal(t *testing.T, line string) *terminal {
 	_, err := exec.LookPath("tmux")
 	require.NoError(t, err, "tmux is needed to test batchctl on a terminal (apt-get install tmux)")
 	term := &terminal{t: t, socket: fmt.Sprintf("batchctl-test-%d-%d", os.Getpid(), time.Now().UnixNano())}
-	term.tmux("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "160", "-y", "40", "sh", "-c", line+"; echo EXIT=$?; sleep 60")
+	// The shell traps SIGINT (a trap, not an ignore, which the command would inherit) so that it outlives a Ctrl-C
+	// sent to the command and reports its exit status.
+	term.tmux("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "160", "-y", "40", "sh", "-c",
+		"trap : INT; "+line+"; echo EXIT=$?; sleep 60")
 	t.Cleanup(func() { _ = exec.Command("tmux", "-L", term.socket, "kill-server").Run() })
 	return term
 }
@@ -126,4 +129,35 @@ func barLine(screen string) string {
 		}
 	}
 	return ""
+}
+
+// Ctrl-C stops watching, not the job, and a second watch resumes from where the job is.
+func TestTerminalWatchInterruptAndResume(t *testing.T) {
+	api, server := startJobsServer(t)
+	api.mu.Lock()
+	api.seq = []string{jobStatus("running", 100, 10, 0), jobStatus("running", 100, 20, 0), jobStatus("running", 100, 30, 0)}
+	api.holdAt, api.hold, api.held = 2, make(chan struct{}), make(chan struct{})
+	held := api.held
+	api.mu.Unlock()
+	watch := shellQuote(binary(t, "batchctl")) + " -server " + server + " job watch -interval 100ms j-1"
+	term := newTerminal(t, watch)
+	select {
+	case <-held: // the third poll waits: the job makes no progress
+	case <-time.After(30 * time.Second):
+		t.Fatalf("batchctl did not poll three times within 30s:\n%s", term.screen())
+	}
+	term.waitFor("20/100 batches (20%)")
+	term.tmux("send-keys", "-t", "t", "C-c")
+	s := term.waitFor("EXIT=130")
+	assert.Contains(t, s, "batchctl: stopped watching job j-1; it goes on. Resume with: batchctl job watch j-1")
+	assert.Contains(t, s, "batchctl: interrupted")
+
+	// The job went on meanwhile; the next watch starts where it is, with no rate until it has seen progress.
+	api.mu.Lock()
+	close(api.hold)
+	api.seq, api.polls, api.holdAt = []string{jobStatus("running", 100, 60, 0), jobStatus("done", 100, 100, 0)}, 0, -1
+	api.mu.Unlock()
+	term = newTerminal(t, watch)
+	s = term.waitFor("EXIT=0")
+	assert.Contains(t, s, "job j-1 done: 100/100 batches, 0 failed; 200 steps, 0 failed; in 41s")
 }
