@@ -80,7 +80,7 @@ func (a *Answer) Result(key string) (Result, bool) {
 	return a.Results[i], true
 }
 
-// OK reports whether every step succeeded.
+// OK reports whether every step succeeded (false for a dry run's answer, which ran nothing).
 func (a *Answer) OK() bool { return a.Failed == 0 && a.Plan == nil }
 
 // Decode unmarshals the step's response into v.
