@@ -36,11 +36,22 @@ type Result struct {
 	// Response is the step's body as JSON: the API's JSON as it was (compacted), any other body as a JSON string,
 	// null for none; where batchd decided the outcome, an ErrorResult (see Result.ErrorResult).
 	Response json.RawMessage
-	Timing   *Timing // set when the batch asked for Timings
+	// Items are a fan-out step's calls (ForEach), in element order; nil for any other step.
+	Items []Item
+	// Headers are the response headers the step named in CaptureHeaders, by the name it gave; nil when it named
+	// none.
+	Headers map[string]string
+	Timing  *Timing // set when the batch asked for Timings
 	// RolledBack: in an atomic batch that did not commit, this step was undone.
 	RolledBack bool
 	// RollbackStatus is the status of this step's rollback, when one was attempted.
 	RollbackStatus *int
+}
+
+// Item is one call of a fan-out step.
+type Item struct {
+	Status   int             `json:"status"`
+	Response json.RawMessage `json:"response"`
 }
 
 // Timing is when a step ran, in milliseconds from the batch's start.
@@ -108,12 +119,14 @@ func (a *Answer) MarshalJSON() ([]byte, error) {
 		}{a.Plan})
 	}
 	type result struct {
-		Key            string          `json:"key"`
-		Status         int             `json:"status"`
-		Response       json.RawMessage `json:"response"`
-		Timing         *Timing         `json:"timing,omitempty"`
-		RolledBack     *bool           `json:"rolled_back,omitempty"`
-		RollbackStatus *int            `json:"rollback_status,omitempty"`
+		Key            string             `json:"key"`
+		Status         int                `json:"status"`
+		Response       json.RawMessage    `json:"response"`
+		Items          *[]Item            `json:"items,omitempty"`   // written when set, even empty
+		Headers        *map[string]string `json:"headers,omitempty"` // likewise
+		Timing         *Timing            `json:"timing,omitempty"`
+		RolledBack     *bool              `json:"rolled_back,omitempty"`
+		RollbackStatus *int               `json:"rollback_status,omitempty"`
 	}
 	out := struct {
 		Responses      []result       `json:"responses"`
@@ -123,6 +136,12 @@ func (a *Answer) MarshalJSON() ([]byte, error) {
 	for i, r := range a.Results {
 		out.Responses[i] = result{Key: r.Key, Status: r.Status, Response: r.Response, Timing: r.Timing,
 			RollbackStatus: r.RollbackStatus}
+		if r.Items != nil {
+			out.Responses[i].Items = &r.Items
+		}
+		if r.Headers != nil {
+			out.Responses[i].Headers = &r.Headers
+		}
 		if a.Atomic != nil {
 			out.Responses[i].RolledBack = &r.RolledBack
 		}
@@ -179,18 +198,20 @@ func (c *Client) RunStream(ctx context.Context, body []byte, onResult func(Resul
 // rollback's ({"index","key","rolled_back","rollback_status"}) or the summary ({"steps","failed","duration_ms",
 // "critical_path_ms"?,"atomic"?}, the only one without "index").
 type streamLine struct {
-	Index          *int            `json:"index"`
-	Key            string          `json:"key"`
-	Status         *int            `json:"status"`
-	Response       json.RawMessage `json:"response"`
-	Timing         *Timing         `json:"timing"`
-	RolledBack     *bool           `json:"rolled_back"`
-	RollbackStatus *int            `json:"rollback_status"`
-	Steps          *int            `json:"steps"`
-	Failed         *int            `json:"failed"`
-	DurationMS     float64         `json:"duration_ms"`
-	CriticalPathMS *float64        `json:"critical_path_ms"`
-	Atomic         *AtomicOutcome  `json:"atomic"`
+	Index          *int              `json:"index"`
+	Key            string            `json:"key"`
+	Status         *int              `json:"status"`
+	Response       json.RawMessage   `json:"response"`
+	Items          []Item            `json:"items"`
+	Headers        map[string]string `json:"headers"`
+	Timing         *Timing           `json:"timing"`
+	RolledBack     *bool             `json:"rolled_back"`
+	RollbackStatus *int              `json:"rollback_status"`
+	Steps          *int              `json:"steps"`
+	Failed         *int              `json:"failed"`
+	DurationMS     float64           `json:"duration_ms"`
+	CriticalPathMS *float64          `json:"critical_path_ms"`
+	Atomic         *AtomicOutcome    `json:"atomic"`
 }
 
 // readStream reads a streamed answer into an Answer in request order. The whole stream is bounded by MaxAnswer.
@@ -224,9 +245,15 @@ func (c *Client) readStream(body io.Reader, onResult func(Result)) (*Answer, err
 			ans.Failed, ans.DurationMS, ans.CriticalPathMS, ans.Atomic = *l.Failed, l.DurationMS, l.CriticalPathMS, l.Atomic
 			return ans, ans.complete(*l.Steps, rollbacks)
 		case l.Status != nil:
-			r := Result{Index: *l.Index, Key: l.Key, Status: *l.Status, Response: l.Response, Timing: l.Timing}
+			r := Result{Index: *l.Index, Key: l.Key, Status: *l.Status, Response: l.Response, Items: l.Items,
+				Headers: l.Headers, Timing: l.Timing}
 			if r.Response == nil {
 				r.Response = json.RawMessage("null")
+			}
+			for i := range r.Items {
+				if r.Items[i].Response == nil {
+					r.Items[i].Response = json.RawMessage("null")
+				}
 			}
 			ans.Results = append(ans.Results, r)
 			if onResult != nil {

@@ -26,6 +26,16 @@ type Step struct {
 	Headers   map[string]string `json:"headers,omitempty"`    // this step's own headers
 	DependsOn []string          `json:"depends_on,omitempty"` // keys to wait for even without a placeholder
 	Rollback  *Rollback         `json:"rollback,omitempty"`   // what undoes this step in an Atomic batch
+
+	// The REST helpers. OKStatus lists statuses that count as success (e.g. 404 for an idempotent delete). When
+	// is a condition ("${A:status} == 404", "exists ${A.result.0}"): when false the step is skipped (204, not a
+	// failure). ForEach is a placeholder of an array ("${L.result}"): the step runs once per element, with
+	// ${item}, ${item.x} and ${index}, and its Result gains Items. CaptureHeaders names response headers its
+	// Result carries in Headers.
+	OKStatus       []int    `json:"ok_status,omitempty"`
+	When           string   `json:"when,omitempty"`
+	ForEach        string   `json:"for_each,omitempty"`
+	CaptureHeaders []string `json:"capture_headers,omitempty"`
 }
 
 // Rollback is the call that undoes a step in an atomic batch; its placeholders may use ${self.…}, the step's own

@@ -369,3 +369,52 @@ func indexOfKey(a *client.Answer, key string) int {
 	}
 	return -1
 }
+
+// The REST helpers' fields of a step are written with the names batchd reads, and only when set.
+func TestStepRESTHelperFields(t *testing.T) {
+	b := &client.Batch{Steps: []client.Step{
+		{Key: "del", Method: "DELETE", Path: "customers/7", OKStatus: []int{404}},
+		{Key: "each", Path: "orders", ForEach: client.Ref("L", "result"), When: "exists " + client.Ref("L", "result", "0"),
+			CaptureHeaders: []string{"ETag"}},
+		{Key: "plain", Path: "Demo/Echo"},
+	}}
+	got, err := json.Marshal(b)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"requests": [
+		{"key": "del", "method": "DELETE", "path": "customers/7", "ok_status": [404]},
+		{"key": "each", "path": "orders", "for_each": "${L.result}", "when": "exists ${L.result.0}", "capture_headers": ["ETag"]},
+		{"key": "plain", "path": "Demo/Echo"}]}`, string(got))
+}
+
+// A fan-out step's items and a step's captured headers, as batchd streams them, are read into the result and
+// written back in the answer's JSON form; an empty list of items or of headers stays in the answer. (A loopback
+// server writes the lines: the REST helpers are not on every batchd.)
+func TestItemsAndHeadersRoundTrip(t *testing.T) {
+	lines := `{"index":1,"key":"each","status":200,"response":[{"id":1},null],"items":[{"status":201,"response":{"id":1}},{"status":204,"response":null}]}
+{"index":0,"key":"get","status":200,"response":{"ok":true},"headers":{"ETag":"\"v1\""}}
+{"index":2,"key":"none","status":200,"response":[],"items":[],"headers":{}}
+{"steps":3,"failed":0,"duration_ms":1.5}
+`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		_, _ = io.WriteString(w, lines)
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL, client.Config{})
+	require.NoError(t, err)
+	ans, err := c.RunJSON(ctx(t), []byte(`[]`))
+	require.NoError(t, err)
+	each, _ := ans.Result("each")
+	require.Len(t, each.Items, 2)
+	assert.Equal(t, 204, each.Items[1].Status)
+	assert.Equal(t, "null", string(each.Items[1].Response))
+	get, _ := ans.Result("get")
+	assert.Equal(t, map[string]string{"ETag": `"v1"`}, get.Headers)
+	assert.Nil(t, get.Items)
+	out, err := json.Marshal(ans)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"responses": [
+		{"key":"get","status":200,"response":{"ok":true},"headers":{"ETag":"\"v1\""}},
+		{"key":"each","status":200,"response":[{"id":1},null],"items":[{"status":201,"response":{"id":1}},{"status":204,"response":null}]},
+		{"key":"none","status":200,"response":[],"items":[],"headers":{}}]}`, string(out))
+}
