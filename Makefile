@@ -12,6 +12,7 @@ all: build
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/batchd
 	$(GO) build -trimpath -o bin/batchload ./cmd/batchload
+	$(GO) build -trimpath -o bin/batchctl ./cmd/batchctl
 
 # make run: the service with the embedded demo API on :8080.
 run: build
