@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/batchd/batchd/runner"
 )
@@ -53,10 +55,16 @@ func learnable(ev runner.StepEvent) bool {
 const maxSegmentLen = 64
 
 // firstSegment is the segment a name is learned under: its first, when that is a method name rather than an
-// identifier and at most maxSegmentLen bytes long; "" otherwise.
+// identifier, at most maxSegmentLen bytes long, and printable UTF-8 (a label value must be valid UTF-8); ""
+// otherwise.
 func firstSegment(segs []string) string {
-	if len(segs) == 0 || segs[0] == idSegment || len(segs[0]) > maxSegmentLen {
+	if len(segs) == 0 || segs[0] == idSegment || len(segs[0]) > maxSegmentLen || !utf8.ValidString(segs[0]) {
 		return ""
+	}
+	for _, r := range segs[0] {
+		if !unicode.IsPrint(r) {
+			return ""
+		}
 	}
 	return segs[0]
 }
