@@ -4,13 +4,17 @@ BIN       := bin/batchd
 FUZZTIME  ?= 20000x
 BENCHTIME ?= 1s
 COUNT     ?= 5
+# What batchd -version and batchd_build_info report; without git, "devel" and "unknown".
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -X main.version=$(VERSION) -X main.revision=$(REVISION)
 
-.PHONY: all build run test vet unit fuzz-smoke fuzz bench load lint fmt soak clean
+.PHONY: all build run test vet unit fuzz-smoke fuzz bench load lint fmt soak clean image compose
 
 all: build
 
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/batchd
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/batchd
 	$(GO) build -trimpath -o bin/batchload ./cmd/batchload
 	$(GO) build -trimpath -o bin/batchctl ./cmd/batchctl
 
@@ -55,6 +59,13 @@ SOAK         ?= 60s
 SOAK_CLIENTS ?= 32
 soak:
 	BATCHD_SOAK=$(SOAK) BATCHD_SOAK_CLIENTS=$(SOAK_CLIENTS) $(GO) test -run '^TestSoak$$' -count=1 -v -timeout 15m ./cmd/batchd
+
+# make image: the container image, tagged with the version; make compose: batchd, Prometheus and Grafana.
+image:
+	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t batchd:$(VERSION) .
+
+compose:
+	VERSION=$(VERSION) REVISION=$(REVISION) docker compose -f deploy/docker-compose.yml up --build
 
 clean:
 	rm -rf bin

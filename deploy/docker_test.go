@@ -101,9 +101,18 @@ func TestDockerfile(t *testing.T) {
 			buildCmd = in.Args
 		}
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-ldflags=\"-s -w\"", "./cmd/batchd"} {
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "./cmd/batchd",
+		"-ldflags=\"-s -w -X main.version=${VERSION} -X main.revision=${REVISION}\""} {
 		assert.Contains(t, buildCmd, want)
 	}
+	args := map[string]bool{}
+	for _, in := range build {
+		if in.Cmd == "ARG" {
+			name, _, _ := strings.Cut(in.Args, "=")
+			args[name] = true
+		}
+	}
+	assert.True(t, args["VERSION"] && args["REVISION"], "the build stage takes VERSION and REVISION (make image passes them)")
 	info, err := os.Stat(filepath.Join(repoRoot, "cmd", "batchd"))
 	require.NoError(t, err, "the Dockerfile builds ./cmd/batchd")
 	assert.True(t, info.IsDir())
@@ -136,8 +145,9 @@ type compose struct {
 	Services map[string]struct {
 		Image string `json:"image"`
 		Build *struct {
-			Context    string `json:"context"`
-			Dockerfile string `json:"dockerfile"`
+			Context    string            `json:"context"`
+			Dockerfile string            `json:"dockerfile"`
+			Args       map[string]string `json:"args"`
 		} `json:"build"`
 		Command         []string          `json:"command"`
 		Environment     map[string]string `json:"environment"`
@@ -148,6 +158,7 @@ type compose struct {
 		CapDrop         []string          `json:"cap_drop"`
 		SecurityOpt     []string          `json:"security_opt"`
 		StopGracePeriod string            `json:"stop_grace_period"`
+		MemLimit        string            `json:"mem_limit"`
 		Restart         string            `json:"restart"`
 	} `json:"services"`
 	Volumes map[string]any `json:"volumes"`
@@ -177,7 +188,22 @@ func TestCompose(t *testing.T) {
 	require.NoError(t, err)
 	batchTimeout, err := time.ParseDuration(b.Environment["BATCHD_BATCH_TIMEOUT"])
 	require.NoError(t, err)
-	assert.Greater(t, grace, batchTimeout+10*time.Second, "stop_grace_period lets the batches in flight finish")
+	drainDelay, err := time.ParseDuration(b.Environment["BATCHD_DRAIN_DELAY"])
+	require.NoError(t, err)
+	assert.Greater(t, grace, drainDelay+batchTimeout+10*time.Second, "stop_grace_period lets the batches in flight finish")
+	assert.Equal(t, "${VERSION:-devel}", b.Build.Args["VERSION"], "the version reaches the image (make compose sets it)")
+	assert.Equal(t, "${REVISION:-unknown}", b.Build.Args["REVISION"])
+
+	// GOMEMLIMIT is about 90 % of the container's memory limit.
+	memLimit := regexp.MustCompile(`^(\d+)m$`).FindStringSubmatch(b.MemLimit)
+	require.NotNil(t, memLimit, "mem_limit %q: write it in m (MiB)", b.MemLimit)
+	limit, err := strconv.ParseInt(memLimit[1], 10, 64)
+	require.NoError(t, err)
+	assert.InDelta(t, 0.9, float64(parseGoMemLimit(t, b.Environment["GOMEMLIMIT"]))/float64(limit<<20), 0.03)
+
+	// The metrics listener is published on loopback only.
+	assert.Contains(t, b.Ports, "127.0.0.1:8081:8081")
+	assert.Equal(t, ":8081", b.Environment["BATCHD_METRICS_ADDR"])
 
 	// Every bind-mounted file or directory exists, and every named volume is declared.
 	for name, s := range c.Services {
@@ -198,7 +224,7 @@ func TestCompose(t *testing.T) {
 	}
 
 	// Prometheus reads the config and rules where prometheus.yml expects them, and scrapes the batchd service
-	// on the port batchd listens on.
+	// on the port of its metrics listener.
 	p := c.Services["prometheus"]
 	assert.Contains(t, p.Command, "--config.file=/etc/prometheus/prometheus.yml")
 	assert.Contains(t, p.Volumes, "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro")
@@ -219,7 +245,8 @@ func TestCompose(t *testing.T) {
 		if sc.JobName == "batchd" {
 			found = true
 			require.Len(t, sc.StaticConfigs, 1)
-			assert.Equal(t, []string{"batchd" + b.Environment["BATCHD_ADDR"]}, sc.StaticConfigs[0].Targets)
+			assert.Equal(t, []string{"batchd" + b.Environment["BATCHD_METRICS_ADDR"]}, sc.StaticConfigs[0].Targets,
+				"Prometheus scrapes batchd's metrics listener")
 		}
 	}
 	assert.True(t, found, "a scrape job named batchd (the rules select job=\"batchd\")")

@@ -25,28 +25,40 @@ import (
 	"github.com/batchd/batchd/transport/demoapi"
 )
 
-// TestE2EPrometheusScrapesBatchd builds batchd, runs it on loopback with a 200ms step timeout, runs a real
-// Prometheus scraping it every second with deploy/prometheus/rules.yml loaded, sends batches (one whose step times
-// out, one refused for a cycle), and asserts through Prometheus' HTTP API that the series arrived with the values
-// the batches imply, that every batchd_ series of the registry is scraped, and that the recording rules evaluate
-// on the real series. It takes about 10 seconds.
+// e2eVersion is the version the end-to-end tests link into batchd, as make build does with git describe.
+const e2eVersion = "v0.0.0-e2e"
+
+// buildBatchd builds cmd/batchd from the tree with the version linked in, as make build does.
+func buildBatchd(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	require.NoError(t, err, "go is needed to build batchd")
+	bin := filepath.Join(t.TempDir(), "batchd")
+	build := exec.Command(goBin, "build", "-ldflags", "-X main.version="+e2eVersion+" -X main.revision=e2e", "-o", bin, "./cmd/batchd")
+	build.Dir = repoRoot
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build ./cmd/batchd:\n%s", out)
+	return bin
+}
+
+// TestE2EPrometheusScrapesBatchd builds batchd, runs it on loopback with a 200ms step timeout and its metrics on an
+// internal listener (-metrics-addr, as the compose file and the manifests do), runs a real Prometheus scraping that
+// listener every second with deploy/prometheus/rules.yml loaded, sends batches (one whose step times out, one whose
+// steps the "upstream" answers 500 and 404, one refused for a cycle), and asserts through Prometheus' HTTP API
+// that the series arrived with the values the batches imply (the build info, status classes and verbs included),
+// that every batchd_ series of the registry is scraped, and that the recording rules evaluate on the real series,
+// the upstream failure ratio counting the 500 and the timeout but not the 404. It takes about 10 seconds.
 func TestE2EPrometheusScrapesBatchd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts batchd and Prometheus (about 10s); skipped with -short")
 	}
 	prometheus := tool(t, "prometheus")
-	goBin, err := exec.LookPath("go")
-	require.NoError(t, err, "go is needed to build batchd")
-
+	bin := buildBatchd(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "batchd")
-	build := exec.Command(goBin, "build", "-o", bin, "./cmd/batchd")
-	build.Dir = repoRoot
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build ./cmd/batchd:\n%s", out)
 
-	batchdAddr := freeAddr(t)
-	startProcess(t, "batchd", bin, "-addr", batchdAddr, "-step-timeout", "200ms", "-log-format", "text")
+	batchdAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	startProcess(t, "batchd", bin, "-addr", batchdAddr, "-metrics-addr", metricsAddr, "-step-timeout", "200ms",
+		"-log-format", "text", "-drain-delay", "0")
 	base := "http://" + batchdAddr
 	eventually(t, 10*time.Second, "batchd answers /healthz", func() (bool, string) {
 		resp, err := http.Get(base + "/healthz")
@@ -70,7 +82,7 @@ scrape_configs:
     scrape_timeout: 1s
     static_configs:
       - targets: [%q]
-`, rules, batchdAddr)
+`, rules, metricsAddr)
 	cfgFile := filepath.Join(dir, "prometheus.yml")
 	require.NoError(t, os.WriteFile(cfgFile, []byte(cfg), 0o644))
 	startProcess(t, "prometheus", prometheus,
@@ -107,6 +119,11 @@ scrape_configs:
 	require.Len(t, answer.Responses, 2)
 	assert.Equal(t, 200, answer.Responses[0].Status)
 	assert.Equal(t, 504, answer.Responses[1].Status)
+	// A batch whose steps the demo API fails with 500 (the upstream's fault) and 404 (the client's), and one sent
+	// with PUT, which the demo methods refuse (405).
+	resp = postBatch(t, base, `{"requests":[{"key":"f5","path":"Demo/Fail","payload":{"status":500}},`+
+		`{"key":"f4","path":"Demo/Fail","payload":{"status":404}},{"key":"p","method":"PUT","path":"Demo/Echo","payload":1}]}`)
+	require.Equal(t, http.StatusOK, resp.status, resp.body)
 	// A batch refused for a dependency cycle.
 	resp = postBatch(t, base, `{"requests":[{"key":"a","path":"Demo/Echo","payload":"${b.x}"},`+
 		`{"key":"b","path":"Demo/Echo","payload":"${a.x}"}]}`)
@@ -130,6 +147,22 @@ scrape_configs:
 		// The recording rules, evaluated on the real series.
 		{`batchd:step_timeouts:rate5m{job="batchd", method="Demo/Sleep"}`, 1e-9},
 		{`batchd:batches_rejected:ratio_rate5m{job="batchd", reason="cycle"}`, 1e-9},
+		// The build, and the steps by verb and status class.
+		{`batchd_build_info{job="batchd", version="` + e2eVersion + `", revision="e2e"}`, 1},
+		{`batchd_steps_total{job="batchd", method="Demo/Echo", verb="POST", outcome="ok", status_class="2xx"}`, 1},
+		{`batchd_steps_total{job="batchd", method="Demo/Sleep", verb="POST", outcome="timeout", status_class="none"}`, 1},
+		{`batchd_steps_total{job="batchd", method="Demo/Fail", verb="POST", outcome="error", status_class="5xx"}`, 1},
+		{`batchd_steps_total{job="batchd", method="Demo/Fail", verb="POST", outcome="error", status_class="4xx"}`, 1},
+		{`batchd_steps_total{job="batchd", method="Demo/Echo", verb="PUT", outcome="error", status_class="4xx"}`, 1},
+		// rate() sees the steps whose series existed at 0 before them: the four POST steps (a method's POST series
+		// are created at start). The PUT step's series came into being with it, at 1, so rate() does not see that
+		// first step (every later PUT step would be seen). Of the four, the 500 and the timeout are the upstream's
+		// failures and the 404 the client's.
+		{`batchd:steps_executed:rate5m{job="batchd"}`, 1e-9},
+		{`batchd:step_upstream_failures:rate5m{job="batchd"}`, 1e-9},
+		{`(batchd:step_upstream_failure_ratio:rate5m{job="batchd"} > 0.499) < 0.501`, 0.499},
+		{`(batchd:step_client_error_ratio:rate5m{job="batchd"} > 0.249) < 0.251`, 0.249},
+		{`batchd:step_upstream_failures_by_method:rate5m{job="batchd", method="Demo/Fail", verb="POST"}`, 1e-9},
 	} {
 		eventually(t, 15*time.Second, q.expr, func() (bool, string) { return queryAtLeast(t, prom, q.expr, q.min) })
 	}
@@ -156,6 +189,12 @@ scrape_configs:
 	for n := range got {
 		assert.True(t, want[n], "Prometheus holds %s, which the registry does not declare", n)
 	}
+	// The public listener serves no /metrics once -metrics-addr is set.
+	r, err := http.Get(base + "/metrics")
+	require.NoError(t, err)
+	r.Body.Close()
+	assert.Equal(t, http.StatusNotFound, r.StatusCode)
+
 	// The method label is pre-created for every known method (the demo API's, at least) and "other".
 	methods := map[string]bool{}
 	for _, s := range query(t, prom, `batchd_step_timeouts_total{job="batchd"}`) {

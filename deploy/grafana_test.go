@@ -237,7 +237,8 @@ func TestDashboardStructure(t *testing.T) {
 		t.Error(p)
 	}
 	// The dashboard covers what the operating guide promises: RED for batches and steps, timeouts, in-flight work,
-	// batch shape, rejections, upstream errors, Go runtime.
+	// batch shape, rejections, upstream errors, upstream failures told from client errors by status class and
+	// verb, versions running, budgets and memory, rollbacks, idempotency, Go runtime.
 	var all strings.Builder
 	for _, p := range d.allPanels() {
 		for _, tg := range p.Targets {
@@ -249,6 +250,8 @@ func TestDashboardStructure(t *testing.T) {
 		"batchd_step_duration_seconds_bucket", "batchd_step_timeouts_total", "batchd_batches_in_flight",
 		"batchd_steps_in_flight", "batchd_batch_steps_bucket", "batchd_batch_depth_bucket", "batchd_batches_rejected_total",
 		"batchd_upstream_errors_total", "go_goroutines", "process_cpu_seconds_total",
+		"batchd_steps_total", "status_class", "verb", "batchd_build_info", "batchd_rollbacks_total",
+		"batchd_idempotency_total", "batchd_budget_bytes_in_use", "go_gc_gomemlimit_bytes",
 		"histogram_quantile(0.5,", "histogram_quantile(0.95,", "histogram_quantile(0.99,",
 	} {
 		assert.Contains(t, all.String(), want)

@@ -3,6 +3,8 @@ package deploy_test
 import (
 	"bytes"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,10 +133,19 @@ func TestKubernetesManifests(t *testing.T) {
 			ports[p.Name] = p.ContainerPort
 		}
 		for _, pr := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
-			assert.Contains(t, ports, pr.HTTPGet.Port.String(), "probe port names a container port")
+			assert.Equal(t, "http", pr.HTTPGet.Port.String(), "probes go to the public port, where /readyz is")
 		}
 		assert.Equal(t, int32(8080), ports["http"])
 		assert.Contains(t, c.Args, "-addr=:8080")
+		assert.Equal(t, int32(8081), ports["metrics"])
+		assert.Contains(t, c.Args, "-metrics-addr=:8081", "the metrics port is where batchd serves /metrics")
+	})
+
+	t.Run("GOMEMLIMIT is about 90 % of the memory limit", func(t *testing.T) {
+		limit := c.Resources.Limits.Memory().Value()
+		goLimit := parseGoMemLimit(t, env["GOMEMLIMIT"])
+		assert.InDelta(t, 0.9, float64(goLimit)/float64(limit), 0.03,
+			"GOMEMLIMIT %d of a %d limit: below it, so that the GC acts before the OOM killer; near it, so that memory is used", goLimit, limit)
 	})
 
 	t.Run("graceful termination outlasts the batch timeout", func(t *testing.T) {
@@ -144,6 +155,12 @@ func TestKubernetesManifests(t *testing.T) {
 			batchTimeout, err = time.ParseDuration(v)
 			require.NoError(t, err)
 		}
+		drainDelay := 5 * time.Second // batchd's default
+		if v := env["BATCHD_DRAIN_DELAY"]; v != "" {
+			var err error
+			drainDelay, err = time.ParseDuration(v)
+			require.NoError(t, err)
+		}
 		var preStop time.Duration
 		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
 			preStop = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
@@ -151,8 +168,9 @@ func TestKubernetesManifests(t *testing.T) {
 		require.NotNil(t, pod.TerminationGracePeriodSeconds)
 		grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
 		// The server's own shutdown allows -batch-timeout plus 10s; leave 5s more before SIGKILL.
-		assert.Greater(t, grace, preStop+batchTimeout+15*time.Second,
-			"terminationGracePeriodSeconds must exceed preStop (%v) + -batch-timeout (%v) + 15s", preStop, batchTimeout)
+		assert.Greater(t, grace, preStop+drainDelay+batchTimeout+15*time.Second,
+			"terminationGracePeriodSeconds must exceed preStop (%v) + -drain-delay (%v) + -batch-timeout (%v) + 15s",
+			preStop, drainDelay, batchTimeout)
 	})
 
 	t.Run("security context", func(t *testing.T) {
@@ -186,13 +204,15 @@ func TestKubernetesManifests(t *testing.T) {
 		assert.GreaterOrEqual(t, lim.Memory().Cmp(*req.Memory()), 0, "limit ≥ request")
 	})
 
-	t.Run("service selects the pods and targets the http port", func(t *testing.T) {
+	t.Run("service selects the pods and targets the http and metrics ports", func(t *testing.T) {
 		s := &m.service
 		require.NotEmpty(t, s.Spec.Selector)
 		assert.True(t, labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels))
-		require.Len(t, s.Spec.Ports, 1)
-		assert.Equal(t, "http", s.Spec.Ports[0].Name)
-		assert.Equal(t, "http", s.Spec.Ports[0].TargetPort.String())
+		require.Len(t, s.Spec.Ports, 2)
+		for _, p := range s.Spec.Ports {
+			assert.Contains(t, []string{"http", "metrics"}, p.Name)
+			assert.Equal(t, p.Name, p.TargetPort.String(), "the Service port targets the container port of its name")
+		}
 		assert.Equal(t, "batchd", s.Name, "the job label of the targets, which rules.yml selects")
 	})
 
@@ -218,14 +238,14 @@ func TestKubernetesManifests(t *testing.T) {
 		assert.Positive(t, p.Spec.MaxUnavailable.IntValue())
 	})
 
-	t.Run("servicemonitor scrapes the service's http port", func(t *testing.T) {
+	t.Run("servicemonitor scrapes the service's metrics port", func(t *testing.T) {
 		sm := &m.sm
 		sel, err := metav1.LabelSelectorAsSelector(&sm.Spec.Selector)
 		require.NoError(t, err)
 		assert.True(t, sel.Matches(labels.Set(m.service.Labels)))
 		require.Len(t, sm.Spec.Endpoints, 1)
 		ep := sm.Spec.Endpoints[0]
-		assert.Equal(t, m.service.Spec.Ports[0].Name, ep.Port)
+		assert.Equal(t, "metrics", ep.Port, "with -metrics-addr the public port serves no /metrics")
 		assert.Equal(t, "/metrics", ep.Path)
 		iv, err := time.ParseDuration(ep.Interval)
 		require.NoError(t, err)
@@ -274,4 +294,15 @@ func TestStrictDecodingCatchesMistakes(t *testing.T) {
 	var sm serviceMonitor
 	bad := strings.Replace(string(readFile(t, "kubernetes", "servicemonitor.yaml")), "interval:", "intervall:", 1)
 	assert.Error(t, decodeStrict(t, []byte(bad), &sm, "monitoring.coreos.com/v1", "ServiceMonitor"))
+}
+
+// parseGoMemLimit reads a GOMEMLIMIT value as the Go runtime does: a number of bytes with an optional unit B, KiB,
+// MiB, GiB or TiB.
+func parseGoMemLimit(t testing.TB, v string) int64 {
+	t.Helper()
+	m := regexp.MustCompile(`^(\d+)(B|KiB|MiB|GiB|TiB)?$`).FindStringSubmatch(v)
+	require.NotNil(t, m, "GOMEMLIMIT %q: a number of bytes with an optional unit (B, KiB, MiB, GiB, TiB)", v)
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	require.NoError(t, err)
+	return n << map[string]int{"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}[m[2]]
 }

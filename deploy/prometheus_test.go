@@ -111,8 +111,9 @@ func TestEveryAlertIsDocumentedAndTested(t *testing.T) {
 			assert.True(t, quiet[r.Alert], "%s: no test case where it stays quiet", r.Alert)
 		}
 	}
-	for _, want := range []string{"BatchdDown", "BatchdHighStepErrorRatio", "BatchdStepTimeouts",
-		"BatchdHighBatchLatencyP99", "BatchdBatchesRejected"} {
+	for _, want := range []string{"BatchdDown", "BatchdUpstreamFailing", "BatchdHighClientErrorRatio", "BatchdStepTimeouts",
+		"BatchdHighBatchLatencyP99", "BatchdBatchesRejected", "BatchdRollbackFailed", "BatchdOverloaded",
+		"BatchdIdempotencyStoreDown"} {
 		assert.True(t, alerts[want], "alert %s missing", want)
 	}
 	for name := range fires {

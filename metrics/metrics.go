@@ -3,10 +3,15 @@
 //
 // Contract (CONTRACT.md §8):
 //   - Every series is prefixed batchd_; durations are in seconds, counters end in _total.
-//   - Every label comes from a bounded set fixed when New returns, passed in by the package that owns its values
-//     (Config): method is a known method pattern (Config.Methods) or "other"; outcome, reason and kind are closed sets, and an unexpected value is mapped
-//     into the set rather than becoming a new series. So the number of series does not depend on what clients send.
-//   - Every labelled series is created at zero in New, so that rate() and increase() see the first event.
+//   - Every label comes from a bounded set, passed in by the package that owns its values (Config): method is a
+//     known method pattern (Config.Methods), one of at most Config.LearnMethods labels learned from the upstream's
+//     routes, or "other"; verb, status_class, outcome, reason and kind are closed sets, and an unexpected value is
+//     mapped into the set rather than becoming a new series. So the number of series does not depend on what
+//     clients send.
+//   - Every labelled series is created at zero when its label value comes into being (in New, or when a method
+//     label is learned), so that rate() and increase() see the first event. batchd_steps_total is the exception
+//     that keeps the cross product small: a method's series of one verb are created together, on the first step of
+//     that method and verb (POST's in New), so every outcome but the very first step's is seen from zero.
 //   - All methods are safe for concurrent use, and are no-ops on a nil *Metrics.
 package metrics
 
@@ -62,7 +67,7 @@ const (
 	idempotencyFallback = "error"   // batchd_idempotency_total
 )
 
-// maxCache bounds the name → series cache, whose keys are at most maxNameLen bytes: at most about 2 MiB of keys.
+// maxCache bounds the name → resolution cache, whose keys are at most maxNameLen bytes: at most about 2 MiB of keys.
 // Past it the cache is emptied and refilled: a client sending endless random method names costs a re-fold per
 // name, never memory.
 const maxCache = 4096
@@ -79,6 +84,10 @@ type Config struct {
 	// RejectReasons is the reason label of batchd_batches_rejected_total: the planner's reasons and the HTTP
 	// layer's (planner.Reasons, transport.RefusalReasons); any other reason counts as "invalid".
 	RejectReasons []string
+	// LearnMethods is how many method labels may be learned, for steps that match no pattern of Methods, from the
+	// first segment of their method once the upstream answered one of them below 400 ("Producer/*"); the first
+	// come are kept for the process's life. 0: none, such steps are "other".
+	LearnMethods int
 	// IdempotencyResults is the result label of batchd_idempotency_total (idempotency.Results); any other result
 	// counts as "error".
 	IdempotencyResults []string
@@ -86,6 +95,15 @@ type Config struct {
 	// MemoryLimit is their budget (batchd_budget_bytes_limit; 0: none).
 	MemoryInUse func() int64
 	MemoryLimit int64
+	// Build identifies the running binary (batchd_build_info); empty fields are exported as "unknown".
+	Build BuildInfo
+}
+
+// BuildInfo is the version of the running binary.
+type BuildInfo struct {
+	Version   string // e.g. v1.4.0-3-gdeadbee, from git describe
+	Revision  string // the VCS revision
+	GoVersion string // runtime.Version()
 }
 
 // Metrics holds every batchd metric. Build it with New.
@@ -105,8 +123,9 @@ type Metrics struct {
 	exact    map[string]*methodSeries // by folded name
 	wildcard []wildcardSeries         // in configuration order
 	other    *methodSeries
+	learned  *learned // nil: Config.LearnMethods is 0
 
-	cache     sync.Map // step name → *methodSeries
+	cache     sync.Map // step name → *resolution
 	cacheSize atomic.Int64
 }
 
@@ -115,6 +134,14 @@ type methodSeries struct {
 	label    string
 	duration map[runner.Outcome]prometheus.Observer // by outcome (runner.Outcomes)
 	timeouts prometheus.Counter
+	steps    *verbSeries
+}
+
+// resolution is what a step name resolves to, cached: the series of the pattern it matches, or (series nil) the
+// segment it may be learned under ("" for none).
+type resolution struct {
+	series  *methodSeries
+	segment string
 }
 
 type wildcardSeries struct {
@@ -149,6 +176,11 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	stepDuration := prometheus.NewHistogramVec(durationOpts("step_duration_seconds",
 		"Duration of one step's call, by method and outcome (ok, error, timeout, skipped); "+
 			"a skipped step was never executed and is observed as 0."), []string{"method", "outcome"})
+	steps := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "steps_total",
+		Help: "Steps ended, by method, verb (the HTTP method), outcome and status_class: 2xx, 3xx, 4xx or 5xx when the " +
+			"upstream answered, none when it did not (unreachable, reset, timed out, never sent).",
+	}, []string{"method", "verb", "outcome", "status_class"})
 	stepTimeouts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "step_timeouts_total",
 		Help: "Steps cancelled at -step-timeout or -batch-timeout, by method.",
@@ -200,6 +232,12 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		Help: "The memory budget of the batches in flight (-memory-budget); 0: none.",
 	})
 	budgetLimit.Set(float64(cfg.MemoryLimit))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "build_info",
+		Help: "Always 1, labelled with the running binary's version, VCS revision and Go version.",
+	}, []string{"version", "revision", "goversion"})
+	buildInfo.WithLabelValues(orUnknown(cfg.Build.Version), orUnknown(cfg.Build.Revision),
+		orUnknown(cfg.Build.GoVersion)).Set(1)
 	m.rollbacksOK = rollbacks.WithLabelValues("ok")
 	m.rollbacksFailed = rollbacks.WithLabelValues("failed")
 
@@ -218,10 +256,12 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 
 	newSeries := func(label string) *methodSeries {
 		s := &methodSeries{label: label, timeouts: stepTimeouts.WithLabelValues(label),
-			duration: make(map[runner.Outcome]prometheus.Observer, len(runner.Outcomes()))}
+			duration: make(map[runner.Outcome]prometheus.Observer, len(runner.Outcomes())),
+			steps:    &verbSeries{vec: steps, label: label}}
 		for _, o := range runner.Outcomes() {
 			s.duration[o] = stepDuration.WithLabelValues(label, string(o))
 		}
+		s.steps.counters(defaultVerb)
 		return s
 	}
 	seen := make(map[string]bool)
@@ -241,17 +281,30 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		}
 	}
 	m.other = newSeries(OtherMethod)
+	if cfg.LearnMethods < 0 {
+		return nil, errors.New("metrics: LearnMethods must not be negative")
+	}
+	if cfg.LearnMethods > 0 {
+		m.learned = &learned{max: cfg.LearnMethods, newSeries: newSeries}
+	}
 
 	if reg != nil {
-		for _, c := range []prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration,
+		for _, c := range []prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration, steps,
 			stepTimeouts, m.batchesInFlight, m.stepsInFlight, rejected, m.abandoned, upstream,
-			idempotency, rollbacks, budgetInUse, budgetLimit} {
+			idempotency, rollbacks, budgetInUse, budgetLimit, buildInfo} {
 			if err := reg.Register(c); err != nil {
 				return nil, errors.Join(errors.New("metrics: registering batchd metrics"), err)
 			}
 		}
 	}
 	return m, nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 func durationOpts(name, help string) prometheus.HistogramOpts {
@@ -287,23 +340,39 @@ func Handler(reg *prometheus.Registry) http.Handler {
 }
 
 // Label returns the method label value for a step's method name: the folded name when it matches an exact known
-// method, else the first matching wildcard pattern, else "other". A leading "/" and any query are ignored, and
-// numeric, UUID and placeholder segments are folded to ":id" before matching.
+// method, else the first matching wildcard pattern, else the label learned for its first segment (Config.
+// LearnMethods), else "other". A leading "/" and any query are ignored, and numeric, UUID and placeholder segments
+// are folded to ":id" before matching. Label never learns a label: only a step's end does.
 func (m *Metrics) Label(name string) string {
 	if m == nil {
 		return OtherMethod
 	}
-	return m.series(name).label
+	return m.series(name, false).label
 }
 
-// series returns the series of a step name, through a bounded cache: StepDone runs once per step and most
-// batches repeat a few names.
-func (m *Metrics) series(name string) *methodSeries {
+// series returns the series of a step name; learn: the step proved a route under its first segment (learnable).
+func (m *Metrics) series(name string, learn bool) *methodSeries {
+	r := m.resolution(name)
+	switch {
+	case r.series != nil:
+		return r.series
+	case r.segment == "" || m.learned == nil:
+		return m.other
+	}
+	if s := m.learned.get(r.segment, learn); s != nil {
+		return s
+	}
+	return m.other
+}
+
+// resolution resolves a step name against the patterns through a bounded cache: StepDone runs once per step and
+// most batches repeat a few names.
+func (m *Metrics) resolution(name string) *resolution {
 	if len(name) > maxNameLen {
-		return m.other // not cached: the cache's bound is in entries, and each key must stay small
+		return &resolution{} // not cached: the cache's bound is in entries, and each key must stay small
 	}
 	if v, ok := m.cache.Load(name); ok {
-		return v.(*methodSeries)
+		return v.(*resolution)
 	}
 	s := m.resolve(name)
 	if m.cacheSize.Add(1) > maxCache {
@@ -318,20 +387,20 @@ func (m *Metrics) series(name string) *methodSeries {
 	return s
 }
 
-func (m *Metrics) resolve(name string) *methodSeries {
+func (m *Metrics) resolve(name string) *resolution {
 	segs := foldSegments(name)
 	if segs == nil {
-		return m.other
+		return &resolution{} // not a method: "other"
 	}
 	if s, ok := m.exact[strings.Join(segs, "/")]; ok {
-		return s
+		return &resolution{series: s}
 	}
 	for i := range m.wildcard {
 		if m.wildcard[i].pattern.match(segs) {
-			return m.wildcard[i].series
+			return &resolution{series: m.wildcard[i].series}
 		}
 	}
-	return m.other
+	return &resolution{segment: firstSegment(segs)}
 }
 
 // StepStarted records that a step's call begins.
@@ -348,12 +417,15 @@ func (m *Metrics) StepDone(ev runner.StepEvent) {
 	if m == nil {
 		return
 	}
-	s := m.series(ev.Name)
-	d, ok := s.duration[ev.Outcome]
+	s := m.series(ev.Name, m.learned != nil && learnable(ev))
+	o := ev.Outcome
+	d, ok := s.duration[o]
 	if !ok {
-		d = s.duration[runner.OutcomeError] // an outcome the runner should never report: seen rather than dropped
+		o = runner.OutcomeError // an outcome the runner should never report: seen rather than dropped
+		d = s.duration[o]
 	}
 	d.Observe(ev.Duration.Seconds())
+	s.steps.inc(ev, o)
 	if ev.Outcome == runner.OutcomeTimeout {
 		s.timeouts.Inc()
 	}

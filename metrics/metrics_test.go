@@ -442,3 +442,199 @@ func histCount(t testing.TB, reg prometheus.Gatherer, family string, labels ...s
 func histSum(t testing.TB, reg prometheus.Gatherer, family string, labels ...string) float64 {
 	return findMetric(t, reg, family, labels...).GetHistogram().GetSampleSum()
 }
+
+func TestStatusClass(t *testing.T) {
+	for _, tc := range []struct {
+		ev   runner.StepEvent
+		want string
+	}{
+		{runner.StepEvent{Outcome: runner.OutcomeOK, Status: 200}, "2xx"},
+		{runner.StepEvent{Outcome: runner.OutcomeOK, Status: 302}, "3xx"},
+		{runner.StepEvent{Outcome: runner.OutcomeError, Status: 200}, "2xx"}, // "ok": false: a business error
+		{runner.StepEvent{Outcome: runner.OutcomeError, Status: 404}, "4xx"},
+		{runner.StepEvent{Outcome: runner.OutcomeOK, Status: 404}, "4xx"}, // a status the step accepts
+		{runner.StepEvent{Outcome: runner.OutcomeError, Status: 503}, "5xx"},
+		{runner.StepEvent{Outcome: runner.OutcomeError, Status: 502, UpstreamError: "connect"}, "none"},
+		{runner.StepEvent{Outcome: runner.OutcomeError, Status: 502, UpstreamError: "reset"}, "none"},
+		{runner.StepEvent{Outcome: runner.OutcomeError, Status: 502, UpstreamError: "too_large"}, "none"},
+		{runner.StepEvent{Outcome: runner.OutcomeError, Status: 502, UpstreamError: "protocol"}, "none"},
+		{runner.StepEvent{Outcome: runner.OutcomeTimeout, Status: 504}, "none"},
+		{runner.StepEvent{Outcome: runner.OutcomeSkipped, Status: 424}, "none"},
+		{runner.StepEvent{Outcome: runner.OutcomeSkipped, Status: 499}, "none"},
+		{runner.StepEvent{Outcome: runner.OutcomeTooLarge, Status: 413}, "none"},
+		{runner.StepEvent{Outcome: runner.OutcomeOverBudget, Status: 507}, "none"},
+		{runner.StepEvent{Outcome: runner.OutcomeError, Status: 0}, "none"},
+		{runner.StepEvent{Outcome: runner.OutcomeError, Status: 601}, "none"},
+		{runner.StepEvent{Outcome: "weird", Status: 200}, "none"},
+	} {
+		assert.Equal(t, tc.want, metrics.StatusClass(tc.ev), "%+v", tc.ev)
+	}
+}
+
+// TestStepsTotal: every step is counted once by method, verb, outcome and status class; a method's series of a
+// verb are created together at zero, POST's in New.
+func TestStepsTotal(t *testing.T) {
+	m, reg := newMetrics(t)
+	labels := len(demoapi.Methods()) + 1 // + other
+	perVerb := (len(runner.Outcomes())-2)*1 + 2*len(metrics.StatusClasses()) // ok and error: every class; the others: none
+	require.Equal(t, labels*perVerb, seriesCount(t, reg, "batchd_steps_total"), "method × POST × (outcome, class), at zero")
+	assert.Equal(t, 0.0, counterValue(t, reg, "batchd_steps_total",
+		"method", "Demo/Echo", "verb", "POST", "outcome", "error", "status_class", "5xx"), "created at zero")
+
+	for _, ev := range []runner.StepEvent{
+		{Name: "Demo/Echo", Method: "POST", Outcome: runner.OutcomeOK, Status: 200, Duration: time.Millisecond},
+		{Name: "Demo/Echo", Method: "POST", Outcome: runner.OutcomeOK, Status: 200, Duration: time.Millisecond},
+		{Name: "Demo/Fail", Method: "POST", Outcome: runner.OutcomeError, Status: 404, Duration: time.Millisecond},
+		{Name: "Demo/Fail", Method: "POST", Outcome: runner.OutcomeError, Status: 500, Duration: time.Millisecond},
+		{Name: "users/1", Method: "GET", Outcome: runner.OutcomeError, Status: 502, UpstreamError: "connect", Duration: time.Millisecond},
+		{Name: "users/1", Method: "DELETE", Outcome: runner.OutcomeTimeout, Status: 504, Duration: time.Second},
+		{Name: "users/1", Method: "PROPFIND", Outcome: runner.OutcomeOK, Status: 207, Duration: time.Millisecond},
+		{Name: "users/1", Method: "", Outcome: runner.OutcomeSkipped, Status: 424},
+	} {
+		if ev.Duration > 0 {
+			ev.Started = true
+			m.StepStarted(ev.Name)
+		}
+		m.StepDone(ev)
+	}
+	for _, tc := range []struct {
+		method, verb, outcome, class string
+		want                         float64
+	}{
+		{"Demo/Echo", "POST", "ok", "2xx", 2},
+		{"Demo/Fail", "POST", "error", "4xx", 1},
+		{"Demo/Fail", "POST", "error", "5xx", 1},
+		{"other", "GET", "error", "none", 1},
+		{"other", "GET", "ok", "2xx", 0}, // GET's series came into being together
+		{"other", "DELETE", "timeout", "none", 1},
+		{"other", "other", "ok", "2xx", 1},
+		{"other", "POST", "skipped", "none", 1},
+	} {
+		assert.Equal(t, tc.want, counterValue(t, reg, "batchd_steps_total",
+			"method", tc.method, "verb", tc.verb, "outcome", tc.outcome, "status_class", tc.class), "%+v", tc)
+	}
+	assert.Equal(t, (labels+3)*perVerb, seriesCount(t, reg, "batchd_steps_total"), "other × GET, DELETE, other added")
+	assert.Equal(t, 0.0, gaugeValue(t, reg, "batchd_steps_in_flight"))
+}
+
+// TestStepsTotalStatusClassesBounded: whatever a step event holds, its status class is one the outcome may have,
+// so that batchd_steps_total never grows a series beyond those created with its verb.
+func TestStepsTotalStatusClassesBounded(t *testing.T) {
+	m, reg := newMetrics(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	outcomes := append(runner.Outcomes(), "weird")
+	methods := []string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "PROPFIND", "get", ""}
+	kinds := append(runner.UpstreamErrorKinds(), "", "", "")
+	for range 5000 {
+		ev := runner.StepEvent{Name: "Demo/Echo", Method: methods[rng.IntN(len(methods))],
+			Outcome: outcomes[rng.IntN(len(outcomes))], Status: rng.IntN(700) - 50,
+			UpstreamError: kinds[rng.IntN(len(kinds))], Duration: time.Millisecond}
+		ev.Started = true
+		m.StepStarted(ev.Name)
+		m.StepDone(ev)
+	}
+	perVerb := (len(runner.Outcomes())-2)*1 + 2*len(metrics.StatusClasses())
+	labels := len(demoapi.Methods()) + 1
+	// Demo/Echo has all 8 verbs now; every other method has POST only.
+	assert.Equal(t, (labels-1)*perVerb+8*perVerb, seriesCount(t, reg, "batchd_steps_total"))
+	assert.Equal(t, 0.0, gaugeValue(t, reg, "batchd_steps_in_flight"))
+}
+
+// TestLearnMethods: in proxy mode with no patterns, a step's first segment becomes its method label once the
+// upstream answered a step under it below 400, for at most LearnMethods segments; everything else stays "other".
+func TestLearnMethods(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, metrics.Config{LearnMethods: 2, Methods: []string{"Item/Get"}})
+	require.NoError(t, err)
+	step := func(name string, o runner.Outcome, status int, upstreamErr string) {
+		m.StepStarted(name)
+		m.StepDone(runner.StepEvent{Name: name, Method: "GET", Outcome: o, Status: status, UpstreamError: upstreamErr,
+			Duration: time.Millisecond, Started: true})
+	}
+	assert.Equal(t, "other", m.Label("users/42"))
+	step("users/42", runner.OutcomeError, 404, "") // a client's guess is not a route
+	step("users/42", runner.OutcomeTimeout, 504, "")
+	step("users/42", runner.OutcomeError, 502, "connect")
+	assert.Equal(t, "other", m.Label("users/42"), "not learned from failures")
+	assert.Equal(t, uint64(2), histCount(t, reg, "batchd_step_duration_seconds", "method", "other", "outcome", "error"))
+	assert.Equal(t, 1.0, counterValue(t, reg, "batchd_step_timeouts_total", "method", "other"))
+
+	step("users/42", runner.OutcomeOK, 200, "")
+	assert.Equal(t, "users/*", m.Label("users/7"))
+	assert.Equal(t, "users/*", m.Label("/users?page=2"))
+	assert.Equal(t, 1.0, counterValue(t, reg, "batchd_steps_total",
+		"method", "users/*", "verb", "GET", "outcome", "ok", "status_class", "2xx"), "the learning step is counted under it")
+	assert.Equal(t, 0.0, counterValue(t, reg, "batchd_step_timeouts_total", "method", "users/*"), "created at zero")
+	assert.Equal(t, 0.0, counterValue(t, reg, "batchd_steps_total",
+		"method", "users/*", "verb", "POST", "outcome", "error", "status_class", "5xx"), "created at zero")
+
+	step("orders/1/lines", runner.OutcomeError, 200, "") // "ok": false on a real route
+	assert.Equal(t, "orders/*", m.Label("orders/9"))
+	step("items/1", runner.OutcomeOK, 200, "")
+	assert.Equal(t, "other", m.Label("items/1"), "no room left")
+	step("42/x", runner.OutcomeOK, 200, "")
+	assert.Equal(t, "other", m.Label("42/x"), "an identifier is never a label")
+	step("Item/Get", runner.OutcomeOK, 200, "")
+	assert.Equal(t, "Item/Get", m.Label("Item/Get"), "patterns come first")
+	step("Item/Put", runner.OutcomeOK, 200, "")
+	assert.Equal(t, "other", m.Label("Item/Put"), "room is still taken by users and orders")
+
+	labels := map[string]bool{}
+	for _, mt := range familyMetrics(t, reg, "batchd_step_timeouts_total") {
+		for _, lp := range mt.GetLabel() {
+			labels[lp.GetValue()] = true
+		}
+	}
+	assert.Equal(t, map[string]bool{"Item/Get": true, "users/*": true, "orders/*": true, "other": true}, labels)
+
+	_, err = metrics.New(nil, metrics.Config{LearnMethods: -1})
+	assert.Error(t, err)
+}
+
+// TestLearnMethodsBounded: a flood of successful steps under random first segments, from many goroutines, learns
+// at most LearnMethods labels.
+func TestLearnMethodsBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, metrics.Config{LearnMethods: 5})
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				name := fmt.Sprintf("seg%d_%d/x", w, i%50)
+				m.StepStarted(name)
+				m.StepDone(runner.StepEvent{Name: name, Method: "GET", Outcome: runner.OutcomeOK, Status: 200, Duration: time.Millisecond, Started: true})
+			}
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, 5+1, seriesCount(t, reg, "batchd_step_timeouts_total"), "5 learned and other")
+	total := 0.0
+	for _, mt := range familyMetrics(t, reg, "batchd_steps_total") {
+		total += mt.GetCounter().GetValue()
+	}
+	assert.Equal(t, float64(8*500), total, "every step counted once")
+}
+
+func TestBuildInfo(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	_, err := metrics.New(reg, metrics.Config{Build: metrics.BuildInfo{Version: "v1.2.3", Revision: "abc", GoVersion: "go1.26.8"}})
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, findMetric(t, reg, "batchd_build_info", "version", "v1.2.3", "revision", "abc", "goversion", "go1.26.8").GetGauge().GetValue())
+	assert.Equal(t, 1, seriesCount(t, reg, "batchd_build_info"))
+
+	reg = prometheus.NewRegistry()
+	_, err = metrics.New(reg, metrics.Config{})
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, findMetric(t, reg, "batchd_build_info", "version", "unknown", "revision", "unknown", "goversion", "unknown").GetGauge().GetValue())
+}
+
+func familyMetrics(t testing.TB, reg prometheus.Gatherer, family string) []*dto.Metric {
+	t.Helper()
+	for _, mf := range gather(t, reg) {
+		if mf.GetName() == family {
+			return mf.GetMetric()
+		}
+	}
+	return nil
+}

@@ -27,6 +27,9 @@ type StepEvent struct {
 	UpstreamError string
 	// Started: the step had its StepStarted (it made a call, or began to), so that a Recorder can pair the two.
 	Started bool
+	// Decided: batchd decided the outcome (Result.Code is set: a timeout, a panic, a step not sent…), so Status
+	// is batchd's, not an answer's.
+	Decided bool
 }
 
 // BatchEvent is reported once per batch when its last step ended.

@@ -596,7 +596,7 @@ func (b *batch) finish(i int) {
 	if rec := b.r.cfg.Recorder; rec != nil {
 		step := &b.plan.Steps[i]
 		ev := StepEvent{Name: step.Name, Method: step.Method, Outcome: res.Outcome, Status: res.Status,
-			UpstreamError: res.UpstreamError, Started: b.started[i].Load()}
+			UpstreamError: res.UpstreamError, Started: b.started[i].Load(), Decided: res.Code != 0}
 		if res.Executed {
 			ev.Duration = res.Duration
 		}

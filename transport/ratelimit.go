@@ -30,11 +30,7 @@ func (s *Server) rateLimit(c echo.Context, start time.Time, plan *planner.Plan) 
 		return false, nil
 	}
 	cost := len(plan.Steps)
-	auth := ""
-	if s.cfg.RateLimitKey == "authorization" {
-		auth = c.Request().Header.Get("Authorization")
-	}
-	d := lim.Allow(ratelimit.Identity(auth, c.RealIP()), cost)
+	d := lim.Allow(s.caller(c), cost)
 	switch {
 	case d.Allowed:
 		return false, nil

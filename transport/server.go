@@ -16,7 +16,9 @@ package transport
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
@@ -33,6 +35,7 @@ import (
 
 	"github.com/batchd/batchd/internal/budget"
 	"github.com/batchd/batchd/internal/errcode"
+	"github.com/batchd/batchd/internal/ratelimit"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport/ui"
@@ -95,6 +98,9 @@ type Config struct {
 	Metrics        http.Handler // optional: served at GET /metrics
 	Demo           http.Handler // optional: the demo API, served at POST /v1/<Method>
 	Logger         *slog.Logger // optional
+	// UpstreamHost, optional, names the upstream (the HTTP invoker's base URL host) in the warnings logged for step
+	// timeouts and upstream errors.
+	UpstreamHost string
 	// BatchMiddleware wraps POST /v1/batch only, first entry outermost, inside the server-wide Recover (e.g.
 	// tracing.Middleware, whose span the handler's request context then carries to every step). Optional.
 	BatchMiddleware []echo.MiddlewareFunc
@@ -134,6 +140,7 @@ type Server struct {
 	log      *slog.Logger
 	obs      Observer
 	draining atomic.Bool
+	notReady atomic.Bool // readiness fails: set by Unready and Drain
 }
 
 // New builds the server and mounts every route.
@@ -198,9 +205,16 @@ func (s *Server) routes() {
 // Handler returns the server's http.Handler.
 func (s *Server) Handler() http.Handler { return s.e }
 
+// Unready makes readiness fail while batches are still served: the first stage of a shutdown, which gives load
+// balancers time to stop sending traffic before the listener closes.
+func (s *Server) Unready() { s.notReady.Store(true) }
+
 // Drain makes readiness fail and refuses new batches with 503, so a load balancer moves traffic away while the
 // batches in flight finish.
-func (s *Server) Drain() { s.draining.Store(true) }
+func (s *Server) Drain() {
+	s.notReady.Store(true)
+	s.draining.Store(true)
+}
 
 // HTTPServer wraps the handler in an http.Server with the timeouts a public listener needs. writeTimeout bounds
 // a whole exchange and must exceed the batch timeout.
@@ -218,7 +232,7 @@ func (s *Server) HTTPServer(addr string, writeTimeout time.Duration) *http.Serve
 }
 
 func (s *Server) handleReady(c echo.Context) error {
-	if s.draining.Load() {
+	if s.notReady.Load() {
 		return c.JSONBlob(http.StatusServiceUnavailable, errcode.Body(errcode.Unavailable, "draining"))
 	}
 	return c.JSONBlob(http.StatusOK, []byte(`{"ok":true}`))
@@ -298,7 +312,7 @@ func (s *Server) handleBatch(c echo.Context) error {
 		o := wire{}
 		o.plan(plan)
 		finish(http.StatusOK, echo.MIMEApplicationJSON, o.buf)
-		s.logBatch("batch dry run", reqID, len(plan.Steps), 0, msSince(start), false)
+		s.logBatch(c, "batch dry run", plan, nil, start, false)
 		return c.JSONBlob(http.StatusOK, o.buf)
 	}
 	if limited, err := s.rateLimit(c, start, plan); limited {
@@ -315,13 +329,12 @@ func (s *Server) handleBatch(c echo.Context) error {
 
 	s.logRollbackFailures(reqID, plan, results)
 	err = s.writeAnswer(c, plan, results, acct, finish, storeLimit)
-	failed, dur := runner.CountFailed(results), msSince(start)
 	if err != nil || r.Context().Err() != nil {
-		s.logBatch("batch abandoned: client closed", reqID, len(results), failed, dur, false)
+		s.logBatch(c, "batch abandoned: client closed", plan, results, start, false)
 		s.obs.BatchAbandoned()
 		return nil
 	}
-	s.logBatch("batch", reqID, len(results), failed, dur, false)
+	s.logBatch(c, "batch", plan, results, start, false)
 	return nil
 }
 
@@ -426,27 +439,118 @@ func writeDeadline(w http.ResponseWriter) func() {
 	return func() { _ = rc.SetWriteDeadline(time.Now().Add(writeIdle)) }
 }
 
-// logBatch writes a batch's access line at Info, with "stream": true for a streamed answer: typed attributes, and
-// nothing built when Info is off.
-func (s *Server) logBatch(msg, reqID string, steps, failed int, durationMS float64, stream bool) {
+// Bounds of what one batch writes to the log, whatever its size: the failed steps its access line lists, and the
+// warnings for its step timeouts and upstream errors.
+const (
+	maxLoggedFailures = 10
+	maxStepWarnings   = 5
+)
+
+// logBatch writes a batch's access line at Info: its request id, its caller's fingerprint, its size, its failed
+// steps as "key:status" (the first maxLoggedFailures in request order, then how many more), its duration, and
+// "stream": true for a streamed answer. Before it, a warning for each step that timed out or got no usable
+// response from the upstream (the first maxStepWarnings; the access line counts the rest). results is nil for a dry
+// run. Nothing is built when the levels are off.
+func (s *Server) logBatch(c echo.Context, msg string, plan *planner.Plan, results []runner.Result, start time.Time, stream bool) {
 	ctx := context.Background() // what Logger.Info uses
+	reqID := c.Response().Header().Get("X-Request-Id")
+	unlogged := s.warnSteps(ctx, reqID, plan, results)
 	if !s.log.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	id, st, fl, dur := slog.String("request_id", reqID), slog.Int("steps", steps), slog.Int("failed", failed),
-		slog.Float64("duration_ms", durationMS)
-	if stream {
-		s.log.LogAttrs(ctx, slog.LevelInfo, msg, id, st, fl, dur, slog.Bool("stream", true))
-		return
+	steps := len(results)
+	if results == nil {
+		steps = len(plan.Steps)
 	}
-	s.log.LogAttrs(ctx, slog.LevelInfo, msg, id, st, fl, dur)
+	failed := runner.CountFailed(results)
+	attrs := make([]slog.Attr, 0, 10)
+	attrs = append(attrs, slog.String("request_id", reqID), slog.String("caller", callerFingerprint(s.caller(c))),
+		slog.Int("steps", steps), slog.Int("failed", failed))
+	if failed > 0 {
+		listed := make([]string, 0, min(failed, maxLoggedFailures))
+		for i := range results {
+			if results[i].Failed && len(listed) < maxLoggedFailures {
+				listed = append(listed, results[i].Key+":"+strconv.Itoa(results[i].Status))
+			}
+		}
+		attrs = append(attrs, slog.Any("failed_steps", listed))
+		if more := failed - len(listed); more > 0 {
+			attrs = append(attrs, slog.Int("failed_steps_not_listed", more))
+		}
+	}
+	if unlogged > 0 {
+		attrs = append(attrs, slog.Int("step_warnings_not_logged", unlogged))
+	}
+	attrs = append(attrs, slog.Float64("duration_ms", msSince(start)))
+	if stream {
+		attrs = append(attrs, slog.Bool("stream", true))
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
+}
+
+// warnSteps logs a warning for each step of a batch that timed out or got no usable response from the upstream
+// (connection refused, reset, a protocol error, a response over -max-response), naming the upstream host: the
+// first maxStepWarnings of them. It returns how many it did not log.
+func (s *Server) warnSteps(ctx context.Context, reqID string, plan *planner.Plan, results []runner.Result) (unlogged int) {
+	if !s.log.Enabled(ctx, slog.LevelWarn) {
+		return 0
+	}
+	logged := 0
+	for i := range results {
+		r := &results[i]
+		msg := ""
+		switch {
+		case r.Outcome == runner.OutcomeTimeout:
+			msg = "step timed out"
+		case r.UpstreamError != "":
+			msg = "upstream error"
+		default:
+			continue
+		}
+		if logged == maxStepWarnings {
+			unlogged++
+			continue
+		}
+		logged++
+		attrs := make([]slog.Attr, 0, 9)
+		attrs = append(attrs, slog.String("request_id", reqID), slog.String("key", r.Key),
+			slog.String("method", plan.Steps[i].Name), slog.Int("status", r.Status), slog.Int("code", int(r.Code)))
+		if r.UpstreamError != "" {
+			attrs = append(attrs, slog.String("kind", r.UpstreamError))
+		}
+		if s.cfg.UpstreamHost != "" {
+			attrs = append(attrs, slog.String("upstream", s.cfg.UpstreamHost))
+		}
+		attrs = append(attrs, slog.Float64("duration_ms", float64(r.Duration.Microseconds())/1000))
+		s.log.LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
+	}
+	return unlogged
+}
+
+// caller is the identity of a request's caller, as the rate limiter keys it (Config.RateLimitKey): its client
+// address, or a digest of its Authorization header.
+func (s *Server) caller(c echo.Context) string {
+	auth := ""
+	if s.cfg.RateLimitKey == "authorization" {
+		auth = c.Request().Header.Get("Authorization")
+	}
+	return ratelimit.Identity(auth, c.RealIP())
+}
+
+// callerFingerprint is what the log says of a caller: the first 12 hexadecimal digits of the SHA-256 of its
+// identity. The same caller has the same fingerprint on every replica and across restarts, so that its lines can be
+// found together; the Authorization header is never logged, only a digest of its digest. An address's fingerprint
+// can be reversed by trying every address: it groups lines, it does not hide who sent them.
+func callerFingerprint(identity string) string {
+	sum := sha256.Sum256([]byte(identity))
+	return hex.EncodeToString(sum[:6])
 }
 
 // refuse answers a batch that was not accepted, counting it under reason.
 func (s *Server) refuse(c echo.Context, start time.Time, reason string, code errcode.Code, description string, problems []planner.Problem) error {
 	s.obs.BatchRejected(reason, time.Since(start))
-	s.log.Info("batch refused", "request_id", c.Response().Header().Get("X-Request-Id"), "reason", reason,
-		"problems", len(problems), "duration_ms", msSince(start))
+	s.log.Info("batch refused", "request_id", c.Response().Header().Get("X-Request-Id"),
+		"caller", callerFingerprint(s.caller(c)), "reason", reason, "problems", len(problems), "duration_ms", msSince(start))
 	details := make([]errcode.Detail, len(problems))
 	for i, p := range problems {
 		details[i] = errcode.Detail{Key: p.Key, Reason: string(p.Reason), Problem: p.Detail}

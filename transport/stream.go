@@ -121,14 +121,13 @@ func (s *Server) stream(c echo.Context, start time.Time, plan *planner.Plan, opt
 		flush()
 	}
 	finish(http.StatusOK, MIMENDJSON, rec.answer()) // also when the client left: its retry sees what ran
-	reqID, dur := h.Get("X-Request-Id"), msSince(start)
-	s.logRollbackFailures(reqID, plan, results)
+	s.logRollbackFailures(h.Get("X-Request-Id"), plan, results)
 	if r.Context().Err() != nil || o.err != nil {
-		s.logBatch("batch abandoned: client closed", reqID, len(results), runner.CountFailed(results), dur, true)
+		s.logBatch(c, "batch abandoned: client closed", plan, results, start, true)
 		s.obs.BatchAbandoned()
 		return nil
 	}
-	s.logBatch("batch", reqID, len(results), runner.CountFailed(results), dur, true)
+	s.logBatch(c, "batch", plan, results, start, true)
 	return nil
 }
 

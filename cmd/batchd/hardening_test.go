@@ -812,7 +812,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 		}
 	}
 	cmd.Env = append(cmd.Env, "BATCHD_TEST_MAIN=1",
-		"BATCHD_TEST_ARGS=-addr 127.0.0.1:0 -log-format json -batch-timeout 20s")
+		"BATCHD_TEST_ARGS=-addr 127.0.0.1:0 -log-format json -batch-timeout 20s -drain-delay 0")
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"sync"
@@ -30,8 +31,9 @@ import (
 	"github.com/batchd/batchd/transport/demoapi"
 )
 
-// run wires batchd in dependency order and serves until ctx is cancelled, then drains: readiness turns 503, the
-// listener closes, and the batches in flight finish (bounded by -batch-timeout) before run returns nil.
+// run wires batchd in dependency order and serves until ctx is cancelled, then drains: readiness turns 503 while
+// batches are still served for -drain-delay, then new batches are refused, the listener closes, and the batches in
+// flight finish (bounded by -batch-timeout) before run returns nil.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -39,6 +41,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err != nil {
 		return err
+	}
+	build := buildInfo()
+	if cfg.showVersion {
+		printVersion(stdout, build)
+		return nil
 	}
 	log := newLogger(cfg.logFormat, stderr)
 	gcFloor := "off"
@@ -53,9 +60,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg := metrics.NewRegistry()
 	known := list(cfg.metricMethods)
 	var (
-		inv  runner.Invoker
-		demo http.Handler
-		mode = "proxy"
+		inv          runner.Invoker
+		demo         http.Handler
+		mode         = "proxy"
+		upstreamHost string
 	)
 	// Step paths are relative to base; a URL reference a step takes from a response is resolved against it.
 	base := &url.URL{Path: "/v1/"} // the demo API's route on this server
@@ -76,7 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return &usageError{err}
 		}
-		inv = hi
+		inv, upstreamHost = hi, base.Host
 	}
 	// Tracing exists only when an OTLP endpoint is configured: otherwise no decorator, middleware or provider at all.
 	tcfg, err := tracing.ConfigFromEnv(getenv)
@@ -105,8 +113,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	for _, r := range planner.Reasons() {
 		reasons = append(reasons, string(r))
 	}
-	m, err := metrics.New(reg, metrics.Config{Methods: known, RejectReasons: reasons,
-		IdempotencyResults: idempotency.Results(), MemoryInUse: memory.InUse, MemoryLimit: memory.Limit()})
+	m, err := metrics.New(reg, metrics.Config{Methods: known, LearnMethods: cfg.learnMethods, RejectReasons: reasons,
+		IdempotencyResults: idempotency.Results(), MemoryInUse: memory.InUse, MemoryLimit: memory.Limit(), Build: build})
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -140,6 +148,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer closeIdem() // after the drain: the last batches store their answers first
+	// With -metrics-addr, /metrics moves to the internal listener, beside the profiler; else it stays public.
+	var publicMetrics http.Handler
+	if cfg.metricsAddr == "" {
+		publicMetrics = metrics.Handler(reg)
+	}
 	srv := transport.New(transport.Config{
 		Planner: planner.Config{
 			Base:            base,
@@ -157,22 +170,44 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Idempotency:    idem,
 		ForwardHeaders: list(cfg.forwardHeaders),
 		Observer:       m,
-		Metrics:        metrics.Handler(reg),
+		Metrics:        publicMetrics,
 		Demo:           demo,
 		Logger:         log,
+		UpstreamHost:   upstreamHost,
 
 		BatchMiddleware: batchMW, // nil unless tracing is on
 	})
 
+	metricsAddr := ""
+	if cfg.metricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on -metrics-addr: %w", err)
+		}
+		ms := internalServer(metrics.Handler(reg), log)
+		go func() {
+			if err := ms.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener failed", "addr", cfg.metricsAddr, "err", err)
+			}
+		}()
+		defer func() { // after the drain, so that Prometheus scrapes a draining replica to its end
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = ms.Shutdown(sctx)
+		}()
+		metricsAddr = mln.Addr().String()
+	}
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	hs := srv.HTTPServer(cfg.addr, cfg.batchTimeout+10*time.Second)
 	conns := trackConns(hs)
-	log.Info("listening", "addr", ln.Addr().String(), "mode", mode, "upstream", cfg.upstream,
-		"max_steps", cfg.maxSteps, "max_parallel", cfg.maxParallel, "step_timeout", cfg.stepTimeout.String(),
-		"gc_heap_floor", gcFloor, "memory_budget", cfg.memoryBudget.String(), "max_batch_bytes", cfg.maxBatchBytes.String())
+	log.LogAttrs(ctx, slog.LevelInfo, "listening", slog.String("addr", ln.Addr().String()),
+		slog.String("metrics_addr", metricsAddr), slog.String("mode", mode),
+		slog.String("version", build.Version), slog.String("revision", build.Revision), slog.String("go", build.GoVersion),
+		slog.String("upstream", cfg.upstream), slog.String("gc_heap_floor", gcFloor),
+		slog.String("memory_budget", cfg.memoryBudget.String()), slog.Any("config", slog.GroupValue(cfg.effective...)))
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 
@@ -180,6 +215,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+	}
+	if cfg.drainDelay > 0 {
+		// Readiness fails first while batches are still served, so that load balancers stop sending traffic
+		// before the listener closes rather than find it closed.
+		log.Info("not ready: draining after the delay", "drain_delay", cfg.drainDelay.String())
+		srv.Unready()
+		select {
+		case <-time.After(cfg.drainDelay):
+		case err := <-served:
+			return fmt.Errorf("serve: %w", err)
+		}
 	}
 	log.Info("draining", "grace", cfg.batchTimeout.String())
 	srv.Drain()
@@ -194,6 +240,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// internalServer serves what only operators may reach, on -metrics-addr: GET /metrics and the Go profiler under
+// /debug/pprof/ (heap, goroutine, profile?seconds=30, trace, …). Its write timeout leaves room for a 60-second CPU
+// profile.
+func internalServer(metricsHandler http.Handler, log *slog.Logger) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metricsHandler)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      90 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // connCounter counts a server's connections that are not idle: those Shutdown waits for.

@@ -47,7 +47,8 @@ func launch(t *testing.T, logs logSink, env map[string]string, args ...string) *
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done, exited := make(chan error, 1), make(chan struct{})
-	args = append([]string{"-addr", "127.0.0.1:0", "-log-format", "json"}, args...)
+	// No drain delay unless a test asks for one: nothing balances load in front of a test's instance.
+	args = append([]string{"-addr", "127.0.0.1:0", "-log-format", "json", "-drain-delay", "0"}, args...)
 	go func() {
 		done <- run(ctx, args, func(k string) string { return env[k] }, io.Discard, logs)
 		close(exited) // tests may take run's error from done; Cleanup waits on this instead
