@@ -1,6 +1,8 @@
 package demoapi
 
 import (
+	"fmt"
+	"hash/crc32"
 	"net/http"
 	"net/url"
 	"slices"
@@ -77,7 +79,7 @@ func (a *API) restProducer(r *http.Request, _ []byte) answer {
 		return answer{status: http.StatusNoContent}
 	}
 	ans := ok(p)
-	ans.header = http.Header{"Etag": {`"` + strconv.FormatInt(p.ID, 10) + "-" + strconv.FormatInt(p.LastUpdate, 10) + `"`}}
+	ans.header = http.Header{"Etag": {fmt.Sprintf(`"%d-%08x"`, p.ID, crc32.ChecksumIEEE([]byte(p.Name)))}} // changes with the name
 	return ans
 }
 
