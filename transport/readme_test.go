@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -177,4 +179,33 @@ func proseBefore(md string, line int) string {
 		out = append(out, l)
 	}
 	return strings.Join(out, " ")
+}
+
+// TestTestingDocListsEveryFuzzTarget: docs/testing.md names every fuzz target of the module, so that none is added
+// without being told to the reader (and none is listed that is gone).
+func TestTestingDocListsEveryFuzzTarget(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "testing.md"))
+	require.NoError(t, err)
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile("`(?:[\\w/]+_test\\.go:)?(Fuzz\\w+)`").FindAllStringSubmatch(string(doc), -1) {
+		listed[m[1]] = true
+	}
+	found := map[string]bool{}
+	target := regexp.MustCompile(`(?m)^func (Fuzz\w+)\(`)
+	require.NoError(t, filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		src, err := os.ReadFile(path)
+		for _, m := range target.FindAllStringSubmatch(string(src), -1) {
+			found[m[1]] = true
+		}
+		return err
+	}))
+	for name := range found {
+		assert.True(t, listed[name], "docs/testing.md does not list %s", name)
+	}
+	for name := range listed {
+		assert.True(t, found[name], "docs/testing.md lists %s, which no test file has", name)
+	}
 }
