@@ -231,12 +231,13 @@ if not redis.call('HGET', KEYS[1], 'st') then return {0, ''} end
 local old = redis.call('HGET', KEYS[4], ARGV[3])
 if old then
   local s, fs, bf, n, ns = string.match(old, '^(%d+) (%d+) (%d) (%d+) (%d)$')
+  -- 0 - x, not -x: Lua writes -0 as "-0", which HINCRBY refuses.
   redis.call('HINCRBY', KEYS[1], 'd', -1)
-  redis.call('HINCRBY', KEYS[1], 'sd', -tonumber(s))
-  redis.call('HINCRBY', KEYS[1], 'sf', -tonumber(fs))
-  redis.call('HINCRBY', KEYS[1], 'f', -tonumber(bf))
-  redis.call('HINCRBY', KEYS[1], 'rb', -tonumber(n))
-  redis.call('HINCRBY', KEYS[1], 'ns', -tonumber(ns))
+  redis.call('HINCRBY', KEYS[1], 'sd', 0 - tonumber(s))
+  redis.call('HINCRBY', KEYS[1], 'sf', 0 - tonumber(fs))
+  redis.call('HINCRBY', KEYS[1], 'f', 0 - tonumber(bf))
+  redis.call('HINCRBY', KEYS[1], 'rb', 0 - tonumber(n))
+  redis.call('HINCRBY', KEYS[1], 'ns', 0 - tonumber(ns))
 end
 local v = redis.call('HMGET', KEYS[1], 'rb', 'mx')
 local rec, ns = ARGV[4], 0
