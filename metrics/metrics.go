@@ -101,6 +101,7 @@ type Metrics struct {
 	idempotency     map[string]prometheus.Counter // by result
 	rollbacksOK     prometheus.Counter
 	rollbacksFailed prometheus.Counter
+	jobs            *jobMetrics // jobs.go
 
 	exact    map[string]*methodSeries // by folded name
 	wildcard []wildcardSeries         // in configuration order
@@ -242,10 +243,12 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	}
 	m.other = newSeries(OtherMethod)
 
+	jobMetrics, jobCollectors := newJobMetrics()
+	m.jobs = jobMetrics
 	if reg != nil {
-		for _, c := range []prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration,
+		for _, c := range append([]prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration,
 			stepTimeouts, m.batchesInFlight, m.stepsInFlight, rejected, m.abandoned, upstream,
-			idempotency, rollbacks, budgetInUse, budgetLimit} {
+			idempotency, rollbacks, budgetInUse, budgetLimit}, jobCollectors...) {
 			if err := reg.Register(c); err != nil {
 				return nil, errors.Join(errors.New("metrics: registering batchd metrics"), err)
 			}

@@ -57,6 +57,8 @@ type config struct {
 	memoryBudget   byteSize // 0: none
 	rateLimitKey   string   // address or authorization
 	trustedProxies string   // comma-separated CIDRs or addresses
+
+	jobs jobsConfig // jobs.go
 }
 
 // usageError is a bad flag or environment value: the process exits 2.
@@ -74,6 +76,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		idempotencyMaxBytes: 64 << 20, idempotencyMaxAnswer: 4 << 20,
 		maxCallPath: 8 << 10, maxCallHeader: 8 << 10, maxCallBody: 8 << 20, maxBatchBytes: 64 << 20,
 		memoryBudget: byteSize(defaultMemoryBudget()), rateLimitKey: "address",
+		jobs: defaultJobsConfig(),
 	}
 	fs := flag.NewFlagSet("batchd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -116,6 +119,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	bind(&c.memoryBudget, "memory-budget", "BATCHD_MEMORY_BUDGET", "most bytes all batches in flight may hold; a batch that cannot be admitted gets 503 with Retry-After, a step that cannot reserve its response 507 (default: 60% of GOMEMLIMIT or of the cgroup memory limit, else 1GiB); 0: no limit")
 	bind((*stringValue)(&c.rateLimitKey), "rate-limit-key", "BATCHD_RATE_LIMIT_KEY", "what identifies a caller under -rate-limit: address (its client address) or authorization (a digest of its Authorization, else its address: only safe behind a gateway that verifies it)")
 	bind((*stringValue)(&c.trustedProxies), "trusted-proxies", "BATCHD_TRUSTED_PROXIES", "comma-separated CIDRs or addresses of proxies whose X-Forwarded-For is believed: behind one, a client's address is the last untrusted hop")
+	bindJobs(&c.jobs, bind)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -158,6 +162,7 @@ func (c config) validate() error {
 		name := textproto.CanonicalMIMEHeaderKey(h)
 		check(!planner.RefusedHeader(name), "-forward-headers: %s may not be forwarded to a step (a hop-by-hop, framing or client-address header)", name)
 	}
+	errs = append(errs, c.jobs.validate()...)
 	if _, err := c.proxies(); err != nil {
 		errs = append(errs, err)
 	}

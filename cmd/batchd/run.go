@@ -21,6 +21,7 @@ import (
 	"github.com/batchd/batchd/internal/budget"
 	"github.com/batchd/batchd/internal/heapfloor"
 	"github.com/batchd/batchd/internal/idempotency"
+	"github.com/batchd/batchd/internal/jobs"
 	"github.com/batchd/batchd/internal/ratelimit"
 	"github.com/batchd/batchd/internal/tracing"
 	"github.com/batchd/batchd/metrics"
@@ -108,6 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	inv = jobs.Invoker(inv) // a job's calls carry its Idempotency-Key; other calls pass through
 	var limit *semaphore.Weighted
 	if cfg.maxInflight > 0 {
 		limit = semaphore.NewWeighted(int64(cfg.maxInflight))
@@ -137,6 +139,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer closeIdem() // after the drain: the last batches store their answers first
+	jobEng, closeJobs, err := jobEngine(ctx, cfg.jobs, m, log)
+	if err != nil {
+		return err
+	}
+	defer closeJobs() // after the drain: the last job batches store their answers first
 	srv := transport.New(transport.Config{
 		Planner: planner.Config{
 			MaxSteps:        cfg.maxSteps,
@@ -158,7 +165,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger:         log,
 
 		BatchMiddleware: batchMW, // nil unless tracing is on
+		Jobs: transport.JobsConfig{Engine: jobEng, MaxBatches: int64(cfg.jobs.maxBatches),
+			MaxBody: int64(cfg.jobs.maxBody)},
 	})
+	jobEng.Start(srv.RunJobBatch)
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
@@ -179,8 +189,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("draining", "grace", cfg.batchTimeout.String())
 	srv.Drain()
+	jobEng.Drain() // no further job batch starts here; with Redis, others take the rest
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.batchTimeout+5*time.Second)
 	defer cancel()
+	defer func() { // within the same grace: running job batches finish, or are handed back
+		if err := jobEng.Shutdown(sctx); err != nil {
+			log.Warn("drain deadline reached: job batches handed back", "err", err)
+		}
+	}()
 	if err := hs.Shutdown(sctx); err != nil {
 		// The grace is over: what is left (a client that never reads its answer, say) is cut, and that is the
 		// drain's end, not a failure.
