@@ -308,3 +308,37 @@ func TestJobSurvivesARestart(t *testing.T) {
 	rerun := up.checkKeys(t, id, lines)
 	assert.Len(t, rerun, 2*workers, "the lines held by the killed replicas run again, and only those")
 }
+
+// TestJobFlags: each jobs flag reads its environment variable, the flag wins, and bad values are usage errors.
+func TestJobFlags(t *testing.T) {
+	env := map[string]string{"BATCHD_JOBS_REDIS": "redis://127.0.0.1:6390/2", "BATCHD_JOB_WORKERS": "7",
+		"BATCHD_JOB_CLAIM_AFTER": "45s", "BATCHD_JOB_MAX_BATCHES": "500", "BATCHD_JOB_RESULTS_TTL": "2h",
+		"BATCHD_JOB_MAX_RESULT_BYTES": "8MiB", "BATCHD_JOB_MAX_BODY": "64MiB"}
+	c, err := parseConfig([]string{"-job-workers", "9"}, func(k string) string { return env[k] }, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, jobsConfig{redisURL: "redis://127.0.0.1:6390/2", workers: 9, claimAfter: 45 * time.Second,
+		maxBatches: 500, resultsTTL: 2 * time.Hour, maxResultBytes: 8 << 20, maxBody: 64 << 20}, c.jobs)
+
+	c, err = parseConfig(nil, func(string) string { return "" }, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, jobsConfig{workers: 4, claimAfter: 30 * time.Second, maxBatches: 1_000_000,
+		resultsTTL: 24 * time.Hour, maxResultBytes: 256 << 20, maxBody: 1 << 30}, c.jobs)
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-job-workers", "0"}, "-job-workers"},
+		{[]string{"-job-claim-after", "100ms"}, "-job-claim-after"},
+		{[]string{"-job-max-batches", "0"}, "-job-max-batches"},
+		{[]string{"-job-results-ttl", "1s"}, "-job-results-ttl"},
+		{[]string{"-job-max-result-bytes", "10"}, "-job-max-result-bytes"},
+		{[]string{"-job-max-body", "10"}, "-job-max-body"},
+		{[]string{"-jobs-redis", "http://127.0.0.1:6379"}, "-jobs-redis"},
+	} {
+		_, err := parseConfig(tc.args, func(string) string { return "" }, io.Discard)
+		var usage *usageError
+		require.ErrorAs(t, err, &usage, "%v", tc.args)
+		assert.ErrorContains(t, err, tc.want)
+	}
+}

@@ -267,6 +267,34 @@ func TestStores(t *testing.T) {
 				assert.ErrorIs(t, e.Results(t.Context(), newID(), false, nil, func([]byte) error { return nil }), ErrNotFound)
 			})
 
+			t.Run("shutdown hands back a batch cut short; another engine runs it", func(t *testing.T) {
+				store := sc.new(t, 0)
+				started := make(chan struct{}, 1)
+				blocked := func(ctx context.Context, b Batch) (Answer, error) {
+					started <- struct{}{}
+					<-ctx.Done() // runs until the engine cancels it
+					return Answer{Answer: []byte(`{"responses":[]}`), Steps: 1, Failed: 1}, nil
+				}
+				first := New(Config{Store: store, Workers: 1})
+				first.Start(blocked)
+				j, _, err := submit(t, first, "", numbered(1)...)
+				require.NoError(t, err)
+				<-started
+				ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+				defer cancel()
+				assert.ErrorIs(t, first.Shutdown(ctx), context.DeadlineExceeded)
+				got, err := first.Get(t.Context(), j.ID)
+				require.NoError(t, err)
+				assert.Zero(t, got.Done, "a batch cut short by the shutdown is not answered")
+
+				r := &echoRun{}
+				second := startEngine(t, store, r.run, 1)
+				got = waitEnded(t, second, j.ID)
+				assert.Equal(t, StatusDone, got.Status)
+				assert.Zero(t, got.Failed)
+				assert.Equal(t, 1, r.count(j.ID, 1))
+			})
+
 			t.Run("a batch not run now is handed back and runs later", func(t *testing.T) {
 				var mu sync.Mutex
 				refused := 0
