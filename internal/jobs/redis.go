@@ -131,32 +131,81 @@ func (s *Redis) jobKeys(id string) []string {
 		s.stream, s.active}
 }
 
-// luaPrelude holds what the job scripts share. KEYS: 1 job, 2 lines, 3 res, 4 meta, 5 tries, 6 stream, 7 active.
+// luaPrelude holds what the job scripts share. K are the job's keys: 1 job, 2 lines, 3 res, 4 meta, 5 tries,
+// 6 stream, 7 active; a script called for one job gets them as its KEYS, takeScript sets them for the job of the
+// entry it read.
 const luaPrelude = `
+local K = KEYS
 local function expire_job()
-  local ttl = redis.call('HGET', KEYS[1], 'ttl')
-  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
-  local key = redis.call('HGET', KEYS[1], 'key')
+  local ttl = redis.call('HGET', K[1], 'ttl')
+  for i = 1, 5 do redis.call('PEXPIRE', K[i], ttl) end
+  local key = redis.call('HGET', K[1], 'key')
   if key and key ~= '' then redis.call('PEXPIRE', key, ttl) end
 end
 local function ack(entry)
-  redis.call('XACK', KEYS[6], 'batchd', entry)
-  redis.call('XDEL', KEYS[6], entry)
+  redis.call('XACK', K[6], 'batchd', entry)
+  redis.call('XDEL', K[6], entry)
 end
 -- settle ends the job when every line is answered or skipped: done unless cancelled, out of the active set, its
 -- keys expiring after the TTL. It returns 1 when the job turned done now, and the status.
 local function settle(id, now)
-  local v = redis.call('HMGET', KEYS[1], 'st', 'tot', 'd', 'sk')
+  local v = redis.call('HMGET', K[1], 'st', 'tot', 'd', 'sk')
   local st = v[1]
   if tonumber(v[3]) + tonumber(v[4]) < tonumber(v[2]) then return {0, st} end
   local turned = 0
   if st ~= 'cancelled' and st ~= 'done' then
-    redis.call('HSET', KEYS[1], 'st', 'done', 'fi', now)
+    redis.call('HSET', K[1], 'st', 'done', 'fi', now)
     st, turned = 'done', 1
   end
-  redis.call('SREM', KEYS[7], id)
+  redis.call('SREM', K[7], id)
   expire_job()
   return {turned, st}
+end
+-- feed handles a feed entry: the job's next chunk of lines enters the stream, and a new feed entry behind them
+-- while lines remain; a cancelled job's lines not fed are skipped. It returns {lines skipped, turned done, status}.
+local function feed(entry, id, chunk, now)
+  ack(entry)
+  local v = redis.call('HMGET', K[1], 'st', 'tot', 'fed')
+  if not v[1] then return {0, 0, ''} end
+  local st, tot, fed = v[1], tonumber(v[2]), tonumber(v[3])
+  if st == 'cancelled' then
+    local rest = tot - fed
+    if rest > 0 then
+      redis.call('HSET', K[1], 'fed', tot)
+      redis.call('HINCRBY', K[1], 'sk', rest)
+    end
+    local s = settle(id, now)
+    return {rest, s[1], s[2]}
+  end
+  local n = math.min(tonumber(chunk), tot - fed)
+  for i = fed + 1, fed + n do redis.call('XADD', K[6], '*', 'j', id, 'l', i) end
+  redis.call('HSET', K[1], 'fed', fed + n)
+  if fed + n < tot then redis.call('XADD', K[6], '*', 'j', id, 'f', '1') end
+  return {0, 0, st}
+end
+-- begin handles a line's entry: {"run", body, header, first start, give up}, or {"skip"} (the job was cancelled),
+-- {"dup"} (the line was answered already), {"gone"} (the job expired).
+local function begin(entry, id, line, reclaimed, maxruns, now)
+  local st = redis.call('HGET', K[1], 'st')
+  if not st then ack(entry) return {'gone'} end
+  if st == 'cancelled' then
+    ack(entry)
+    if redis.call('HEXISTS', K[2], line) == 0 then return {'dup'} end
+    redis.call('HDEL', K[2], line)
+    redis.call('HINCRBY', K[1], 'sk', 1)
+    settle(id, now)
+    return {'skip'}
+  end
+  local body = redis.call('HGET', K[2], line)
+  if not body then ack(entry) return {'dup'} end
+  local give = 0
+  if reclaimed == '1' and redis.call('HINCRBY', K[5], line, 1) >= tonumber(maxruns) then give = 1 end
+  local first = 0
+  if st == 'queued' then
+    redis.call('HSET', K[1], 'st', 'running', 'sa', now)
+    first = 1
+  end
+  return {'run', body, redis.call('HGET', K[1], 'hd'), first, give}
 end
 `
 
@@ -178,50 +227,36 @@ redis.call('SADD', KEYS[7], ARGV[1])
 redis.call('XADD', KEYS[6], '*', 'j', ARGV[1], 'f', '1')
 return 1`)
 
-// feedScript: ARGV entry, id, chunk, now. Returns {lines skipped, turned done, status}.
-var feedScript = redis.NewScript(luaPrelude + `
-ack(ARGV[1])
-local v = redis.call('HMGET', KEYS[1], 'st', 'tot', 'fed')
-if not v[1] then return {0, 0, ''} end
-local st, tot, fed = v[1], tonumber(v[2]), tonumber(v[3])
-if st == 'cancelled' then
-  local rest = tot - fed
-  if rest > 0 then
-    redis.call('HSET', KEYS[1], 'fed', tot)
-    redis.call('HINCRBY', KEYS[1], 'sk', rest)
-  end
-  local s = settle(ARGV[2], ARGV[4])
-  return {rest, s[1], s[2]}
-end
-local n = math.min(tonumber(ARGV[3]), tot - fed)
-for i = fed + 1, fed + n do redis.call('XADD', KEYS[6], '*', 'j', ARGV[2], 'l', i) end
-redis.call('HSET', KEYS[1], 'fed', fed + n)
-if fed + n < tot then redis.call('XADD', KEYS[6], '*', 'j', ARGV[2], 'f', '1') end
-return {0, 0, st}`)
+// feedScript: ARGV entry, id, chunk, now. Returns feed's answer.
+var feedScript = redis.NewScript(luaPrelude + `return feed(ARGV[1], ARGV[2], ARGV[3], ARGV[4])`)
 
-// beginScript: ARGV entry, id, line, reclaimed, max runs, now. Returns {"run", body, header, first start, give
-// up}, or {"skip"} (the job was cancelled), {"dup"} (the line was answered already), {"gone"} (the job expired).
-var beginScript = redis.NewScript(luaPrelude + `
-local st = redis.call('HGET', KEYS[1], 'st')
-if not st then ack(ARGV[1]) return {'gone'} end
-if st == 'cancelled' then
-  ack(ARGV[1])
-  if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 0 then return {'dup'} end
-  redis.call('HDEL', KEYS[2], ARGV[3])
-  redis.call('HINCRBY', KEYS[1], 'sk', 1)
-  settle(ARGV[2], ARGV[6])
-  return {'skip'}
+// beginScript: ARGV entry, id, line, reclaimed, max runs, now. Returns begin's answer.
+var beginScript = redis.NewScript(luaPrelude + `return begin(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])`)
+
+// takeScript reads the queue without waiting and handles what it reads as feedScript and beginScript do, until it
+// has a line to run: one round trip per batch while the queue is busy. KEYS the stream; ARGV consumer, key prefix,
+// chunk, max runs, now. Returns {"run", entry, job, line, body, header, first start, give up, skipped}, or
+// {"none", skipped} when it read nothing to run (Take then waits on the stream).
+var takeScript = redis.NewScript(luaPrelude + `
+local skipped = 0
+for attempt = 1, 16 do
+  local r = redis.call('XREADGROUP', 'GROUP', 'batchd', ARGV[1], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+  if not r then return {'none', skipped} end
+  local entry, fv = r[1][2][1][1], r[1][2][1][2]
+  local f = {}
+  for i = 1, #fv, 2 do f[fv[i]] = fv[i + 1] end
+  local id, p = f['j'], ARGV[2]
+  K = {p .. 'job:' .. id, p .. 'lines:' .. id, p .. 'res:' .. id, p .. 'meta:' .. id, p .. 'tries:' .. id, KEYS[1],
+    p .. 'active'}
+  if f['f'] then
+    skipped = skipped + feed(entry, id, ARGV[3], ARGV[5])[1]
+  else
+    local b = begin(entry, id, f['l'], '0', ARGV[4], ARGV[5])
+    if b[1] == 'run' then return {'run', entry, id, f['l'], b[2], b[3], b[4], b[5], skipped} end
+    if b[1] == 'skip' then skipped = skipped + 1 end
+  end
 end
-local body = redis.call('HGET', KEYS[2], ARGV[3])
-if not body then ack(ARGV[1]) return {'dup'} end
-local give = 0
-if ARGV[4] == '1' and redis.call('HINCRBY', KEYS[5], ARGV[3], 1) >= tonumber(ARGV[5]) then give = 1 end
-local first = 0
-if st == 'queued' then
-  redis.call('HSET', KEYS[1], 'st', 'running', 'sa', ARGV[6])
-  first = 1
-end
-return {'run', body, redis.call('HGET', KEYS[1], 'hd'), first, give}`)
+return {'none', skipped}`)
 
 // finishScript: ARGV entry, id, line, full record, summary, steps, failed steps, batch failed, now. Returns
 // {turned done, status}.
@@ -461,6 +496,15 @@ func (s *Redis) Take(ctx context.Context) (*Task, int, error) {
 			if ctx.Err() != nil {
 				return nil, skipped, nil
 			}
+			t, n, err := s.take(ctx)
+			skipped += n
+			if err != nil || t != nil {
+				return t, skipped, err
+			}
+			if skipped > 0 {
+				return nil, skipped, nil
+			}
+			// Nothing to run now: wait on the stream.
 			res, err := s.c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: s.consumer,
 				Streams: []string{s.stream, ">"}, Count: 1, Block: s.block}).Result()
 			switch {
@@ -492,6 +536,48 @@ func (s *Redis) Take(ctx context.Context) (*Task, int, error) {
 			return t, skipped, err
 		}
 	}
+}
+
+// take reads and handles entries without waiting (takeScript) until it has a line to run; nil when there is none.
+func (s *Redis) take(ctx context.Context) (*Task, int, error) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	v, err := takeScript.Run(sctx, s.c, []string{s.stream}, s.consumer, s.p, s.chunk, MaxRuns, nowMS()).Slice()
+	switch {
+	case err != nil && strings.HasPrefix(err.Error(), "NOGROUP"):
+		return nil, 0, nil // the blocking read that follows makes the group again
+	case err != nil:
+		return nil, 0, fmt.Errorf("jobs: taking a batch: %w", err)
+	case v[0] != "run":
+		n, _ := v[1].(int64)
+		return nil, int(n), nil
+	}
+	entry, _ := v[1].(string)
+	s.hold(entry)
+	id, _ := v[2].(string)
+	line, _ := v[3].(string)
+	n, _ := v[8].(int64)
+	t := s.task(id, line, entry, false, v[4:8])
+	if ctx.Err() != nil { // stopping: hand it back rather than start it
+		return nil, int(n), s.Release(sctx, t)
+	}
+	return t, int(n), nil
+}
+
+// task builds the task of a line's entry from begin's {body, header, first start, give up}.
+func (s *Redis) task(id, line, entry string, reclaimed bool, v []any) *Task {
+	t := &Task{Batch: Batch{Job: id}, Reclaimed: reclaimed, handle: &redisTask{entry: entry}}
+	t.Line, _ = strconv.ParseInt(line, 10, 64)
+	body, _ := v[0].(string)
+	t.Body = []byte(body)
+	if hd, _ := v[1].(string); hd != "" && hd != "null" {
+		var h http.Header
+		if err := json.Unmarshal([]byte(hd), &h); err == nil {
+			t.Header = h
+		}
+	}
+	t.FirstStart, t.GiveUp = v[2] == int64(1), v[3] == int64(1)
+	return t
 }
 
 // begin handles one entry: a feed entry feeds its job's next lines; a line's entry becomes a task unless its job
@@ -534,18 +620,7 @@ func (s *Redis) begin(ctx context.Context, msg redis.XMessage, reclaimed bool) (
 		s.drop(msg.ID)
 		return nil, 0, nil
 	}
-	t := &Task{Batch: Batch{Job: id}, Reclaimed: reclaimed, handle: &redisTask{entry: msg.ID}}
-	t.Line, _ = strconv.ParseInt(line, 10, 64)
-	body, _ := v[1].(string)
-	t.Body = []byte(body)
-	if hd, _ := v[2].(string); hd != "" && hd != "null" {
-		var h http.Header
-		if err := json.Unmarshal([]byte(hd), &h); err == nil {
-			t.Header = h
-		}
-	}
-	t.FirstStart, t.GiveUp = v[3] == int64(1), v[4] == int64(1)
-	return t, 0, nil
+	return s.task(id, line, msg.ID, reclaimed, v[1:5]), 0, nil
 }
 
 // hold and drop track the entries this replica holds, which the claim loop keeps fresh.
