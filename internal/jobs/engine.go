@@ -101,6 +101,8 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 
 // work is one worker: take a batch, run it, store its answer, until the engine stops taking.
 func (e *Engine) work(run RunFunc) {
+	var stored <-chan struct{} = closed
+	defer func() { <-stored }()
 	for e.takeCtx.Err() == nil {
 		t, skipped, err := e.store.Take(e.takeCtx)
 		if skipped > 0 {
@@ -114,12 +116,17 @@ func (e *Engine) work(run RunFunc) {
 		if t == nil {
 			continue // the engine stops taking
 		}
-		e.runTask(run, t)
+		stored = e.runTask(run, t, stored)
 	}
 }
 
-// runTask runs one batch and stores its answer, or hands it back when it did not run.
-func (e *Engine) runTask(run RunFunc, t *Task) {
+// closed is a closed channel: nothing to wait for.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// runTask runs one batch, or hands it back when it did not run. Its answer is stored in the background, once the
+// worker's previous answer (prev) is stored, so that the store's round trip overlaps the worker's next batch: a
+// worker has at most one answer being stored. It returns a channel closed once this one is.
+func (e *Engine) runTask(run RunFunc, t *Task, prev <-chan struct{}) <-chan struct{} {
 	if t.FirstStart {
 		e.rec.JobStatus(string(StatusRunning))
 	}
@@ -142,9 +149,21 @@ func (e *Engine) runTask(run RunFunc, t *Task) {
 				e.log.Warn("jobs: batch not run now; retrying", "job", t.Job, "line", t.Line, "err", err)
 				e.pause(time.Second)
 			}
-			return
+			return prev
 		}
 	}
+	<-prev
+	done := make(chan struct{})
+	e.wg.Go(func() {
+		defer close(done)
+		e.storeAnswer(t, ans)
+	})
+	return done
+}
+
+// storeAnswer stores a batch's answer and counts it; a batch whose answer cannot be stored is handed back, to run
+// again.
+func (e *Engine) storeAnswer(t *Task, ans Answer) {
 	rec := Record{Line: t.Line, Steps: ans.Steps, Failed: ans.Failed, BatchFailed: ans.outcome() != OutcomeOK}
 	rec.Full = appendRecord(make([]byte, 0, len(ans.Answer)+32), t.Line, oneLine(ans.Answer))
 	rec.Summary = appendSummary(make([]byte, 0, 96), t.Line, ans.Steps, ans.Failed)

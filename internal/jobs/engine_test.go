@@ -409,7 +409,7 @@ func TestRedisGivesUp(t *testing.T) {
 	require.True(t, last.GiveUp)
 	assert.Equal(t, MaxRuns+1, runs, "taken MaxRuns times to run, then once more to give up")
 	e := New(Config{Store: newStore(), Workers: 1})
-	e.runTask(nil, last) // a give-up answer needs no RunFunc
+	<-e.runTask(nil, last, closed) // a give-up answer needs no RunFunc
 	got, err := e.Get(t.Context(), j.ID)
 	require.NoError(t, err)
 	assert.Equal(t, StatusDone, got.Status)

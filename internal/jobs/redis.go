@@ -186,7 +186,8 @@ end
 -- begin handles a line's entry: {"run", body, header, first start, give up}, or {"skip"} (the job was cancelled),
 -- {"dup"} (the line was answered already), {"gone"} (the job expired).
 local function begin(entry, id, line, reclaimed, maxruns, now)
-  local st = redis.call('HGET', K[1], 'st')
+  local sh = redis.call('HMGET', K[1], 'st', 'hd')
+  local st = sh[1]
   if not st then ack(entry) return {'gone'} end
   if st == 'cancelled' then
     ack(entry)
@@ -205,7 +206,7 @@ local function begin(entry, id, line, reclaimed, maxruns, now)
     redis.call('HSET', K[1], 'st', 'running', 'sa', now)
     first = 1
   end
-  return {'run', body, redis.call('HGET', K[1], 'hd'), first, give}
+  return {'run', body, sh[2], first, give}
 end
 `
 
@@ -259,37 +260,33 @@ end
 return {'none', skipped}`)
 
 // finishScript: ARGV entry, id, line, full record, summary, steps, failed steps, batch failed, now. Returns
-// {turned done, status}.
+// {turned done, status}. The counters are read and written in one call each; the keys' expiry is moved at most
+// every tenth of the TTL.
 var finishScript = redis.NewScript(luaPrelude + `
 ack(ARGV[1])
-if not redis.call('HGET', KEYS[1], 'st') then return {0, ''} end
+local c = redis.call('HMGET', KEYS[1], 'st', 'tot', 'd', 'f', 'sd', 'sf', 'rb', 'ns', 'sk', 'mx', 'ttl', 'ex')
+if not c[1] then return {0, ''} end
+local d, f, sd, sf, rb, ns = tonumber(c[3]), tonumber(c[4]), tonumber(c[5]), tonumber(c[6]), tonumber(c[7]), tonumber(c[8])
 local old = redis.call('HGET', KEYS[4], ARGV[3])
 if old then
-  local s, fs, bf, n, ns = string.match(old, '^(%d+) (%d+) (%d) (%d+) (%d)$')
-  -- 0 - x, not -x: Lua writes -0 as "-0", which HINCRBY refuses.
-  redis.call('HINCRBY', KEYS[1], 'd', -1)
-  redis.call('HINCRBY', KEYS[1], 'sd', 0 - tonumber(s))
-  redis.call('HINCRBY', KEYS[1], 'sf', 0 - tonumber(fs))
-  redis.call('HINCRBY', KEYS[1], 'f', 0 - tonumber(bf))
-  redis.call('HINCRBY', KEYS[1], 'rb', 0 - tonumber(n))
-  redis.call('HINCRBY', KEYS[1], 'ns', 0 - tonumber(ns))
+  local os, ofs, obf, on, ons = string.match(old, '^(%d+) (%d+) (%d) (%d+) (%d)$')
+  d, sd, sf, f, rb, ns = d - 1, sd - tonumber(os), sf - tonumber(ofs), f - tonumber(obf), rb - tonumber(on), ns - tonumber(ons)
 end
-local v = redis.call('HMGET', KEYS[1], 'rb', 'mx')
-local rec, ns = ARGV[4], 0
-if tonumber(v[1]) + #rec > tonumber(v[2]) then rec, ns = ARGV[5], 1 end
+local rec, notStored = ARGV[4], 0
+if rb + #rec > tonumber(c[10]) then rec, notStored = ARGV[5], 1 end
 redis.call('HSET', KEYS[3], ARGV[3], rec)
-redis.call('HSET', KEYS[4], ARGV[3], ARGV[6] .. ' ' .. ARGV[7] .. ' ' .. ARGV[8] .. ' ' .. #rec .. ' ' .. ns)
-redis.call('HINCRBY', KEYS[1], 'd', 1)
-redis.call('HINCRBY', KEYS[1], 'sd', ARGV[6])
-redis.call('HINCRBY', KEYS[1], 'sf', ARGV[7])
-redis.call('HINCRBY', KEYS[1], 'f', ARGV[8])
-redis.call('HINCRBY', KEYS[1], 'rb', #rec)
-redis.call('HINCRBY', KEYS[1], 'ns', ns)
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[6] .. ' ' .. ARGV[7] .. ' ' .. ARGV[8] .. ' ' .. #rec .. ' ' .. notStored)
+d, sd, sf, f, rb, ns = d + 1, sd + tonumber(ARGV[6]), sf + tonumber(ARGV[7]), f + tonumber(ARGV[8]), rb + #rec, ns + notStored
+redis.call('HSET', KEYS[1], 'd', d, 'f', f, 'sd', sd, 'sf', sf, 'rb', rb, 'ns', ns)
 redis.call('HDEL', KEYS[2], ARGV[3])
 redis.call('HDEL', KEYS[5], ARGV[3])
-local s = settle(ARGV[2], ARGV[9])
-if s[1] == 0 then expire_job() end
-return s`)
+if d + tonumber(c[9]) >= tonumber(c[2]) then return settle(ARGV[2], ARGV[9]) end
+local now, ttl = tonumber(ARGV[9]), tonumber(c[11])
+if now - tonumber(c[12] or 0) > ttl / 10 then
+  redis.call('HSET', KEYS[1], 'ex', now)
+  expire_job()
+end
+return {0, c[1]}`)
 
 // cancelScript: ARGV id, now. Returns {status, changed}.
 var cancelScript = redis.NewScript(luaPrelude + `
