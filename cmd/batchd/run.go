@@ -168,12 +168,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Jobs: transport.JobsConfig{Engine: jobEng, MaxBatches: int64(cfg.jobs.maxBatches),
 			MaxBody: int64(cfg.jobs.maxBody)},
 	})
-	jobEng.Start(srv.RunJobBatch)
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	jobEng.Start(srv.RunJobBatch) // stopped by the drain below
 	hs := srv.HTTPServer(cfg.addr, cfg.batchTimeout+10*time.Second)
 	conns := trackConns(hs)
 	log.Info("listening", "addr", ln.Addr().String(), "mode", mode, "upstream", cfg.upstream,

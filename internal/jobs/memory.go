@@ -124,7 +124,7 @@ func (s *memStager) Commit(_ context.Context, fp Fingerprint) (Job, bool, error)
 	m.jobs[j.ID] = j
 	m.order = append(m.order, j)
 	m.wakeLocked()
-	return j.Job, false, nil
+	return j.Job, false, nil // as committed, under the lock: no worker has taken a line yet
 }
 
 func (s *memStager) Abort() {

@@ -367,7 +367,8 @@ func (st *redisStager) Commit(ctx context.Context, fp Fingerprint) (Job, bool, e
 		hasKey = "1"
 	}
 	for attempt := 0; ; attempt++ {
-		res, err := commitScript.Run(ctx, s.c, keys, st.id, hex.EncodeToString(fp[:]), st.n, nowMS(), st.header,
+		now := nowMS()
+		res, err := commitScript.Run(ctx, s.c, keys, st.id, hex.EncodeToString(fp[:]), st.n, now, st.header,
 			s.maxResults, s.ttl.Milliseconds(), hasKey).Result()
 		if err != nil {
 			st.Abort()
@@ -375,9 +376,10 @@ func (st *redisStager) Commit(ctx context.Context, fp Fingerprint) (Job, bool, e
 		}
 		other, ok := res.(string)
 		if !ok {
+			// The job as committed: a worker may have started it already.
 			st.done = true
-			j, err := s.Get(ctx, st.id)
-			return j, false, err
+			return Job{ID: st.id, Status: StatusQueued, Total: st.n, MaxResultBytes: s.maxResults,
+				Created: time.UnixMilli(now)}, false, nil
 		}
 		j, ofp, found, err := s.job(ctx, other)
 		if err == nil && !found && attempt == 0 {
