@@ -119,6 +119,7 @@ type Metrics struct {
 	idempotency     map[string]prometheus.Counter // by result
 	rollbacksOK     prometheus.Counter
 	rollbacksFailed prometheus.Counter
+	jobs            *jobMetrics // jobs.go
 
 	exact    map[string]*methodSeries // by folded name
 	wildcard []wildcardSeries         // in configuration order
@@ -288,10 +289,12 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		m.learned = &learned{max: cfg.LearnMethods, newSeries: newSeries}
 	}
 
+	jobMetrics, jobCollectors := newJobMetrics()
+	m.jobs = jobMetrics
 	if reg != nil {
-		for _, c := range []prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration, steps,
+		for _, c := range append([]prometheus.Collector{batchDuration, m.batchSteps, m.batchDepth, stepDuration, steps,
 			stepTimeouts, m.batchesInFlight, m.stepsInFlight, rejected, m.abandoned, upstream,
-			idempotency, rollbacks, budgetInUse, budgetLimit, buildInfo} {
+			idempotency, rollbacks, budgetInUse, budgetLimit, buildInfo}, jobCollectors...) {
 			if err := reg.Register(c); err != nil {
 				return nil, errors.Join(errors.New("metrics: registering batchd metrics"), err)
 			}

@@ -27,9 +27,10 @@ type Call struct {
 	Capture []string
 	// OKStatus are statuses that count as success besides those under 400 (planner.Step.OKStatus).
 	OKStatus []int
-	// Item is the position of the element a fan-out step's call is for (planner.Step.ForEach); -1 for a step's one
-	// call.
-	Item int
+	// ForEach marks a call of a fan-out step (planner.Step.ForEach), and Index is the position of the element it is
+	// for; a step's only call has neither.
+	ForEach bool
+	Index   int
 }
 
 // Response is what an Invoker got back.

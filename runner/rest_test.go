@@ -66,7 +66,7 @@ func TestFanOut(t *testing.T) {
 			if c.Path == "users/2" {
 				return runner.Response{Status: 409, Body: []byte(`{"error":"conflict"}`)}, nil
 			}
-			return runner.Response{Status: 200, Body: []byte(`{"n":` + strconv.Itoa(c.Item) + `}`)}, nil
+			return runner.Response{Status: 200, Body: []byte(`{"n":` + strconv.Itoa(c.Index) + `}`)}, nil
 		},
 	}}
 	results := run(t, f, runner.Config{MaxParallel: 2}, `{"requests": [

@@ -137,7 +137,7 @@ func (b *batch) rollbackStep(rp *rollbackPhase, i int) {
 // undo runs one rollback call of step (of its call item of a fan-out, else -1), its placeholders read from resps.
 func (b *batch) undo(rp *rollbackPhase, step *planner.Step, resps *planner.Responses, item int) (out RollbackResult) {
 	rb := step.Rollback
-	call := Call{Key: step.Key, Method: rb.Method, Name: rb.Name, Rollback: true, Item: item}
+	call := Call{Key: step.Key, Method: rb.Method, Name: rb.Name, Rollback: true, ForEach: item >= 0, Index: max(item, 0)}
 	if err := b.fill(rp.ctx, &call, resps, rb.Path, rb.Headers, rb.Body, rb.Text); err != nil {
 		var tmp Result
 		b.buildFailed(rp.ctx, err, &tmp)

@@ -264,7 +264,7 @@ func (b *batch) exec(i int, res *Result) {
 // fills res with what came of it.
 func (b *batch) send(i int, step *planner.Step, resps *planner.Responses, item int, res *Result) {
 	call := Call{Key: step.Key, Method: step.Method, Name: step.Name, Capture: step.Capture, OKStatus: step.OKStatus,
-		Item: item}
+		ForEach: item >= 0, Index: max(item, 0)}
 	if err := b.fill(b.ctx, &call, resps, step.Path, step.Headers, step.Body, step.Text); err != nil {
 		b.buildFailed(b.ctx, err, res)
 		return

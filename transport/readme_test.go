@@ -91,11 +91,20 @@ func TestReadmeRunsInOrder(t *testing.T) {
 				last = nil
 				continue
 			}
+			var reqs []*http.Request
 			for _, args := range curlCommands(b.text) {
 				req := curlRequest(t, args)
-				if req == nil || !strings.Contains(req.URL.Host, "localhost:8080") {
-					continue
+				if req == nil {
+					t.Logf("%s: a curl that reads a file the reader has, not run", where)
+					reqs = nil
+					break
 				}
+				if strings.Contains(req.URL.Host, "localhost:8080") {
+					reqs = append(reqs, req)
+				}
+			}
+			last = nil
+			for _, req := range reqs {
 				u, err := url.Parse(base + req.URL.RequestURI())
 				require.NoError(t, err)
 				req.URL, req.Host, req.RequestURI = u, u.Host, ""

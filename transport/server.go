@@ -110,6 +110,8 @@ type Config struct {
 	Memory *budget.Pool
 	// MaxBatchBytes bounds what one batch holds (-max-batch-bytes); 0: the process budget alone.
 	MaxBatchBytes int64
+	// Jobs, optional, serves /v1/jobs (jobs.go).
+	Jobs JobsConfig
 }
 
 // Reasons the HTTP layer refuses a batch for, besides the planner's (planner.Reason): the reason of the 4xx/503
@@ -147,6 +149,12 @@ type Server struct {
 func New(cfg Config) *Server {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 1 << 20
+	}
+	if cfg.Jobs.MaxBatches <= 0 {
+		cfg.Jobs.MaxBatches = DefaultJobMaxBatches
+	}
+	if cfg.Jobs.MaxBody <= 0 {
+		cfg.Jobs.MaxBody = DefaultJobMaxBody
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, obs: cfg.Observer}
 	if s.log == nil {
@@ -199,6 +207,9 @@ func (s *Server) routes() {
 	s.e.GET("/ui/*", inspector)
 	if s.cfg.Demo != nil {
 		s.e.POST("/v1/*", echo.WrapHandler(http.StripPrefix("/v1", s.cfg.Demo)))
+	}
+	if s.cfg.Jobs.Engine != nil {
+		s.jobRoutes()
 	}
 }
 

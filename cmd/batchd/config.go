@@ -69,6 +69,7 @@ type config struct {
 	// effective is every flag's value once flags, environment and defaults are applied, secrets redacted: what
 	// the start-up log line says.
 	effective []slog.Attr
+	jobs jobsConfig // jobs.go
 }
 
 // usageError is a bad flag or environment value: the process exits 2.
@@ -87,6 +88,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		maxCallPath: 8 << 10, maxCallHeader: 8 << 10, maxCallBody: 8 << 20, maxBatchBytes: 64 << 20,
 		memoryBudget: byteSize(defaultMemoryBudget()), rateLimitKey: "address",
 		drainDelay: 5 * time.Second, learnMethods: 20,
+		jobs: defaultJobsConfig(),
 	}
 	fs := flag.NewFlagSet("batchd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -136,6 +138,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	bind((*stringValue)(&c.trustedProxies), "trusted-proxies", "BATCHD_TRUSTED_PROXIES", "comma-separated `CIDRs` or addresses of proxies whose X-Forwarded-For is believed, e.g. 10.0.0.0/8,192.0.2.7: behind one, a client's address is the last untrusted hop")
 	bind((*stringValue)(&c.metricsAddr), "metrics-addr", "BATCHD_METRICS_ADDR", "internal listen `address` for /metrics and /debug/pprof/, e.g. :8081; when set, the public listener no longer serves /metrics; empty: /metrics on -addr and no pprof")
 	bind((*durationValue)(&c.drainDelay), "drain-delay", "BATCHD_DRAIN_DELAY", "on SIGTERM, how long /readyz answers 503 while batches are still served before the listener closes, so that load balancers stop sending traffic first, e.g. 5s; 0: close at once")
+	bindJobs(&c.jobs, bind)
 	fs.BoolVar(&c.showVersion, "version", false, "print the version, VCS revision and Go version, and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -225,6 +228,7 @@ func (c config) validate() error {
 		name := textproto.CanonicalMIMEHeaderKey(h)
 		check(!planner.RefusedHeader(name), "-forward-headers: %s may not be forwarded to a step (a hop-by-hop, framing or client-address header)", name)
 	}
+	errs = append(errs, c.jobs.validate()...)
 	if _, err := c.proxies(); err != nil {
 		errs = append(errs, err)
 	}

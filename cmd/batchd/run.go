@@ -22,6 +22,7 @@ import (
 	"github.com/batchd/batchd/internal/budget"
 	"github.com/batchd/batchd/internal/heapfloor"
 	"github.com/batchd/batchd/internal/idempotency"
+	"github.com/batchd/batchd/internal/jobs"
 	"github.com/batchd/batchd/internal/ratelimit"
 	"github.com/batchd/batchd/internal/tracing"
 	"github.com/batchd/batchd/metrics"
@@ -118,6 +119,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	inv = jobs.Invoker(inv) // a job's calls carry its Idempotency-Key; other calls pass through
 	var limit *semaphore.Weighted
 	if cfg.maxInflight > 0 {
 		limit = semaphore.NewWeighted(int64(cfg.maxInflight))
@@ -148,6 +150,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer closeIdem() // after the drain: the last batches store their answers first
+	jobEng, closeJobs, err := jobEngine(ctx, cfg.jobs, m, log)
+	if err != nil {
+		return err
+	}
+	defer closeJobs() // after the drain: the last job batches store their answers first
 	// With -metrics-addr, /metrics moves to the internal listener, beside the profiler; else it stays public.
 	var publicMetrics http.Handler
 	if cfg.metricsAddr == "" {
@@ -176,6 +183,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		UpstreamHost:   upstreamHost,
 
 		BatchMiddleware: batchMW, // nil unless tracing is on
+		Jobs: transport.JobsConfig{Engine: jobEng, MaxBatches: int64(cfg.jobs.maxBatches),
+			MaxBody: int64(cfg.jobs.maxBody)},
 	})
 
 	metricsAddr := ""
@@ -201,6 +210,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	jobEng.Start(srv.RunJobBatch) // stopped by the drain below
 	hs := srv.HTTPServer(cfg.addr, cfg.batchTimeout+10*time.Second)
 	conns := trackConns(hs)
 	log.LogAttrs(ctx, slog.LevelInfo, "listening", slog.String("addr", ln.Addr().String()),
@@ -229,8 +239,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("draining", "grace", cfg.batchTimeout.String())
 	srv.Drain()
+	jobEng.Drain() // no further job batch starts here; with Redis, others take the rest
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.batchTimeout+5*time.Second)
 	defer cancel()
+	defer func() { // within the same grace: running job batches finish, or are handed back
+		if err := jobEng.Shutdown(sctx); err != nil {
+			log.Warn("drain deadline reached: job batches handed back", "err", err)
+		}
+	}()
 	if err := hs.Shutdown(sctx); err != nil {
 		// The grace is over: what is left (a client that never reads its answer, say) is cut, and that is the
 		// drain's end, not a failure.

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -29,10 +30,18 @@ type config struct {
 	maxParallel     int
 	format          string
 	maxTime         time.Duration
+	// The job scenario (job.go).
+	jobLines    int
+	jobRSSSteps []int
+	jobsRedis   string // -jobs-redis for the batchd the tool starts
+	jobWorkers  int    // -job-workers for it; 0: batchd's default
 }
 
 // scenarioNames lists the scenarios in the order "all" runs them.
 func scenarioNames() []string { return []string{"a50", "b50", "c10", "d10", "demo10"} }
+
+// jobScenario runs only when named: it takes minutes (a job of a million steps).
+const jobScenario = "job"
 
 // Bounds on the flags: the tool always ends by itself, in reasonable time.
 const (
@@ -47,7 +56,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("batchload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenario", "all", "scenarios to run, comma-separated: a50, b50, c10, d10, demo10, or all")
+	scen := fs.String("scenario", "all", "scenarios to run, comma-separated: a50, b50, c10, d10, demo10, or all (all but job), and job")
 	fs.StringVar(&cfg.batchd, "batchd", "bin/batchd", "batchd binary the tool starts (unless -target / -demo-target)")
 	fs.StringVar(&cfg.compare, "compare", "", "a second batchd binary (an earlier build, say) started beside -batchd against the same upstream and measured in the same interleaved rounds, as the row batchd-base of every proxy scenario; the notes give batchd ÷ batchd-base")
 	fs.StringVar(&cfg.target, "target", "", "URL of a running proxy-mode batchd (loopback only) instead of starting one; it must use this tool's upstream: start it with -upstream http://ADDR/ and pass -upstream-listen ADDR")
@@ -64,6 +73,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.maxParallel, "max-parallel", 50, "-max-parallel given to the batchd the tool starts")
 	fs.StringVar(&cfg.format, "format", "text", "output: text, markdown (for BENCHMARKS.md) or json")
 	fs.DurationVar(&cfg.maxTime, "max-time", 5*time.Minute, "overall time limit")
+	fs.IntVar(&cfg.jobLines, "job-lines", 10_000, "job scenario: lines (10-step batches) of the job, and interactive batches sent to compare")
+	rssSteps := fs.String("job-rss-steps", "10000,100000,1000000", "job scenario: sizes in steps of the jobs during which batchd's RSS is read, comma-separated; empty: none")
+	fs.StringVar(&cfg.jobsRedis, "jobs-redis", "", "job scenario: -jobs-redis URL given to the batchd the tool starts (a running redis-server on loopback); empty: jobs in memory")
+	fs.IntVar(&cfg.jobWorkers, "job-workers", 0, "job scenario: -job-workers given to the batchd the tool starts; 0: its default")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -78,14 +91,14 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		switch {
 		case s == "all":
 			cfg.scenarios = append(cfg.scenarios, names...)
-		case slices.Contains(names, s):
+		case slices.Contains(names, s) || s == jobScenario:
 			cfg.scenarios = append(cfg.scenarios, s)
 		default:
 			errs = append(errs, fmt.Errorf("-scenario: unknown %q (want %s or all)", s, strings.Join(names, ", ")))
 		}
 	}
 	// Keep the canonical order, each scenario once.
-	cfg.scenarios = slices.DeleteFunc(names, func(s string) bool { return !slices.Contains(cfg.scenarios, s) })
+	cfg.scenarios = slices.DeleteFunc(append(names, jobScenario), func(s string) bool { return !slices.Contains(cfg.scenarios, s) })
 
 	bound := func(name string, v, lo, hi int) {
 		if v < lo || v > hi {
@@ -103,6 +116,18 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	bound("concurrency", cfg.concurrency, 1, maxConcurrency)
 	bound("rounds", cfg.rounds, 1, 100)
 	bound("max-parallel", cfg.maxParallel, 1, 1000)
+	bound("job-lines", cfg.jobLines, 1, 1_000_000)
+	bound("job-workers", cfg.jobWorkers, 0, 1024)
+	if steps, err := parseSteps(*rssSteps); err != nil {
+		errs = append(errs, err)
+	} else {
+		cfg.jobRSSSteps = steps
+	}
+	if cfg.jobsRedis != "" {
+		if u, err := url.Parse(cfg.jobsRedis); err != nil || u.Scheme != "redis" || requireLoopbackAddr(u.Host) != nil {
+			errs = append(errs, fmt.Errorf("-jobs-redis %q: want redis://HOST:PORT/DB on loopback", cfg.jobsRedis))
+		}
+	}
 	boundD("duration", cfg.duration, 100*time.Millisecond, maxDuration)
 	boundD("delay", cfg.delay, 0, time.Second)
 	boundD("max-time", cfg.maxTime, time.Second, maxMaxTime)

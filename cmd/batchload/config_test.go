@@ -26,6 +26,12 @@ func TestParseConfig(t *testing.T) {
 	assert.Equal(t, 5, cfg.latencyCount(true))
 	assert.Equal(t, 0, cfg.warmupFor(5))
 
+	cfg, err = parseConfig([]string{"-scenario", "job,a50", "-job-rss-steps", "100, 1000", "-jobs-redis", "redis://127.0.0.1:6379/0"}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a50", "job"}, cfg.scenarios, "job runs only when named, last")
+	assert.Equal(t, []int{100, 1000}, cfg.jobRSSSteps)
+	assert.Equal(t, []string{"-jobs-redis", "redis://127.0.0.1:6379/0"}, cfg.jobArgs())
+
 	cfg, err = parseConfig([]string{"-upstream-process=false"}, io.Discard)
 	require.NoError(t, err)
 	assert.False(t, cfg.upstreamProcess)
@@ -54,6 +60,9 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"format", []string{"-format", "html"}, "-format"},
 		{"max-time", []string{"-max-time", "2h"}, "-max-time"},
 		{"stray argument", []string{"a50"}, "unexpected"},
+		{"job rss steps", []string{"-job-rss-steps", "10,x"}, "-job-rss-steps"},
+		{"job lines", []string{"-job-lines", "0"}, "-job-lines"},
+		{"jobs redis off loopback", []string{"-jobs-redis", "redis://10.0.0.1:6379/0"}, "-jobs-redis"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseConfig(tc.args, io.Discard)

@@ -31,7 +31,7 @@ type batchdProc struct {
 
 // startBatchd starts bin with the given extra flags (proxy mode when upstream is not empty, demo mode otherwise) on
 // a free loopback port and waits until GET /readyz answers 200.
-func startBatchd(ctx context.Context, c *http.Client, bin, upstream string, maxParallel int) (*batchdProc, error) {
+func startBatchd(ctx context.Context, c *http.Client, bin, upstream string, maxParallel int, extra ...string) (*batchdProc, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("batchd binary: %w (build it with `go build -o bin/batchd ./cmd/batchd`, or pass -batchd PATH or -target URL)", err)
 	}
@@ -45,6 +45,7 @@ func startBatchd(ctx context.Context, c *http.Client, bin, upstream string, maxP
 		if upstream != "" {
 			args = append(args, "-upstream", upstream)
 		}
+		args = append(args, extra...)
 		p, err := spawn(bin, args)
 		if err != nil {
 			return nil, err

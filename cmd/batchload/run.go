@@ -151,15 +151,15 @@ func (r *runner) runProxyScenarios(ctx context.Context, names []string, rep repo
 		defer inproc.close()
 		up, upURL = inproc, inproc.url
 	}
-	base := r.cfg.target
+	base, pid := r.cfg.target, 0
 	if base == "" {
 		r.progress("starting %s -upstream %s", r.cfg.batchd, upURL)
-		p, err := startBatchd(ctx, r.client, r.cfg.batchd, upURL, r.cfg.maxParallel)
+		p, err := startBatchd(ctx, r.client, r.cfg.batchd, upURL, r.cfg.maxParallel, r.cfg.jobArgs()...)
 		if err != nil {
 			return nil, err
 		}
 		defer p.stop()
-		base = p.base
+		base, pid = p.base, p.cmd.Process.Pid
 	}
 	if err := probe(ctx, r.client, base, up, upURL); err != nil {
 		return nil, err
@@ -179,7 +179,12 @@ func (r *runner) runProxyScenarios(ctx context.Context, names []string, rep repo
 	}
 	var results []scenarioResult
 	for _, name := range names {
-		res := r.runProxyScenario(ctx, name, base, compare, up, upURL)
+		var res scenarioResult
+		if name == jobScenario {
+			res = r.runJob(ctx, base, up, pid)
+		} else {
+			res = r.runProxyScenario(ctx, name, base, compare, up, upURL)
+		}
 		rep.scenario(res)
 		results = append(results, res)
 		if ctx.Err() != nil {

@@ -248,4 +248,16 @@ func TestSmokeRealBatchd(t *testing.T) {
 	}
 	requireValidRun(t, rep, err, "a50")
 	assert.Contains(t, rep.Run.Batchd, bin)
+
+	// The job scenario through the same binary: a job and its interactive comparison, then two jobs whose RSS is
+	// read, every answer checked and every upstream call counted.
+	rep, err, log = runJSON(t, "-scenario", "job", "-job-lines", "30", "-job-rss-steps", "100,200", "-concurrency", "4",
+		"-batchd", bin)
+	if err != nil && !errors.Is(err, errTargetMissed) {
+		t.Fatalf("run: %v\nstderr:\n%s", err, log)
+	}
+	requireValidRun(t, rep, err, "job")
+	require.Len(t, rep.Scenarios[0].Rows, 2)
+	assert.Len(t, rep.Scenarios[0].Targets, 2, "throughput and RSS")
+	assert.Contains(t, strings.Join(rep.Scenarios[0].Notes, "\n"), "batchd RSS during a job of 200 steps")
 }

@@ -93,6 +93,10 @@ func evalTargets(scenario string, rows map[string]phaseResult) []target {
 		b, p := tput(modeBatchd), tput(modePar)
 		return []target{ratioTarget("batchd throughput ≥ 0.9 × par throughput",
 			fmt.Sprintf("%.0f / %.0f steps/s", b, p), b, p, 0.9, false)}
+	case jobScenario:
+		j, i := tput(modeJob), tput(modeInteractive)
+		return []target{ratioTarget("job steps/s ≥ 0.8 × interactive d10 steps/s",
+			fmt.Sprintf("%.0f / %.0f steps/s", j, i), j, i, 0.8, false)}
 	case "demo10":
 		b, s := tput(modeBatchC), tput(modeSingleC)
 		out := []target{ratioTarget("batched steps/s ≥ 5 × one-by-one steps/s (same concurrency)",
