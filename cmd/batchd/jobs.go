@@ -34,13 +34,13 @@ func defaultJobsConfig() jobsConfig {
 
 // bindJobs registers the jobs flags with bind (parseConfig's: a flag with its environment fallback).
 func bindJobs(c *jobsConfig, bind func(v flag.Value, name, env, usage string)) {
-	bind((*stringValue)(&c.redisURL), "jobs-redis", "BATCHD_JOBS_REDIS", "Redis that holds jobs, shared by every replica, e.g. redis://127.0.0.1:6379/0; empty: jobs run in memory in this process and do not survive it")
-	bind((*intValue)(&c.workers), "job-workers", "BATCHD_JOB_WORKERS", "batches of jobs this replica runs at once")
-	bind((*durationValue)(&c.claimAfter), "job-claim-after", "BATCHD_JOB_CLAIM_AFTER", "with -jobs-redis: a batch whose replica has not been heard of for this long is taken over by another and run again")
-	bind((*intValue)(&c.maxBatches), "job-max-batches", "BATCHD_JOB_MAX_BATCHES", "most lines (batches) one job may hold")
-	bind((*durationValue)(&c.resultsTTL), "job-results-ttl", "BATCHD_JOB_RESULTS_TTL", "how long a job and its results are kept after its last progress")
-	bind(&c.maxResultBytes, "job-max-result-bytes", "BATCHD_JOB_MAX_RESULT_BYTES", "most bytes of answers stored per job; past it a line keeps a one-line summary (steps, failed) instead of its answer")
-	bind(&c.maxBody, "job-max-body", "BATCHD_JOB_MAX_BODY", "largest job request body; larger gets 413")
+	bind((*redactedURL)(&c.redisURL), "jobs-redis", "BATCHD_JOBS_REDIS", "Redis that holds jobs, shared by every replica, e.g. redis://127.0.0.1:6379/0; empty: jobs run in memory in this process and do not survive it")
+	bind((*intValue)(&c.workers), "job-workers", "BATCHD_JOB_WORKERS", "batches of jobs this replica runs at once, e.g. 4")
+	bind((*durationValue)(&c.claimAfter), "job-claim-after", "BATCHD_JOB_CLAIM_AFTER", "with -jobs-redis: a batch whose replica has not been heard of for this long is taken over by another and run again, e.g. 30s")
+	bind((*intValue)(&c.maxBatches), "job-max-batches", "BATCHD_JOB_MAX_BATCHES", "most lines (batches) one job may hold, e.g. 1000000")
+	bind((*durationValue)(&c.resultsTTL), "job-results-ttl", "BATCHD_JOB_RESULTS_TTL", "how long a job and its results are kept after its last progress, e.g. 24h")
+	bind(&c.maxResultBytes, "job-max-result-bytes", "BATCHD_JOB_MAX_RESULT_BYTES", "most bytes of answers stored per job, e.g. 256MiB; past it a line keeps a one-line summary (steps, failed) instead of its answer")
+	bind(&c.maxBody, "job-max-body", "BATCHD_JOB_MAX_BODY", "largest job request body, e.g. 1GiB; larger gets 413")
 }
 
 func (c jobsConfig) validate() []error {
