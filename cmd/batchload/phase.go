@@ -31,6 +31,23 @@ type phaseResult struct {
 	FirstError string        `json:"first_error,omitempty"`
 	Upstream   *callCheck    `json:"upstream,omitempty"` // nil in demo mode: batchd's embedded API is not counted
 	Aborted    bool          `json:"aborted,omitempty"`  // -max-time or a signal cut the phase short
+	// CPU used during a throughput phase's windows (warm-ups included), and the groups sent in them: batchd's
+	// process's (a batchd row, when the tool started it) and the tool's own, the client's (every row; the upstream
+	// runs in a process of its own unless -upstream-process=false).
+	ServerCPU time.Duration `json:"server_cpu_ns,omitempty"`
+	ClientCPU time.Duration `json:"client_cpu_ns,omitempty"`
+	CPUGroups int           `json:"cpu_groups,omitempty"`
+}
+
+// ServerCPUPerGroup and ClientCPUPerGroup are the CPU per group of a throughput phase; 0 when not measured.
+func (p phaseResult) ServerCPUPerGroup() time.Duration { return perGroup(p.ServerCPU, p.CPUGroups) }
+func (p phaseResult) ClientCPUPerGroup() time.Duration { return perGroup(p.ClientCPU, p.CPUGroups) }
+
+func perGroup(cpu time.Duration, groups int) time.Duration {
+	if groups == 0 {
+		return 0
+	}
+	return cpu / time.Duration(groups)
 }
 
 // StepsPerSecond is the throughput in calls.
@@ -161,6 +178,9 @@ type concPhase struct {
 	mode  string
 	steps int
 	op    op
+	// server, when not 0, is the pid of the batchd that serves the phase's groups: its CPU is read around each
+	// window (ServerCPU).
+	server int
 }
 
 // runConcurrent runs throughput phases, each as clients loops sending one group after another. Each phase's
@@ -197,7 +217,19 @@ func runConcurrent(ctx context.Context, phases []concPhase, clients, rounds int,
 			if up != nil {
 				s0 = up.stats()
 			}
+			sent0 := row.Sent
+			server0, okS := processCPU(ph.server)
+			client0, okC := processCPU(0)
 			lats[i] = concurrentWindow(ctx, row, clients, w, slice, ph.op, lats[i])
+			server1, okS1 := processCPU(ph.server)
+			client1, okC1 := processCPU(0)
+			if okC && okC1 {
+				row.ClientCPU += client1 - client0
+				row.CPUGroups += row.Sent - sent0
+				if ph.server != 0 && okS && okS1 {
+					row.ServerCPU += server1 - server0
+				}
+			}
 			if c := row.Upstream; c != nil {
 				d := up.stats().sub(s0)
 				c.Total += d.Calls

@@ -73,6 +73,9 @@ func spawn(bin string, args []string) (*batchdProc, error) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	// No readiness delay before the drain: nothing balances load in front of it, and the tool stops it after each
+	// run. An environment variable rather than a flag, which an older batchd (-compare) would refuse.
+	cmd.Env = append(cmd.Env, "BATCHD_DRAIN_DELAY=0")
 	out := &tailBuffer{max: 16 << 10}
 	cmd.Stdout, cmd.Stderr = out, out // exec copies in its own goroutines, so batchd never blocks on its logs
 	setParentDeathSignal(cmd)

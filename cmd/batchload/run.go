@@ -164,7 +164,7 @@ func (r *runner) runProxyScenarios(ctx context.Context, names []string, rep repo
 	if err := probe(ctx, r.client, base, up, upURL); err != nil {
 		return nil, err
 	}
-	compare := ""
+	compare, comparePID := "", 0
 	if r.cfg.compare != "" {
 		r.progress("starting %s -upstream %s (-compare)", r.cfg.compare, upURL)
 		p, err := startBatchd(ctx, r.client, r.cfg.compare, upURL, r.cfg.maxParallel)
@@ -172,7 +172,7 @@ func (r *runner) runProxyScenarios(ctx context.Context, names []string, rep repo
 			return nil, err
 		}
 		defer p.stop()
-		compare = p.base
+		compare, comparePID = p.base, p.cmd.Process.Pid
 		if err := probe(ctx, r.client, compare, up, upURL); err != nil {
 			return nil, err
 		}
@@ -183,7 +183,7 @@ func (r *runner) runProxyScenarios(ctx context.Context, names []string, rep repo
 		if name == jobScenario {
 			res = r.runJob(ctx, base, up, pid)
 		} else {
-			res = r.runProxyScenario(ctx, name, base, compare, up, upURL)
+			res = r.runProxyScenario(ctx, name, base, compare, pid, comparePID, up, upURL)
 		}
 		rep.scenario(res)
 		results = append(results, res)
@@ -216,7 +216,9 @@ func probe(ctx context.Context, c *http.Client, base string, up callCounter, upU
 
 // runProxyScenario runs one proxy scenario against the batchd at base, and, when compare is set, the same batches
 // against the -compare batchd there as the row batchd-base, interleaved with the others.
-func (r *runner) runProxyScenario(ctx context.Context, name, base, compare string, up callCounter, upURL string) scenarioResult {
+// pid and comparePID are the processes of the batchd at base and compare (0 when the tool did not start it: no CPU
+// figure for it).
+func (r *runner) runProxyScenario(ctx context.Context, name, base, compare string, pid, comparePID int, up callCounter, upURL string) scenarioResult {
 	cfg := r.cfg
 	res := scenarioResult{Name: name}
 	latency := func(spec batchSpec, phases ...seqPhase) {
@@ -234,7 +236,7 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base, compare strin
 	conc := func(spec batchSpec, phases ...concPhase) {
 		if compare != "" {
 			b := phases[0]
-			b.mode, b.op = modeBase, batchdOp(r.client, compare, spec)
+			b.mode, b.op, b.server = modeBase, batchdOp(r.client, compare, spec), comparePID
 			phases = append(phases[:1], append([]concPhase{b}, phases[1:]...)...)
 		}
 		for _, ph := range phases {
@@ -282,7 +284,7 @@ func (r *runner) runProxyScenario(ctx context.Context, name, base, compare strin
 		spec := batchSpec{kind: batchIndependent, steps: 10, prefix: fastPrefix}
 		res.Title = fmt.Sprintf("10 independent steps, upstream 0 ms, %d concurrent clients for %v", cfg.concurrency, cfg.duration)
 		conc(spec,
-			concPhase{mode: modeBatchd, steps: spec.steps, op: batchdOp(r.client, base, spec)},
+			concPhase{mode: modeBatchd, steps: spec.steps, op: batchdOp(r.client, base, spec), server: pid},
 			concPhase{mode: modeSeq, steps: spec.steps, op: seqOp(r.client, upURL, spec)},
 			concPhase{mode: modePar, steps: spec.steps, op: parOp(r.client, upURL, spec)},
 		)
