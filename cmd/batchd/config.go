@@ -69,7 +69,7 @@ type config struct {
 	// effective is every flag's value once flags, environment and defaults are applied, secrets redacted: what
 	// the start-up log line says.
 	effective []slog.Attr
-	jobs jobsConfig // jobs.go
+	jobs      jobsConfig // jobs.go
 }
 
 // usageError is a bad flag or environment value: the process exits 2.
