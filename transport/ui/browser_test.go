@@ -14,7 +14,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchd/batchd/internal/jobs"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport"
@@ -32,23 +32,62 @@ import (
 // browserBudget bounds everything one test does in the browser, its start included: every wait below ends by then.
 const browserBudget = 2 * time.Minute
 
-// startBatchd serves batchd as cmd/batchd wires it in demo mode (the embedded demo API, in process) on a loopback
-// httptest server, and returns its base URL. extra, when set, serves the paths it is given under /v1/jobs/.
-func startBatchd(t *testing.T, extra http.Handler) string {
+// startBatchd serves batchd as cmd/batchd wires it by default (the embedded demo API in process, jobs in memory) on
+// a loopback httptest server, and returns its base URL.
+func startBatchd(t *testing.T) string {
+	t.Helper()
+	return startBatchdWith(t, jobsSetup{})
+}
+
+// jobsSetup varies the job engine startBatchdWith wires; the zero value is cmd/batchd's default.
+type jobsSetup struct {
+	// maxResultBytes caps the answers stored per job (-job-max-result-bytes); 0 is the default.
+	maxResultBytes int64
+	// runBlocked are methods refused by the replica that runs the jobs' lines, besides Item/Import: a replica whose
+	// -blocked differs from that of the one that took the job. A line calling one is answered with its refusal.
+	runBlocked []string
+	// hold, when set, is called before each line of a job runs, with the line's context; the line runs once it
+	// returns (an error: the line does not run now and is handed back).
+	hold func(ctx context.Context, line int64) error
+}
+
+// startBatchdWith is startBatchd with the job engine varied by js.
+func startBatchdWith(t *testing.T, js jobsSetup) string {
 	t.Helper()
 	api := demoapi.New(demoapi.Config{})
-	rn := runner.New(transport.NewInProcessInvoker(api, 8<<20), runner.Config{MaxParallel: 16, StepTimeout: 10 * time.Second})
+	// A job's calls carry its Idempotency-Key, as cmd/batchd wires the invoker.
+	inv := jobs.Invoker(transport.NewInProcessInvoker(api, 8<<20))
+	rn := runner.New(inv, runner.Config{MaxParallel: 16, StepTimeout: 10 * time.Second})
+	store := jobs.NewMemory(jobs.MemoryConfig{Dir: t.TempDir(), MaxResultBytes: js.maxResultBytes})
+	eng := jobs.New(jobs.Config{Store: store, Workers: 2})
 	// Item/Import blocked, as cmd/batchd's -blocked does by default.
-	srv := transport.New(transport.Config{Runner: rn, Demo: api, Planner: planner.Config{Blocked: []string{"Item/Import"}}})
-	var h http.Handler = srv.Handler()
-	if extra != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/", srv.Handler())
-		mux.Handle("/v1/jobs/", extra)
-		h = mux
+	blocked := []string{"Item/Import"}
+	srv := transport.New(transport.Config{Runner: rn, Demo: api, Planner: planner.Config{Blocked: blocked},
+		Jobs: transport.JobsConfig{Engine: eng}})
+	run := srv.RunJobBatch
+	if len(js.runBlocked) > 0 {
+		other := transport.New(transport.Config{Runner: rn, Demo: api,
+			Planner: planner.Config{Blocked: append(slices.Clone(blocked), js.runBlocked...)}})
+		run = other.RunJobBatch
 	}
-	ts := httptest.NewServer(h)
-	t.Cleanup(ts.Close)
+	if js.hold != nil {
+		next := run
+		run = func(ctx context.Context, b jobs.Batch) (jobs.Answer, error) {
+			if err := js.hold(ctx, b.Line); err != nil {
+				return jobs.Answer{}, err
+			}
+			return next(ctx, b)
+		}
+	}
+	eng.Start(run)
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		ts.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, eng.Shutdown(ctx))
+		assert.NoError(t, store.Close())
+	})
 	return ts.URL
 }
 
@@ -293,7 +332,7 @@ const readTimeline = `[...document.querySelectorAll('#timeline .tl-row')].map(r 
 })`
 
 func TestInspectorPlansRunsAndShowsTimeline(t *testing.T) {
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	tb := newTab(t, 1280, 900)
 	tb.do(chromedp.Navigate(base+"/ui"), // the redirect to /ui/ included
 		chromedp.WaitVisible(chromedp.ID("batch")),
@@ -395,7 +434,7 @@ func moduleRoot(t *testing.T) string {
 }
 
 func TestInspectorShowsRefusals(t *testing.T) {
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	refused := `{"requests": [
 		{"key": "add", "path": "Producer/Add", "payload": {"name": "must not be created"}},
 		{"key": "evil", "path": "https://evil.test/x"},
@@ -458,7 +497,7 @@ func TestInspectorShowsRefusals(t *testing.T) {
 // TestInspectorBareArrayFromFile loads a bare array of steps from a file: it is run as {"batch": […]} with timings,
 // the same steps under the same keys, and the page says so.
 func TestInspectorBareArrayFromFile(t *testing.T) {
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	batch := `[{"path": "Demo/Echo", "body": {"a": 1, "html": "<img src=x onerror=\"window.pwned=1\">"}},
 	 {"path": "Demo/Fail", "body": {"description": "${0.result.a}"}},
 	 {"path": "Demo/Echo", "body": "${1.result}"}]`
@@ -493,7 +532,7 @@ func TestInspectorBareArrayFromFile(t *testing.T) {
 // TestInspectorNarrowWindow: in a phone-sized window the plan is drawn one row per level, and the page itself never
 // scrolls sideways (the graph scrolls inside its own box).
 func TestInspectorNarrowWindow(t *testing.T) {
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	tb := newTab(t, 390, 844)
 	tb.do(chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.ID("batch")),
 		chromedp.Click(chromedp.ID("example")), chromedp.Click(chromedp.ID("run")))
@@ -507,76 +546,4 @@ func TestInspectorNarrowWindow(t *testing.T) {
 		assert.True(t, eval[bool](tb, fmt.Sprintf(`(() => { const r = document.getElementById(%q).getBoundingClientRect();
 			return r.width > 0 && r.left >= 0 && r.right <= window.innerWidth; })()`, id)), "#%s is off screen", id)
 	}
-}
-
-// jobsStandIn answers GET /v1/jobs/{id} and GET /v1/jobs/{id}/results in the shapes of the jobs API (CONTRACT.md
-// §12: the job as {"id", "status", "batches": {"total", "done", "failed"}, "steps": {"done", "failed"}, "created",
-// "started", "finished"}; its results as NDJSON lines {"line", "answer"}), which this package does not serve: it lets
-// the jobs page be tested on its own. Job "job-1" advances one state per read and ends done, with one line (3) whose
-// batch had a failed step; any other id is a 404 ErrorResult.
-type jobsStandIn struct{ reads atomic.Int32 }
-
-func (j *jobsStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	switch r.URL.Path {
-	case "/v1/jobs/job-1":
-		states := []string{
-			`{"id":"job-1","status":"queued","batches":{"total":4,"done":0,"failed":0},"steps":{"done":0,"failed":0},"created":"2026-12-02T07:00:00Z","started":null,"finished":null}`,
-			`{"id":"job-1","status":"running","batches":{"total":4,"done":1,"failed":0},"steps":{"done":2,"failed":0},"created":"2026-12-02T07:00:00Z","started":"2026-12-02T07:00:01Z","finished":null}`,
-			`{"id":"job-1","status":"running","batches":{"total":4,"done":3,"failed":1},"steps":{"done":5,"failed":1},"created":"2026-12-02T07:00:00Z","started":"2026-12-02T07:00:01Z","finished":null}`,
-			`{"id":"job-1","status":"done","batches":{"total":4,"done":4,"failed":1},"steps":{"done":7,"failed":1},"created":"2026-12-02T07:00:00Z","started":"2026-12-02T07:00:01Z","finished":"2026-12-02T07:00:03Z"}`,
-		}
-		n := int(j.reads.Add(1)) - 1
-		_, _ = io.WriteString(w, states[min(n, len(states)-1)])
-	case "/v1/jobs/job-1/results":
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		for _, line := range []string{
-			`{"line":1,"answer":{"responses":[{"key":"add","status":200,"response":{"ok":true,"result":{"new_id":1}}},{"key":"get","status":200,"response":{"ok":true,"result":[]}}]}}`,
-			`{"line":2,"answer":[{"key":"0","status":200,"response":{"ok":true,"result":null}}]}`,
-			`{"line":3,"answer":{"responses":[{"key":"charge","status":502,"response":{"ok":false,"result":{"error":5020,"description":"upstream unreachable: connection refused"}}},{"key":"notify","status":424,"response":{"ok":false,"result":{"error":4240,"description":"dependency charge failed"}}}]}}`,
-			`{"line":4,"answer":{"responses":[{"key":"a","status":200,"response":{"ok":true,"result":{}}},{"key":"b","status":200,"response":{"ok":true,"result":{}}}]}}`,
-		} {
-			_, _ = io.WriteString(w, line+"\n")
-		}
-	default:
-		w.WriteHeader(http.StatusNotFound)
-		_, _ = io.WriteString(w, `{"ok":false,"result":{"error":4040,"description":"no job `+strings.TrimPrefix(r.URL.Path, "/v1/jobs/")+`"}}`)
-	}
-}
-
-// TestJobsPageAgainstTheJobsAPIShapes drives the jobs page against jobsStandIn: progress polled to the end, then
-// the failed line listed with its failed step (the step not executed because of it is not).
-func TestJobsPageAgainstTheJobsAPIShapes(t *testing.T) {
-	jobs := &jobsStandIn{}
-	base := startBatchd(t, jobs)
-	tb := newTab(t, 1280, 900)
-	tb.do(chromedp.Navigate(base+"/ui/jobs"), chromedp.WaitVisible(chromedp.ID("job-id")),
-		chromedp.SendKeys(chromedp.ID("job-id"), "job-1"), chromedp.KeyEvent(kb.Enter))
-	require.Equal(t, "read", tb.settle("#jobs", 1), eval[string](tb, `document.getElementById('job-status').textContent`))
-	assert.GreaterOrEqual(t, jobs.reads.Load(), int32(4), "the page stopped polling before the job ended")
-	type progress struct {
-		Status, Done, Total, Failed, Rate string
-		Value, Max                        float64
-		Lines, FailedLines                string
-		Rows                              []string
-	}
-	got := eval[progress](tb, `({
-		status: document.getElementById('job-state').dataset.status,
-		done: document.getElementById('job-batches').dataset.done, total: document.getElementById('job-batches').dataset.total,
-		failed: document.getElementById('job-failed').dataset.failed, rate: document.getElementById('job-rate').textContent,
-		value: document.getElementById('job-progress').value, max: document.getElementById('job-progress').max,
-		lines: document.getElementById('failures-summary').dataset.lines,
-		failedLines: document.getElementById('failures-summary').dataset.failedLines,
-		rows: [...document.querySelectorAll('#failures-list tr')].map(r => r.dataset.line + ': ' +
-			[...r.querySelectorAll('li')].map(li => li.dataset.key).join(',')),
-	})`)
-	assert.Equal(t, progress{Status: "done", Done: "4", Total: "4", Failed: "1", Rate: got.Rate, Value: 4, Max: 4,
-		Lines: "4", FailedLines: "1", Rows: []string{"3: charge"}}, got)
-	assert.Contains(t, got.Rate, "batches/s")
-	assert.Contains(t, eval[string](tb, `document.getElementById('failures-list').textContent`), "connection refused")
-	assert.Contains(t, eval[string](tb, `location.search`), "id=job-1", "the job's address can be shared")
-
-	tb.do(chromedp.SetValue(chromedp.ID("job-id"), "nope"), chromedp.Click(chromedp.CSS(`#job-form button`)))
-	require.Equal(t, "error", tb.settle("#jobs", 2))
-	assert.Contains(t, eval[string](tb, `document.getElementById('job-status').textContent`), "No job nope")
 }
