@@ -547,3 +547,151 @@ func TestInspectorNarrowWindow(t *testing.T) {
 			return r.width > 0 && r.left >= 0 && r.right <= window.innerWidth; })()`, id)), "#%s is off screen", id)
 	}
 }
+
+// restBatch uses the demo API's REST methods with the REST helpers (its depends_on fix the order of the creations,
+// so that ids and pages are known): fan-outs (for_each) whose calls all succeed,
+// fail with an HTTP status, or fail with HTTP 200 and "ok": false; a step not executed because a fan-out failed; a
+// 404 accepted by ok_status; steps run or not run on their condition (when), one not run because it reads a step
+// not run, and one that only depends_on it and runs.
+const restBatch = `{"requests": [
+  {"key": "acme", "path": "Demo/Create", "payload": {"name": "Acme"}},
+  {"key": "bolt", "path": "Demo/Create", "payload": {"name": "Bolt"}, "depends_on": ["acme"]},
+  {"key": "page", "method": "GET", "path": "Demo/Page?size=10", "depends_on": ["acme", "bolt"]},
+  {"key": "read", "method": "GET", "path": "Demo/Producer?id=${item.id}", "for_each": "${page.result}"},
+  {"key": "ids", "path": "Demo/Echo", "payload": [1, 99], "depends_on": ["page"]},
+  {"key": "check", "method": "GET", "path": "Demo/Producer?id=${item}", "for_each": "${ids.result}"},
+  {"key": "afterCheck", "path": "Demo/Echo", "payload": {"got": "${check}"}},
+  {"key": "rules", "path": "Demo/Fail", "for_each": "${ids.result}", "payload": {"description": "rule broken for ${item}"}},
+  {"key": "gone", "method": "DELETE", "path": "Demo/Producer?id=99", "ok_status": [404], "depends_on": ["page"]},
+  {"key": "recreate", "path": "Demo/Create", "when": "${gone:status} == 404", "payload": {"name": "Comet"}},
+  {"key": "report", "path": "Demo/Echo", "when": "${gone:status} == 204", "payload": {"deleted": "${gone:status}"}},
+  {"key": "afterReport", "method": "GET", "path": "Demo/Producer?id=${report.result.deleted}"},
+  {"key": "last", "method": "GET", "path": "Demo/Page?size=10", "depends_on": ["report", "recreate"]}
+]}`
+
+// TestInspectorShowsFanOutsAndConditions runs restBatch: each fan-out shows its number of calls and, on click,
+// each call with its status, outcome and response; a step not run on its condition is told apart from a failed
+// step and from one not executed because of another, on the graph, the timeline and in the details.
+func TestInspectorShowsFanOutsAndConditions(t *testing.T) {
+	base := startBatchd(t)
+	tb := newTab(t, 1280, 900)
+	tb.do(chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.ID("batch")),
+		chromedp.SetValue(chromedp.ID("batch"), restBatch), chromedp.Click(chromedp.ID("plan")))
+	require.Equal(t, "planned", tb.settle("#inspector", 1), eval[string](tb, `document.getElementById('status').textContent`))
+	want := dryRun(t, base, restBatch)
+	g := eval[graph](tb, readGraph)
+	checkGraph(t, g, want)
+	planned := map[string]string{}
+	for _, n := range g.Nodes {
+		planned[n.Key] = n.Text
+	}
+	assert.Contains(t, planned["read"], "for each", "a fan-out is marked before it runs")
+	assert.Contains(t, planned["report"], "when", "a condition is marked before it runs")
+	assert.NotContains(t, planned["page"], "for each")
+
+	tb.do(chromedp.Click(chromedp.ID("run")))
+	require.Equal(t, "ran", tb.settle("#inspector", 2), eval[string](tb, `document.getElementById('status').textContent`))
+	type outcome struct{ outcome, status, calls string }
+	wantOutcome := map[string]outcome{
+		"acme": {"ok", "201", ""}, "bolt": {"ok", "201", ""}, "page": {"ok", "200", ""},
+		"read":        {"ok", "200", "2"},
+		"ids":         {"ok", "200", ""},
+		"check":       {"failed", "404", "2"}, // its second call's producer does not exist
+		"afterCheck":  {"skipped", "424", ""},
+		"rules":       {"failed", "200", "2"}, // both calls answered 200 with "ok": false
+		"gone":        {"ok", "404", ""},      // 404 is in its ok_status
+		"recreate":    {"ok", "201", ""},
+		"report":      {"not-run", "204", ""},
+		"afterReport": {"not-run", "204", ""}, // it reads report
+		"last":        {"ok", "200", ""},      // it only depends_on report
+	}
+	g = eval[graph](tb, readGraph)
+	checkGraph(t, g, want)
+	calls := eval[map[string]string](tb, `Object.fromEntries([...document.querySelectorAll('#graph .node')].map(n => [n.dataset.key, n.dataset.calls ?? '']))`)
+	marks := map[string]string{"ok": "✓ ok", "failed": "✗ failed", "skipped": "⊘ not executed", "not-run": "○ not run (when)"}
+	for _, n := range g.Nodes {
+		w := wantOutcome[n.Key]
+		assert.Equal(t, w, outcome{n.Outcome, n.Status, calls[n.Key]}, "node %s", n.Key)
+		assert.Contains(t, n.Text, marks[w.outcome], "node %s shows its outcome in words", n.Key)
+		if w.calls != "" {
+			assert.Contains(t, n.Text, w.calls+" calls", "node %s shows its number of calls", n.Key)
+		}
+	}
+	assert.Contains(t, eval[string](tb, `document.getElementById('status').textContent`), "2 not run on a condition")
+	// Not run and not executed look different, not only in words.
+	style := func(key string) string {
+		return eval[string](tb, fmt.Sprintf(`(() => { const s = getComputedStyle(document.querySelector('#graph .node[data-key=%q] rect'));
+			return s.fill + ' ' + s.stroke + ' ' + s.strokeDasharray; })()`, key))
+	}
+	assert.NotEqual(t, style("afterCheck"), style("report"), "not executed and not run drawn alike")
+	assert.NotEqual(t, style("rules"), style("report"), "failed and not run drawn alike")
+
+	rows := map[string]timelineRow{}
+	for _, r := range eval[[]timelineRow](tb, readTimeline) {
+		rows[r.Key] = r
+	}
+	require.Len(t, rows, len(wantOutcome))
+	for key, w := range wantOutcome {
+		r := rows[key]
+		assert.Equal(t, w.outcome, r.Outcome, "timeline row %s", key)
+		switch w.outcome {
+		case "not-run":
+			assert.Nil(t, r.Started, "%s was not run, yet has a start", key)
+			assert.Contains(t, r.Text, "not run on its condition")
+		case "skipped":
+			assert.Contains(t, r.Text, "not executed")
+		default:
+			assert.Equal(t, 1, r.Bars, "%s: one call bar (a fan-out's from its first call's start to its last's end)", key)
+		}
+	}
+
+	// A fan-out's calls on click: each with its status, outcome and, opened, its response.
+	type call struct {
+		Index, Status, Outcome, Summary, Response string
+	}
+	readCalls := `[...document.querySelectorAll('#detail-calls-list li.call')].map(li => ({index: li.dataset.index,
+		status: li.dataset.status, outcome: li.dataset.outcome, summary: li.querySelector('summary').textContent,
+		response: li.querySelector('pre').textContent}))`
+	callsHidden := `document.getElementById('detail-calls').hidden`
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="check"]`)))
+	require.False(t, eval[bool](tb, callsHidden))
+	got := eval[[]call](tb, readCalls)
+	require.Len(t, got, 2)
+	assert.Equal(t, []string{"0 200 ok", "1 404 failed"}, []string{got[0].Index + " " + got[0].Status + " " + got[0].Outcome,
+		got[1].Index + " " + got[1].Status + " " + got[1].Outcome})
+	assert.Contains(t, got[0].Response, `"Acme"`)
+	assert.Contains(t, got[1].Response, "no producer 99")
+	assert.Contains(t, got[1].Summary, "✗ failed")
+	assert.Contains(t, eval[string](tb, `document.getElementById('detail-calls').textContent`), "2 calls: 1 ok, 1 failed")
+	tb.do(chromedp.Click(chromedp.CSS(`#detail-calls-list li[data-index="1"] summary`)))
+	assert.True(t, eval[bool](tb, `document.querySelector('#detail-calls-list li[data-index="1"] details').open`))
+	assert.Positive(t, eval[float64](tb, `document.querySelector('#detail-calls-list li[data-index="1"] pre').getBoundingClientRect().height`),
+		"an opened call's response is shown")
+	assert.Contains(t, eval[string](tb, `document.getElementById('detail-facts').textContent`), "${ids.result}")
+
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="rules"]`)))
+	got = eval[[]call](tb, readCalls)
+	require.Len(t, got, 2)
+	for i, c := range got {
+		assert.Equal(t, "200 failed", c.Status+" "+c.Outcome, "rules call %d", i)
+		assert.Contains(t, c.Response, fmt.Sprintf("rule broken for %d", []int{1, 99}[i]))
+	}
+
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="read"]`)))
+	got = eval[[]call](tb, readCalls)
+	require.Len(t, got, 2)
+	assert.Contains(t, got[0].Response, `"Acme"`)
+	assert.Contains(t, got[1].Response, `"Bolt"`)
+
+	// Steps that are no fan-out have no calls list; their own options are listed.
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="gone"]`)))
+	assert.True(t, eval[bool](tb, callsHidden))
+	facts := eval[string](tb, `document.getElementById('detail-facts').textContent`)
+	assert.Contains(t, facts, "404 count as success")
+	assert.Contains(t, facts, "✓ ok")
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="report"]`)))
+	facts = eval[string](tb, `document.getElementById('detail-facts').textContent`)
+	assert.Contains(t, facts, "${gone:status} == 204")
+	assert.Contains(t, facts, "○ not run (when)")
+	assert.Contains(t, facts, "2040")
+}

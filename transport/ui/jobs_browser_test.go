@@ -369,8 +369,10 @@ func TestJobsPageFollowsARealJob(t *testing.T) {
 	assert.Equal(t, wantRows, got.Rows, "failed lines listed")
 	assert.Equal(t, fmt.Sprint(total), got.Lines)
 	assert.Equal(t, fmt.Sprint(failedLines), got.FailedLines)
+	assert.NotContains(t, eval[string](tb, `document.getElementById('failures-summary').textContent`), "batchd counts",
+		"the page says its list and the job's count differ when they do not")
 	list := eval[string](tb, `document.getElementById('failures-list').textContent`)
-	for _, s := range []string{"card declined", "business rule broken", "item 1 refused"} {
+	for _, s := range []string{"card declined", "business rule broken", "2 of 2 calls failed; the first: item 1 refused"} {
 		assert.Contains(t, list, s)
 	}
 	assert.Contains(t, eval[string](tb, `location.search`), "id="+id, "the job's address can be shared")
@@ -409,4 +411,117 @@ func TestJobsPageFollowsARealJob(t *testing.T) {
 	assert.Contains(t, msg, er.Result.Description)
 	assert.True(t, eval[bool](tb, `document.getElementById('job').hidden && document.getElementById('failures').hidden`),
 		"the last job's figures are still shown under the unknown id")
+}
+
+// TestJobsPageFollowsACancelledJobToItsEnd cancels a job while two of its lines run: the page shows it cancelled
+// at once, goes on reading it while those lines finish (their answers are stored; the lines not started are
+// skipped), and ends with the job's own counts.
+func TestJobsPageFollowsACancelledJobToItsEnd(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(releaseAll)
+	lines := make([]string, 6)
+	for i := range lines {
+		lines[i] = fmt.Sprintf(`[{"path":"Demo/Echo","body":{"line":%d}}]`, i+1)
+	}
+	held := make(chan int64, len(lines))
+	base := startBatchdWith(t, jobsSetup{hold: func(ctx context.Context, line int64) error {
+		held <- line
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}})
+	id := submitJob(t, base, lines...)
+
+	tb := newTab(t, 1280, 900)
+	tb.do(chromedp.Navigate(base + "/ui/jobs?id=" + id))
+	// Both workers hold a line (the first two): nothing of the job can end until they are let go.
+	var running []int64
+	for len(running) < 2 {
+		select {
+		case line := <-held:
+			running = append(running, line)
+		case <-time.After(30 * time.Second):
+			require.FailNow(t, "the workers did not take two lines within 30s", "took %v", running)
+		}
+	}
+	assert.ElementsMatch(t, []int64{1, 2}, running)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, base+"/v1/jobs/"+id, nil)
+	require.NoError(t, err)
+	status, b := do(t, req)
+	require.Equal(t, http.StatusAccepted, status, "%s", b)
+	_, err = chromedp.Run(tb.ctx, chromedp.Poll[bool](`document.getElementById('job-state').dataset.status === 'cancelled'`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(30*time.Second)))
+	require.NoError(t, err, "the page never showed the job cancelled")
+	assert.Equal(t, "watching", eval[string](tb, `document.getElementById('jobs').dataset.state`),
+		"the page stopped following the job while two of its lines still ran")
+	assert.Equal(t, "0", eval[string](tb, `document.getElementById('job-batches').dataset.done`))
+	assert.Contains(t, eval[string](tb, `document.getElementById('job-status').textContent`), "still to finish")
+	releaseAll()
+
+	require.Equal(t, "read", tb.settle("#jobs", 1), eval[string](tb, `document.getElementById('job-status').textContent`))
+	final := getJob(t, base, id)
+	require.Equal(t, "cancelled", final.Status)
+	require.Equal(t, 2, final.Batches.Done, "%+v", final)
+	require.Equal(t, 4, final.Batches.Skipped, "%+v", final)
+	got := eval[shown](tb, readShown)
+	assert.Equal(t, "cancelled", got.Status)
+	assert.Equal(t, "2", got.Done)
+	assert.Equal(t, "6", got.Total)
+	assert.Equal(t, "4", got.Skipped)
+	assert.Equal(t, "0", got.Failed)
+	assert.Equal(t, "2", got.Lines, "results lines read: the two that ran")
+	assert.Empty(t, got.Rows)
+	require.NotNil(t, final.Started)
+	require.NotNil(t, final.Finished)
+	assert.Contains(t, got.Finished, "cancelled ")
+	assert.Contains(t, got.Finished, " after it started")
+}
+
+// TestJobsPageShowsLinesNotKeptOrRefused runs a job on a replica whose answers cap is tiny and whose planner refuses
+// a method that the replica which took the job accepted: a line answered by its refusal is listed as the batch's
+// failure, a line past the cap by its counts (listed when they say a step failed, not otherwise); a line whose 404
+// its step accepts is listed (its answer cannot tell), and the page says why it lists more than the job counts.
+func TestJobsPageShowsLinesNotKeptOrRefused(t *testing.T) {
+	base := startBatchdWith(t, jobsSetup{maxResultBytes: 1 << 10, runBlocked: []string{"Demo/Form"}})
+	pad := strings.Repeat("x", 2000) // an answer over the cap by itself: never kept, whatever the order lines end in
+	lines := []string{
+		`[{"path":"Demo/Echo","body":{"n":1}}]`,
+		`{"requests":[{"key":"form","path":"Demo/Form","headers":{"Content-Type":"application/x-www-form-urlencoded"},"payload":"a=1"}]}`,
+		`[{"path":"Demo/Echo","body":{"pad":"` + pad + `"}}]`,
+		`{"requests":[{"key":"big","path":"Demo/Fail","payload":{"description":"` + pad + `"}}]}`,
+		`{"requests":[{"key":"gone","method":"DELETE","path":"Demo/Producer?id=99","ok_status":[404]}]}`,
+	}
+	id := submitJob(t, base, lines...)
+	final := waitJob(t, base, id, "done", func(j jobState) bool { return j.Status == "done" })
+	require.Equal(t, 2, final.Results.NotStored, "%+v", final)
+	require.Equal(t, 2, final.Batches.Failed, "%+v", final)
+
+	var want []string
+	for _, l := range readResults(t, base, id) {
+		if keys, _ := lineFailures(t, l); len(keys) > 0 {
+			want = append(want, fmt.Sprintf("%d: %s", l.Line, strings.Join(keys, ",")))
+		}
+	}
+	// Line 5's 404 is accepted by its step's ok_status, which its answer does not show: the results alone make it
+	// look failed, and the page says why its list differs from the job's count.
+	require.Equal(t, []string{"2: ", "4: ", "5: gone"}, want, "the refused line, the failed line not kept, line 5")
+
+	tb := newTab(t, 1280, 900)
+	tb.do(chromedp.Navigate(base + "/ui/jobs?id=" + id))
+	require.Equal(t, "read", tb.settle("#jobs", 1), eval[string](tb, `document.getElementById('job-status').textContent`))
+	got := eval[shown](tb, readShown)
+	assert.Equal(t, want, got.Rows)
+	assert.Equal(t, "2", got.NotStored)
+	assert.Equal(t, "5", got.Lines)
+	assert.Equal(t, "3", got.FailedLines)
+	assert.Contains(t, eval[string](tb, `document.getElementById('failures-summary').textContent`),
+		"batchd counts 2 failed batches")
+	list := eval[string](tb, `document.getElementById('failures-list').textContent`)
+	assert.Contains(t, list, "Demo/Form", "the refusal names what it refused")
+	assert.Contains(t, list, "1 of 1 steps failed")
 }

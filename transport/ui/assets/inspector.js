@@ -10,7 +10,7 @@ const page = {
   status: $('status'), problems: $('problems'), problemsDescription: $('problems-description'),
   problemsList: $('problems-list'), graph: $('graph'), detail: $('detail'), detailTitle: $('detail-title'),
   detailFacts: $('detail-facts'), detailCalls: $('detail-calls'), detailCallsList: $('detail-calls-list'),
-  detailResponse: $('detail-response'), summary: $('summary'),
+  detailResponseTitle: $('detail-response-title'), detailResponse: $('detail-response'), summary: $('summary'),
   timeline: $('timeline'),
 };
 
@@ -339,6 +339,8 @@ function select(key) {
   }
   page.detailFacts.replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   showCalls(r, opt.okStatus);
+  page.detailResponseTitle.textContent = r && Array.isArray(r.items)
+    ? 'Response: the calls\' bodies in element order, as placeholders read it' : 'Response';
   page.detailResponse.textContent = r ? preview(r.response) : 'Not run yet: Run shows its response here.';
   page.detail.dataset.key = key;
   page.detail.hidden = false;

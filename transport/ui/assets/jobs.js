@@ -17,12 +17,13 @@ const rateWindow = 10; // polls the rate is measured over
 const maxListed = 100; // failed lines listed; the rest are counted
 const maxStepsListed = 5; // failed steps listed per line
 
-// watching is the job being followed: its id, the poll timer, the results reader, and recent progress samples.
+// watching is the job being followed: its id, the poll timer, the results reader, recent progress samples, and
+// once it ended its last state.
 let watching = null;
 
 function watch(id) {
   stop();
-  watching = {id, timer: 0, reader: null, samples: []};
+  watching = {id, timer: 0, reader: null, samples: [], ended: null};
   page.main.dataset.seq = String(Number(page.main.dataset.seq) + 1);
   page.main.dataset.state = 'watching';
   page.job.hidden = true;
@@ -62,6 +63,7 @@ async function poll(w) {
   const job = answer.body;
   const c = render(w, job);
   if (c.ended) {
+    w.ended = job;
     page.main.dataset.state = 'ended';
     page.status.textContent = `Job ${w.id} ${job.status}. Reading its results…`;
     await readFailures(w);
@@ -236,11 +238,22 @@ async function readFailures(w) {
   if (w !== watching) return;
   const more = failedLines > maxListed ? ` (the first ${maxListed} listed)` : '';
   const bad = unreadable ? `; ${unreadable} result lines were not JSON` : '';
-  page.failuresSummary.textContent = `${lines} lines read: ${failedLines} had a failure${more}${bad}.`;
+  page.failuresSummary.textContent = `${lines} lines read: ${failedLines} had a failure${more}${bad}.` +
+    countsDiffer(w.ended, lines, failedLines);
   page.failuresSummary.dataset.lines = String(lines);
   page.failuresSummary.dataset.failedLines = String(failedLines);
   page.main.dataset.state = 'read';
   page.status.textContent = `Job ${w.id}: results read.`;
+}
+
+// countsDiffer explains, once every line of an ended job was read, why the lines listed differ from the failed
+// batches batchd counts: a step whose status its ok_status accepts looks failed in the results, which do not say
+// what the step accepts.
+function countsDiffer(job, lines, failedLines) {
+  const b = job && isObject(job.batches) ? job.batches : null;
+  if (!b || lines !== num(b.done) || failedLines === num(b.failed)) return '';
+  return ` batchd counts ${num(b.failed)} failed batches: a step that accepts its status with "ok_status" ` +
+    '(a 404, say) looks failed here, because the results do not say which statuses it accepts.';
 }
 
 function safeJSON(text) {
@@ -266,14 +279,17 @@ function lineFailures(rec) {
   const responses = Array.isArray(answer) ? answer : isObject(answer) ? answer.responses : null;
   if (!Array.isArray(responses)) return [{key: '', status: 0, description: 'no answer for this line'}];
   return responses.filter((r) => isObject(r) && outcome(r) === 'failed').map((r) => ({
-    key: String(r.key), status: r.status, description: errorResult(r.response)?.description ?? firstFailure(r),
+    key: String(r.key), status: r.status, description: errorResult(r.response)?.description ?? fanOutFailure(r),
   }));
 }
 
-// firstFailure is the error of a fan-out's first failed call, which its step's response (an array) does not say.
-function firstFailure(r) {
-  const c = Array.isArray(r.items) ? r.items.find((x) => callOutcome(x) === 'failed') : null;
-  return c ? errorResult(c.response)?.description ?? '' : '';
+// fanOutFailure says how many of a fan-out's calls failed and why the first did: its step's response (the array of
+// the calls' bodies) is no ErrorResult to read that from.
+function fanOutFailure(r) {
+  const failed = Array.isArray(r.items) ? r.items.filter((c) => callOutcome(c) === 'failed') : [];
+  if (failed.length === 0) return '';
+  const why = errorResult(failed[0].response)?.description;
+  return `${failed.length} of ${r.items.length} calls failed` + (why ? `; the first: ${why}` : '');
 }
 
 function failureRow(line, problems) {
