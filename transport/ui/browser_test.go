@@ -14,7 +14,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchd/batchd/internal/jobs"
 	"github.com/batchd/batchd/planner"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport"
@@ -32,23 +32,62 @@ import (
 // browserBudget bounds everything one test does in the browser, its start included: every wait below ends by then.
 const browserBudget = 2 * time.Minute
 
-// startBatchd serves batchd as cmd/batchd wires it in demo mode (the embedded demo API, in process) on a loopback
-// httptest server, and returns its base URL. extra, when set, serves the paths it is given under /v1/jobs/.
-func startBatchd(t *testing.T, extra http.Handler) string {
+// startBatchd serves batchd as cmd/batchd wires it by default (the embedded demo API in process, jobs in memory) on
+// a loopback httptest server, and returns its base URL.
+func startBatchd(t *testing.T) string {
+	t.Helper()
+	return startBatchdWith(t, jobsSetup{})
+}
+
+// jobsSetup varies the job engine startBatchdWith wires; the zero value is cmd/batchd's default.
+type jobsSetup struct {
+	// maxResultBytes caps the answers stored per job (-job-max-result-bytes); 0 is the default.
+	maxResultBytes int64
+	// runBlocked are methods refused by the replica that runs the jobs' lines, besides Item/Import: a replica whose
+	// -blocked differs from that of the one that took the job. A line calling one is answered with its refusal.
+	runBlocked []string
+	// hold, when set, is called before each line of a job runs, with the line's context; the line runs once it
+	// returns (an error: the line does not run now and is handed back).
+	hold func(ctx context.Context, line int64) error
+}
+
+// startBatchdWith is startBatchd with the job engine varied by js.
+func startBatchdWith(t *testing.T, js jobsSetup) string {
 	t.Helper()
 	api := demoapi.New(demoapi.Config{})
-	rn := runner.New(transport.NewInProcessInvoker(api, 8<<20), runner.Config{MaxParallel: 16, StepTimeout: 10 * time.Second})
+	// A job's calls carry its Idempotency-Key, as cmd/batchd wires the invoker.
+	inv := jobs.Invoker(transport.NewInProcessInvoker(api, 8<<20))
+	rn := runner.New(inv, runner.Config{MaxParallel: 16, StepTimeout: 10 * time.Second})
+	store := jobs.NewMemory(jobs.MemoryConfig{Dir: t.TempDir(), MaxResultBytes: js.maxResultBytes})
+	eng := jobs.New(jobs.Config{Store: store, Workers: 2})
 	// Item/Import blocked, as cmd/batchd's -blocked does by default.
-	srv := transport.New(transport.Config{Runner: rn, Demo: api, Planner: planner.Config{Blocked: []string{"Item/Import"}}})
-	var h http.Handler = srv.Handler()
-	if extra != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/", srv.Handler())
-		mux.Handle("/v1/jobs/", extra)
-		h = mux
+	blocked := []string{"Item/Import"}
+	srv := transport.New(transport.Config{Runner: rn, Demo: api, Planner: planner.Config{Blocked: blocked},
+		Jobs: transport.JobsConfig{Engine: eng}})
+	run := srv.RunJobBatch
+	if len(js.runBlocked) > 0 {
+		other := transport.New(transport.Config{Runner: rn, Demo: api,
+			Planner: planner.Config{Blocked: append(slices.Clone(blocked), js.runBlocked...)}})
+		run = other.RunJobBatch
 	}
-	ts := httptest.NewServer(h)
-	t.Cleanup(ts.Close)
+	if js.hold != nil {
+		next := run
+		run = func(ctx context.Context, b jobs.Batch) (jobs.Answer, error) {
+			if err := js.hold(ctx, b.Line); err != nil {
+				return jobs.Answer{}, err
+			}
+			return next(ctx, b)
+		}
+	}
+	eng.Start(run)
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		ts.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, eng.Shutdown(ctx))
+		assert.NoError(t, store.Close())
+	})
 	return ts.URL
 }
 
@@ -293,7 +332,7 @@ const readTimeline = `[...document.querySelectorAll('#timeline .tl-row')].map(r 
 })`
 
 func TestInspectorPlansRunsAndShowsTimeline(t *testing.T) {
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	tb := newTab(t, 1280, 900)
 	tb.do(chromedp.Navigate(base+"/ui"), // the redirect to /ui/ included
 		chromedp.WaitVisible(chromedp.ID("batch")),
@@ -395,7 +434,7 @@ func moduleRoot(t *testing.T) string {
 }
 
 func TestInspectorShowsRefusals(t *testing.T) {
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	refused := `{"requests": [
 		{"key": "add", "path": "Producer/Add", "payload": {"name": "must not be created"}},
 		{"key": "evil", "path": "https://evil.test/x"},
@@ -458,7 +497,7 @@ func TestInspectorShowsRefusals(t *testing.T) {
 // TestInspectorBareArrayFromFile loads a bare array of steps from a file: it is run as {"batch": […]} with timings,
 // the same steps under the same keys, and the page says so.
 func TestInspectorBareArrayFromFile(t *testing.T) {
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	batch := `[{"path": "Demo/Echo", "body": {"a": 1, "html": "<img src=x onerror=\"window.pwned=1\">"}},
 	 {"path": "Demo/Fail", "body": {"description": "${0.result.a}"}},
 	 {"path": "Demo/Echo", "body": "${1.result}"}]`
@@ -493,7 +532,7 @@ func TestInspectorBareArrayFromFile(t *testing.T) {
 // TestInspectorNarrowWindow: in a phone-sized window the plan is drawn one row per level, and the page itself never
 // scrolls sideways (the graph scrolls inside its own box).
 func TestInspectorNarrowWindow(t *testing.T) {
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	tb := newTab(t, 390, 844)
 	tb.do(chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.ID("batch")),
 		chromedp.Click(chromedp.ID("example")), chromedp.Click(chromedp.ID("run")))
@@ -509,74 +548,150 @@ func TestInspectorNarrowWindow(t *testing.T) {
 	}
 }
 
-// jobsStandIn answers GET /v1/jobs/{id} and GET /v1/jobs/{id}/results in the shapes of the jobs API (CONTRACT.md
-// §12: the job as {"id", "status", "batches": {"total", "done", "failed"}, "steps": {"done", "failed"}, "created",
-// "started", "finished"}; its results as NDJSON lines {"line", "answer"}), which this package does not serve: it lets
-// the jobs page be tested on its own. Job "job-1" advances one state per read and ends done, with one line (3) whose
-// batch had a failed step; any other id is a 404 ErrorResult.
-type jobsStandIn struct{ reads atomic.Int32 }
+// restBatch uses the demo API's REST methods with the REST helpers (its depends_on fix the order of the creations,
+// so that ids and pages are known): fan-outs (for_each) whose calls all succeed,
+// fail with an HTTP status, or fail with HTTP 200 and "ok": false; a step not executed because a fan-out failed; a
+// 404 accepted by ok_status; steps run or not run on their condition (when), one not run because it reads a step
+// not run, and one that only depends_on it and runs.
+const restBatch = `{"requests": [
+  {"key": "acme", "path": "Demo/Create", "payload": {"name": "Acme"}},
+  {"key": "bolt", "path": "Demo/Create", "payload": {"name": "Bolt"}, "depends_on": ["acme"]},
+  {"key": "page", "method": "GET", "path": "Demo/Page?size=10", "depends_on": ["acme", "bolt"]},
+  {"key": "read", "method": "GET", "path": "Demo/Producer?id=${item.id}", "for_each": "${page.result}"},
+  {"key": "ids", "path": "Demo/Echo", "payload": [1, 99], "depends_on": ["page"]},
+  {"key": "check", "method": "GET", "path": "Demo/Producer?id=${item}", "for_each": "${ids.result}"},
+  {"key": "afterCheck", "path": "Demo/Echo", "payload": {"got": "${check}"}},
+  {"key": "rules", "path": "Demo/Fail", "for_each": "${ids.result}", "payload": {"description": "rule broken for ${item}"}},
+  {"key": "gone", "method": "DELETE", "path": "Demo/Producer?id=99", "ok_status": [404], "depends_on": ["page"]},
+  {"key": "recreate", "path": "Demo/Create", "when": "${gone:status} == 404", "payload": {"name": "Comet"}},
+  {"key": "report", "path": "Demo/Echo", "when": "${gone:status} == 204", "payload": {"deleted": "${gone:status}"}},
+  {"key": "afterReport", "method": "GET", "path": "Demo/Producer?id=${report.result.deleted}"},
+  {"key": "last", "method": "GET", "path": "Demo/Page?size=10", "depends_on": ["report", "recreate"]}
+]}`
 
-func (j *jobsStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	switch r.URL.Path {
-	case "/v1/jobs/job-1":
-		states := []string{
-			`{"id":"job-1","status":"queued","batches":{"total":4,"done":0,"failed":0},"steps":{"done":0,"failed":0},"created":"2026-12-02T07:00:00Z","started":null,"finished":null}`,
-			`{"id":"job-1","status":"running","batches":{"total":4,"done":1,"failed":0},"steps":{"done":2,"failed":0},"created":"2026-12-02T07:00:00Z","started":"2026-12-02T07:00:01Z","finished":null}`,
-			`{"id":"job-1","status":"running","batches":{"total":4,"done":3,"failed":1},"steps":{"done":5,"failed":1},"created":"2026-12-02T07:00:00Z","started":"2026-12-02T07:00:01Z","finished":null}`,
-			`{"id":"job-1","status":"done","batches":{"total":4,"done":4,"failed":1},"steps":{"done":7,"failed":1},"created":"2026-12-02T07:00:00Z","started":"2026-12-02T07:00:01Z","finished":"2026-12-02T07:00:03Z"}`,
-		}
-		n := int(j.reads.Add(1)) - 1
-		_, _ = io.WriteString(w, states[min(n, len(states)-1)])
-	case "/v1/jobs/job-1/results":
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		for _, line := range []string{
-			`{"line":1,"answer":{"responses":[{"key":"add","status":200,"response":{"ok":true,"result":{"new_id":1}}},{"key":"get","status":200,"response":{"ok":true,"result":[]}}]}}`,
-			`{"line":2,"answer":[{"key":"0","status":200,"response":{"ok":true,"result":null}}]}`,
-			`{"line":3,"answer":{"responses":[{"key":"charge","status":502,"response":{"ok":false,"result":{"error":5020,"description":"upstream unreachable: connection refused"}}},{"key":"notify","status":424,"response":{"ok":false,"result":{"error":4240,"description":"dependency charge failed"}}}]}}`,
-			`{"line":4,"answer":{"responses":[{"key":"a","status":200,"response":{"ok":true,"result":{}}},{"key":"b","status":200,"response":{"ok":true,"result":{}}}]}}`,
-		} {
-			_, _ = io.WriteString(w, line+"\n")
-		}
-	default:
-		w.WriteHeader(http.StatusNotFound)
-		_, _ = io.WriteString(w, `{"ok":false,"result":{"error":4040,"description":"no job `+strings.TrimPrefix(r.URL.Path, "/v1/jobs/")+`"}}`)
-	}
-}
-
-// TestJobsPageAgainstTheJobsAPIShapes drives the jobs page against jobsStandIn: progress polled to the end, then
-// the failed line listed with its failed step (the step not executed because of it is not).
-func TestJobsPageAgainstTheJobsAPIShapes(t *testing.T) {
-	jobs := &jobsStandIn{}
-	base := startBatchd(t, jobs)
+// TestInspectorShowsFanOutsAndConditions runs restBatch: each fan-out shows its number of calls and, on click,
+// each call with its status, outcome and response; a step not run on its condition is told apart from a failed
+// step and from one not executed because of another, on the graph, the timeline and in the details.
+func TestInspectorShowsFanOutsAndConditions(t *testing.T) {
+	base := startBatchd(t)
 	tb := newTab(t, 1280, 900)
-	tb.do(chromedp.Navigate(base+"/ui/jobs"), chromedp.WaitVisible(chromedp.ID("job-id")),
-		chromedp.SendKeys(chromedp.ID("job-id"), "job-1"), chromedp.KeyEvent(kb.Enter))
-	require.Equal(t, "read", tb.settle("#jobs", 1), eval[string](tb, `document.getElementById('job-status').textContent`))
-	assert.GreaterOrEqual(t, jobs.reads.Load(), int32(4), "the page stopped polling before the job ended")
-	type progress struct {
-		Status, Done, Total, Failed, Rate string
-		Value, Max                        float64
-		Lines, FailedLines                string
-		Rows                              []string
+	tb.do(chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.ID("batch")),
+		chromedp.SetValue(chromedp.ID("batch"), restBatch), chromedp.Click(chromedp.ID("plan")))
+	require.Equal(t, "planned", tb.settle("#inspector", 1), eval[string](tb, `document.getElementById('status').textContent`))
+	want := dryRun(t, base, restBatch)
+	g := eval[graph](tb, readGraph)
+	checkGraph(t, g, want)
+	planned := map[string]string{}
+	for _, n := range g.Nodes {
+		planned[n.Key] = n.Text
 	}
-	got := eval[progress](tb, `({
-		status: document.getElementById('job-state').dataset.status,
-		done: document.getElementById('job-batches').dataset.done, total: document.getElementById('job-batches').dataset.total,
-		failed: document.getElementById('job-failed').dataset.failed, rate: document.getElementById('job-rate').textContent,
-		value: document.getElementById('job-progress').value, max: document.getElementById('job-progress').max,
-		lines: document.getElementById('failures-summary').dataset.lines,
-		failedLines: document.getElementById('failures-summary').dataset.failedLines,
-		rows: [...document.querySelectorAll('#failures-list tr')].map(r => r.dataset.line + ': ' +
-			[...r.querySelectorAll('li')].map(li => li.dataset.key).join(',')),
-	})`)
-	assert.Equal(t, progress{Status: "done", Done: "4", Total: "4", Failed: "1", Rate: got.Rate, Value: 4, Max: 4,
-		Lines: "4", FailedLines: "1", Rows: []string{"3: charge"}}, got)
-	assert.Contains(t, got.Rate, "batches/s")
-	assert.Contains(t, eval[string](tb, `document.getElementById('failures-list').textContent`), "connection refused")
-	assert.Contains(t, eval[string](tb, `location.search`), "id=job-1", "the job's address can be shared")
+	assert.Contains(t, planned["read"], "for each", "a fan-out is marked before it runs")
+	assert.Contains(t, planned["report"], "when", "a condition is marked before it runs")
+	assert.NotContains(t, planned["page"], "for each")
 
-	tb.do(chromedp.SetValue(chromedp.ID("job-id"), "nope"), chromedp.Click(chromedp.CSS(`#job-form button`)))
-	require.Equal(t, "error", tb.settle("#jobs", 2))
-	assert.Contains(t, eval[string](tb, `document.getElementById('job-status').textContent`), "No job nope")
+	tb.do(chromedp.Click(chromedp.ID("run")))
+	require.Equal(t, "ran", tb.settle("#inspector", 2), eval[string](tb, `document.getElementById('status').textContent`))
+	type outcome struct{ outcome, status, calls string }
+	wantOutcome := map[string]outcome{
+		"acme": {"ok", "201", ""}, "bolt": {"ok", "201", ""}, "page": {"ok", "200", ""},
+		"read":        {"ok", "200", "2"},
+		"ids":         {"ok", "200", ""},
+		"check":       {"failed", "404", "2"}, // its second call's producer does not exist
+		"afterCheck":  {"skipped", "424", ""},
+		"rules":       {"failed", "200", "2"}, // both calls answered 200 with "ok": false
+		"gone":        {"ok", "404", ""},      // 404 is in its ok_status
+		"recreate":    {"ok", "201", ""},
+		"report":      {"not-run", "204", ""},
+		"afterReport": {"not-run", "204", ""}, // it reads report
+		"last":        {"ok", "200", ""},      // it only depends_on report
+	}
+	g = eval[graph](tb, readGraph)
+	checkGraph(t, g, want)
+	calls := eval[map[string]string](tb, `Object.fromEntries([...document.querySelectorAll('#graph .node')].map(n => [n.dataset.key, n.dataset.calls ?? '']))`)
+	marks := map[string]string{"ok": "✓ ok", "failed": "✗ failed", "skipped": "⊘ not executed", "not-run": "○ not run (when)"}
+	for _, n := range g.Nodes {
+		w := wantOutcome[n.Key]
+		assert.Equal(t, w, outcome{n.Outcome, n.Status, calls[n.Key]}, "node %s", n.Key)
+		assert.Contains(t, n.Text, marks[w.outcome], "node %s shows its outcome in words", n.Key)
+		if w.calls != "" {
+			assert.Contains(t, n.Text, w.calls+" calls", "node %s shows its number of calls", n.Key)
+		}
+	}
+	assert.Contains(t, eval[string](tb, `document.getElementById('status').textContent`), "2 not run on a condition")
+	// Not run and not executed look different, not only in words.
+	style := func(key string) string {
+		return eval[string](tb, fmt.Sprintf(`(() => { const s = getComputedStyle(document.querySelector('#graph .node[data-key=%q] rect'));
+			return s.fill + ' ' + s.stroke + ' ' + s.strokeDasharray; })()`, key))
+	}
+	assert.NotEqual(t, style("afterCheck"), style("report"), "not executed and not run drawn alike")
+	assert.NotEqual(t, style("rules"), style("report"), "failed and not run drawn alike")
+
+	rows := map[string]timelineRow{}
+	for _, r := range eval[[]timelineRow](tb, readTimeline) {
+		rows[r.Key] = r
+	}
+	require.Len(t, rows, len(wantOutcome))
+	for key, w := range wantOutcome {
+		r := rows[key]
+		assert.Equal(t, w.outcome, r.Outcome, "timeline row %s", key)
+		switch w.outcome {
+		case "not-run":
+			assert.Nil(t, r.Started, "%s was not run, yet has a start", key)
+			assert.Contains(t, r.Text, "not run on its condition")
+		case "skipped":
+			assert.Contains(t, r.Text, "not executed")
+		default:
+			assert.Equal(t, 1, r.Bars, "%s: one call bar (a fan-out's from its first call's start to its last's end)", key)
+		}
+	}
+
+	// A fan-out's calls on click: each with its status, outcome and, opened, its response.
+	type call struct {
+		Index, Status, Outcome, Summary, Response string
+	}
+	readCalls := `[...document.querySelectorAll('#detail-calls-list li.call')].map(li => ({index: li.dataset.index,
+		status: li.dataset.status, outcome: li.dataset.outcome, summary: li.querySelector('summary').textContent,
+		response: li.querySelector('pre').textContent}))`
+	callsHidden := `document.getElementById('detail-calls').hidden`
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="check"]`)))
+	require.False(t, eval[bool](tb, callsHidden))
+	got := eval[[]call](tb, readCalls)
+	require.Len(t, got, 2)
+	assert.Equal(t, []string{"0 200 ok", "1 404 failed"}, []string{got[0].Index + " " + got[0].Status + " " + got[0].Outcome,
+		got[1].Index + " " + got[1].Status + " " + got[1].Outcome})
+	assert.Contains(t, got[0].Response, `"Acme"`)
+	assert.Contains(t, got[1].Response, "no producer 99")
+	assert.Contains(t, got[1].Summary, "✗ failed")
+	assert.Contains(t, eval[string](tb, `document.getElementById('detail-calls').textContent`), "2 calls: 1 ok, 1 failed")
+	tb.do(chromedp.Click(chromedp.CSS(`#detail-calls-list li[data-index="1"] summary`)))
+	assert.True(t, eval[bool](tb, `document.querySelector('#detail-calls-list li[data-index="1"] details').open`))
+	assert.Positive(t, eval[float64](tb, `document.querySelector('#detail-calls-list li[data-index="1"] pre').getBoundingClientRect().height`),
+		"an opened call's response is shown")
+	assert.Contains(t, eval[string](tb, `document.getElementById('detail-facts').textContent`), "${ids.result}")
+
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="rules"]`)))
+	got = eval[[]call](tb, readCalls)
+	require.Len(t, got, 2)
+	for i, c := range got {
+		assert.Equal(t, "200 failed", c.Status+" "+c.Outcome, "rules call %d", i)
+		assert.Contains(t, c.Response, fmt.Sprintf("rule broken for %d", []int{1, 99}[i]))
+	}
+
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="read"]`)))
+	got = eval[[]call](tb, readCalls)
+	require.Len(t, got, 2)
+	assert.Contains(t, got[0].Response, `"Acme"`)
+	assert.Contains(t, got[1].Response, `"Bolt"`)
+
+	// Steps that are no fan-out have no calls list; their own options are listed.
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="gone"]`)))
+	assert.True(t, eval[bool](tb, callsHidden))
+	facts := eval[string](tb, `document.getElementById('detail-facts').textContent`)
+	assert.Contains(t, facts, "404 count as success")
+	assert.Contains(t, facts, "✓ ok")
+	tb.do(chromedp.Click(chromedp.CSS(`#graph .node[data-key="report"]`)))
+	facts = eval[string](tb, `document.getElementById('detail-facts').textContent`)
+	assert.Contains(t, facts, "${gone:status} == 204")
+	assert.Contains(t, facts, "○ not run (when)")
+	assert.Contains(t, facts, "2040")
 }

@@ -45,7 +45,7 @@ var references = regexp.MustCompile(`(?:src|href)="([^"#]+)"|from '\./([^']+)'`)
 // page or script loads is served with its type and the security headers; every embedded file is reached; nothing
 // is loaded from another origin.
 func TestPagesServeEveryFileTheyLoad(t *testing.T) {
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	seen := map[string]bool{}
 	queue := []string{"/ui/", "/ui/jobs"}
 	wantType := map[string]string{".js": "javascript", ".css": "text/css", "": "text/html"}
@@ -117,7 +117,7 @@ func TestAssetsLoadNothingFromElsewhere(t *testing.T) {
 }
 
 func TestRedirectAndNotFound(t *testing.T) {
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	for p, want := range map[string]string{"/ui": "ui/", "/ui?id=job-1": "ui/?id=job-1"} {
 		resp, _ := get(t, base, p, nil)
 		assert.Equal(t, http.StatusMovedPermanently, resp.StatusCode, p)
@@ -141,7 +141,7 @@ func TestAnswersMatchTheSpec(t *testing.T) {
 	require.NoError(t, doc.Validate(t.Context()))
 	router, err := gorillamux.NewRouter(doc)
 	require.NoError(t, err)
-	base := startBatchd(t, nil)
+	base := startBatchd(t)
 	opts := &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}
 	for _, p := range []string{"/ui", "/ui/", "/ui/jobs", "/ui/assets/inspector.js", "/ui/assets/style.css", "/ui/assets/nope.js"} {
 		resp, body := get(t, base, p, nil)

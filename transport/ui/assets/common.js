@@ -69,18 +69,40 @@ export function isObject(v) {
 // stop_on_error or atomic) and 4240 (a step it needs failed or was not executed).
 const notExecutedCodes = new Set([4120, 4240]);
 
-// outcome classifies one result ({status, response}) as batchd does: "failed" when its status is 400 or more or
-// its response is a JSON object with "ok": false; "skipped" when batchd did not execute it because of another
-// step, or skipped it on its condition (status 204 with an ErrorResult); "ok" otherwise.
-export function outcome(result) {
+// conditionFalse is the code of a step not run because its "when" was false, or because it reads a step that was
+// not run: status 204, and not a failure.
+const conditionFalse = 2040;
+
+// callFailed is batchd's rule for one call: its status is 400 or more, or its response is a JSON object with
+// "ok": false; unless its status is one the step accepts (its ok_status), which makes it a success whatever its
+// body.
+function callFailed(status, response, okStatus) {
+  if (okStatus.includes(status)) return false;
+  return status >= 400 || (isObject(response) && response.ok === false);
+}
+
+// outcome classifies one result ({status, response, items?}) as batchd does, okStatus being its step's ok_status:
+//   - "not-run": not run on its condition (status 204 with code 2040); not a failure;
+//   - "skipped": not executed because of another step (a step it needs failed, or the batch stopped first);
+//   - "failed": its call failed or, for a fan-out (a result with items), any of its calls did: a fan-out answers
+//     200 when its failed calls did with "ok": false;
+//   - "ok" otherwise.
+export function outcome(result, okStatus = []) {
   const er = errorResult(result.response);
-  if (er && (notExecutedCodes.has(er.code) || result.status === 204)) return 'skipped';
-  if (result.status >= 400 || (isObject(result.response) && result.response.ok === false)) return 'failed';
+  if (er && er.code === conditionFalse && result.status === 204) return 'not-run';
+  if (er && notExecutedCodes.has(er.code)) return 'skipped';
+  if (callFailed(result.status, result.response, okStatus)) return 'failed';
+  if (Array.isArray(result.items) && result.items.some((c) => callOutcome(c, okStatus) === 'failed')) return 'failed';
   return 'ok';
 }
 
-// outcomeMark is an outcome's sign and word, so that it reads without its colour.
-export const outcomeMark = {ok: '✓ ok', failed: '✗ failed', skipped: '⊘ not executed'};
+// callOutcome classifies one call of a fan-out ({status, response}): "failed" or "ok".
+export function callOutcome(call, okStatus = []) {
+  return isObject(call) && callFailed(call.status, call.response, okStatus) ? 'failed' : 'ok';
+}
+
+// outcomeMark is an outcome's sign and words, so that it reads without its colour.
+export const outcomeMark = {ok: '✓ ok', failed: '✗ failed', skipped: '⊘ not executed', 'not-run': '○ not run (when)'};
 
 // ms formats milliseconds for people: three significant decimals at most.
 export function ms(v) {

@@ -1,13 +1,16 @@
 // The batch inspector: plan a batch (a dry run) and draw its plan as a graph by level, run it with timings and
 // show each step's outcome on the graph, its response, and a timeline.
-import {api, call, el, errorResult, isObject, ms, outcome, outcomeMark, preview, showProblems, svg} from './common.js';
+import {
+  api, call, callOutcome, el, errorResult, isObject, ms, outcome, outcomeMark, preview, showProblems, svg,
+} from './common.js';
 
 const $ = (id) => document.getElementById(id);
 const page = {
   main: $('inspector'), batch: $('batch'), file: $('file'), example: $('example'), plan: $('plan'), run: $('run'),
   status: $('status'), problems: $('problems'), problemsDescription: $('problems-description'),
   problemsList: $('problems-list'), graph: $('graph'), detail: $('detail'), detailTitle: $('detail-title'),
-  detailFacts: $('detail-facts'), detailResponse: $('detail-response'), summary: $('summary'),
+  detailFacts: $('detail-facts'), detailCalls: $('detail-calls'), detailCallsList: $('detail-calls-list'),
+  detailResponseTitle: $('detail-response-title'), detailResponse: $('detail-response'), summary: $('summary'),
   timeline: $('timeline'),
 };
 
@@ -30,8 +33,42 @@ const example = `{
   ]
 }`;
 
-// What the page shows: the plan drawn, and the results of the last run by key (empty before a run).
-let shown = {plan: null, results: new Map(), selected: null};
+// The most calls of a fan-out listed one by one in a step's details; its whole response is shown below them.
+const maxCallsListed = 100;
+
+// What the page shows: the plan drawn, what the batch's text says of its steps beyond the plan (stepOptions), and
+// the results of the last run by key (empty before a run).
+let shown = {plan: null, options: new Map(), results: new Map(), selected: null};
+
+// stepOptions reads from the batch as written what its plan does not say about each step, by key: its for_each,
+// when and ok_status ({forEach, when, okStatus}). A step without a key has its index as key, as batchd gives it.
+// Text that is not a batch gives no options (batchd refuses it anyway).
+function stepOptions(text) {
+  let doc;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return new Map();
+  }
+  const steps = Array.isArray(doc) ? doc : isObject(doc) ? doc.requests ?? doc.batch : null;
+  const options = new Map();
+  if (!Array.isArray(steps)) return options;
+  steps.forEach((s, i) => {
+    if (!isObject(s)) return;
+    options.set(typeof s.key === 'string' ? s.key : String(i), {
+      forEach: typeof s.for_each === 'string' ? s.for_each : '',
+      when: typeof s.when === 'string' ? s.when : '',
+      okStatus: Array.isArray(s.ok_status) ? s.ok_status.filter(Number.isInteger) : [],
+    });
+  });
+  return options;
+}
+
+const noOptions = {forEach: '', when: '', okStatus: []};
+const optionsOf = (key) => shown.options.get(key) ?? noOptions;
+
+// stepOutcome is a result's outcome, its step's ok_status taken into account.
+const stepOutcome = (r) => outcome(r, optionsOf(r.key).okStatus);
 
 // begin starts an action: the buttons are disabled and the page's state is "busy" under a new sequence number,
 // which tests (and anyone scripting the page) read to tell this action's end from an earlier one's.
@@ -91,7 +128,7 @@ async function onPlan() {
   try {
     const got = await dryRun(page.batch.value);
     if (!got.plan) return refused(got.answer);
-    shown = {plan: got.plan, results: new Map(), selected: null};
+    shown = {plan: got.plan, options: stepOptions(page.batch.value), results: new Map(), selected: null};
     draw();
     drawTimeline(null);
     hideDetail();
@@ -115,7 +152,7 @@ async function onRun() {
     });
     if (answer.status !== 200) return refused(answer);
     if (isObject(answer.body) && isObject(answer.body.plan)) { // the batch asks for a dry run itself
-      shown = {plan: answer.body.plan, results: new Map(), selected: null};
+      shown = {plan: answer.body.plan, options: stepOptions(text), results: new Map(), selected: null};
       draw();
       drawTimeline(null);
       return end('planned', 'The batch sets "dry_run": true, so batchd planned it and sent nothing.');
@@ -123,13 +160,14 @@ async function onRun() {
     const responses = Array.isArray(answer.body) ? answer.body : answer.body?.responses;
     if (!Array.isArray(responses)) return end('error', `Unexpected answer: ${answer.text.slice(0, 500)}`);
     const results = new Map(responses.filter(isObject).map((r) => [r.key, r]));
-    shown = {plan: got.plan, results, selected: null};
+    shown = {plan: got.plan, options: stepOptions(text), results, selected: null};
     draw();
     drawTimeline(answer.body, answer.ms);
     hideDetail();
-    const counts = {ok: 0, failed: 0, skipped: 0};
-    for (const r of results.values()) counts[outcome(r)]++;
-    end('ran', `Ran ${results.size} steps: ${counts.ok} ok, ${counts.failed} failed, ${counts.skipped} not executed. ${note}`.trim());
+    const counts = {ok: 0, failed: 0, skipped: 0, 'not-run': 0};
+    for (const r of results.values()) counts[stepOutcome(r)]++;
+    const notRun = counts['not-run'] ? `, ${counts['not-run']} not run on a condition` : '';
+    end('ran', `Ran ${results.size} steps: ${counts.ok} ok, ${counts.failed} failed, ${counts.skipped} not executed${notRun}. ${note}`.trim());
   } catch (err) {
     end('error', err.message);
   }
@@ -137,7 +175,7 @@ async function onRun() {
 
 function refused(answer) {
   const n = showProblems(page.problems, page.problemsDescription, page.problemsList, answer);
-  shown = {plan: null, results: new Map(), selected: null};
+  shown = {plan: null, options: new Map(), results: new Map(), selected: null};
   page.graph.replaceChildren();
   page.graph.dataset.state = 'empty';
   drawTimeline(null);
@@ -239,17 +277,24 @@ function draw() {
   for (const s of plan.steps) {
     const p = pos.get(s.key);
     const r = shown.results.get(s.key);
-    const o = r ? outcome(r) : null;
+    const o = r ? stepOutcome(r) : null;
+    const opt = optionsOf(s.key);
+    const calls = r && Array.isArray(r.items) ? r.items.length : null;
     const onPath = critical.has(s.key);
     const classes = ['node', onPath && 'critical', o && `outcome-${o}`, shown.selected === s.key && 'selected'];
-    const statusText = r ? `${outcomeMark[o]} · ${r.status}` : `level ${s.level}`;
+    // After a run: the outcome and status, and a fan-out's number of calls; before: the level, and whether the step
+    // fans out or has a condition.
+    const statusText = r
+      ? `${outcomeMark[o]} · ${r.status}${calls !== null ? ` · ${calls} calls` : ''}`
+      : [`level ${s.level}`, opt.forEach && 'for each', opt.when && 'when'].filter(Boolean).join(' · ');
     const label = [`step ${s.key}`, `${s.method} ${s.path}`, `level ${s.level}`,
       s.depends_on.length ? `after ${s.depends_on.join(', ')}` : 'no inputs', onPath && 'on the critical path',
-      r && `status ${r.status}, ${outcomeMark[o]}`].filter(Boolean).join('; ');
+      opt.forEach && `one call per element of ${opt.forEach}`, opt.when && `runs when ${opt.when}`,
+      r && `status ${r.status}, ${outcomeMark[o]}`, calls !== null && `${calls} calls`].filter(Boolean).join('; ');
     const g = svg('g', {
       class: classes.filter(Boolean).join(' '), transform: `translate(${p.x} ${p.y})`, tabindex: 0, role: 'button',
       'aria-label': label, 'data-key': s.key, 'data-level': s.level, 'data-critical': onPath ? 'true' : 'false',
-      'data-outcome': o ?? undefined, 'data-status': r ? r.status : undefined,
+      'data-outcome': o ?? undefined, 'data-status': r ? r.status : undefined, 'data-calls': calls ?? undefined,
     },
     svg('title', {}, label),
     svg('rect', {width: W, height: H, rx: 6, ry: 6}),
@@ -270,18 +315,22 @@ function draw() {
   page.graph.dataset.state = shown.results.size ? 'ran' : 'planned';
 }
 
-// select shows a step's facts and, after a run, its response.
+// select shows a step's facts and, after a run, its response and, for a fan-out, each of its calls.
 function select(key) {
   shown.selected = key;
   for (const n of page.graph.querySelectorAll('.node')) n.classList.toggle('selected', n.dataset.key === key);
   const s = shown.plan.steps.find((x) => x.key === key);
   const r = shown.results.get(key);
+  const opt = optionsOf(key);
   page.detailTitle.textContent = `Step ${key}`;
   const facts = [['call', `${s.method} ${s.path}`], ['level', String(s.level)],
     ['waits for', s.depends_on.length ? s.depends_on.join(', ') : 'nothing'],
     ['critical path', shown.plan.critical_path.includes(key) ? 'yes' : 'no']];
+  if (opt.forEach) facts.push(['for each', `${opt.forEach}: one call per element`]);
+  if (opt.when) facts.push(['when', `${opt.when}: runs only if it holds`]);
+  if (opt.okStatus.length) facts.push(['ok statuses', `${opt.okStatus.join(', ')} count as success`]);
   if (r) {
-    facts.push(['status', `${r.status} (${outcomeMark[outcome(r)]})`]);
+    facts.push(['status', `${r.status} (${outcomeMark[stepOutcome(r)]})`]);
     if (isObject(r.timing)) {
       facts.push(['queued', ms(r.timing.queued_ms)], ['started', ms(r.timing.started_ms)], ['call took', ms(r.timing.duration_ms)]);
     }
@@ -289,9 +338,36 @@ function select(key) {
     if (er && er.description) facts.push(['error', `${er.code}: ${er.description}`]);
   }
   page.detailFacts.replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
+  showCalls(r, opt.okStatus);
+  page.detailResponseTitle.textContent = r && Array.isArray(r.items)
+    ? 'Response: the calls\' bodies in element order, as placeholders read it' : 'Response';
   page.detailResponse.textContent = r ? preview(r.response) : 'Not run yet: Run shows its response here.';
   page.detail.dataset.key = key;
   page.detail.hidden = false;
+}
+
+// showCalls lists a fan-out's calls, each with its status and outcome, its response shown when it is opened; a
+// result without items hides the list.
+function showCalls(r, okStatus) {
+  const items = r && Array.isArray(r.items) ? r.items : null;
+  page.detailCallsList.replaceChildren();
+  page.detailCalls.hidden = items === null;
+  if (!items) return;
+  const failed = items.filter((c) => callOutcome(c, okStatus) === 'failed').length;
+  page.detailCalls.querySelector('h3').textContent =
+    `${items.length} calls: ${items.length - failed} ok, ${failed} failed`;
+  items.slice(0, maxCallsListed).forEach((c, i) => {
+    const o = callOutcome(c, okStatus);
+    const status = isObject(c) ? c.status : '';
+    page.detailCallsList.append(el('li', {class: `call outcome-${o}`, 'data-index': i, 'data-status': status, 'data-outcome': o},
+      el('details', {},
+        el('summary', {}, `call ${i} · ${outcomeMark[o]} · ${status}`),
+        el('pre', {class: 'response'}, preview(isObject(c) ? c.response : c, 20000)))));
+  });
+  if (items.length > maxCallsListed) {
+    page.detailCallsList.append(el('li', {class: 'more'},
+      `and ${items.length - maxCallsListed} more calls: their responses are in the response below`));
+  }
 }
 
 function hideDetail() {
@@ -320,7 +396,7 @@ function drawTimeline(answer, roundTripMs) {
     el('span', {}), el('span', {class: 'tl-scale'}, el('span', {}, '0'), el('span', {}, ms(span))), el('span', {})));
   for (const r of order) {
     const t = isObject(r.timing) ? r.timing : {};
-    const o = outcome(r);
+    const o = stepOutcome(r);
     const track = el('div', {class: 'tl-track'});
     const seg = (cls, from, to, what) => {
       const s = el('span', {class: `seg ${cls}`, title: `${what}: ${ms(from)} → ${ms(to)}`});
@@ -336,7 +412,9 @@ function drawTimeline(answer, roundTripMs) {
     }
     const numbers = ran
       ? `queued ${ms(t.queued_ms)} · started ${ms(t.started_ms)} · took ${ms(t.duration_ms)}`
-      : `not executed (ready at ${ms(t.queued_ms)})`;
+      : o === 'not-run'
+        ? `not run on its condition (decided at ${ms(t.queued_ms)})`
+        : `not executed (ready at ${ms(t.queued_ms)})`;
     page.timeline.append(el('div', {
       class: `tl-row outcome-${o}`, 'data-key': r.key, 'data-outcome': o,
       'data-queued': t.queued_ms, 'data-started': t.started_ms, 'data-duration': t.duration_ms,
