@@ -165,7 +165,7 @@ func (e *Engine) runTask(run RunFunc, t *Task, prev <-chan struct{}) <-chan stru
 // again.
 func (e *Engine) storeAnswer(t *Task, ans Answer) {
 	rec := Record{Line: t.Line, Steps: ans.Steps, Failed: ans.Failed, BatchFailed: ans.outcome() != OutcomeOK}
-	rec.Full = appendRecord(make([]byte, 0, len(ans.Answer)+32), t.Line, oneLine(ans.Answer))
+	rec.Full = appendRecord(make([]byte, 0, len(ans.Answer)+64), t.Line, oneLine(ans.Answer), ans.Steps, ans.Failed)
 	rec.Summary = appendSummary(make([]byte, 0, 96), t.Line, ans.Steps, ans.Failed)
 	// Stored even when the engine is stopping: the batch ran, and its answer must not be lost.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

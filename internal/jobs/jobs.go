@@ -230,12 +230,18 @@ func ValidID(s string) bool {
 	return true
 }
 
-// appendRecord appends a batch's results line: {"line":n,"answer":<answer>} and a newline.
-func appendRecord(dst []byte, line int64, answer []byte) []byte {
+// appendRecord appends a batch's results line: {"line":n,"answer":<answer>,"steps":s,"failed":f} and a newline.
+// steps and failed are batchd's own count of the answer's steps and of those that failed (ok_status and "when"
+// taken into account), so that a reader need not judge each step again.
+func appendRecord(dst []byte, line int64, answer []byte, steps, failed int) []byte {
 	dst = append(dst, `{"line":`...)
 	dst = strconv.AppendInt(dst, line, 10)
 	dst = append(dst, `,"answer":`...)
 	dst = append(dst, answer...)
+	dst = append(dst, `,"steps":`...)
+	dst = strconv.AppendInt(dst, int64(steps), 10)
+	dst = append(dst, `,"failed":`...)
+	dst = strconv.AppendInt(dst, int64(failed), 10)
 	return append(dst, "}\n"...)
 }
 
