@@ -27,6 +27,8 @@ type SubmittedJob struct {
 	Batches int    `json:"batches"` // lines accepted, one batch each
 	// Location is the job's status URL as batchd answered it (/v1/jobs/{id}).
 	Location string `json:"-"`
+	// Replayed: the job was submitted before with this IdempotencyKey, and Status is its current one.
+	Replayed bool `json:"-"`
 }
 
 // JobStatus is a job's progress.
@@ -86,6 +88,7 @@ func (c *Client) SubmitJob(ctx context.Context, ndjson io.Reader, opts ...Reques
 		return nil, errors.New("client: batchd accepted the job but answered no id")
 	}
 	j.Location = resp.Header.Get("Location")
+	j.Replayed = resp.Header.Get("Idempotent-Replayed") == "true"
 	return &j, nil
 }
 

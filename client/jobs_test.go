@@ -47,6 +47,9 @@ func (j *jobsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.Header().Set("Location", "/v1/jobs/j-1")
+		if r.Header.Get("Idempotency-Key") == "again" {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
 		w.WriteHeader(202)
 		fmt.Fprintf(w, `{"id":"j-1","status":"queued","batches":%d}`, len(j.lines))
 	case r.URL.Path == "/v1/jobs/j-1" && (r.Method == "GET" || r.Method == "DELETE"):
@@ -86,6 +89,9 @@ func TestSubmitJob(t *testing.T) {
 	assert.Equal(t, "nightly-42", api.header.Get("Idempotency-Key"))
 	assert.Equal(t, "Bearer t", api.header.Get("Authorization"))
 	assert.Len(t, api.lines, 2)
+	job, err = c.SubmitJob(ctx(t), strings.NewReader(body), client.IdempotencyKey("again"))
+	require.NoError(t, err)
+	assert.True(t, job.Replayed, "Idempotent-Replayed: true")
 
 	_, err = c.SubmitJob(ctx(t), strings.NewReader("{}\nbad\n"))
 	var e *client.Error

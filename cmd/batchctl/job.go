@@ -112,8 +112,12 @@ func cmdJobSubmit(ctx context.Context, args []string, server *string, e env) err
 		return err
 	}
 	fmt.Fprintln(e.stdout, job.ID)
-	fmt.Fprintf(e.stderr, "batchctl: job %s %s: %d batches; follow it with: batchctl job watch %s\n",
-		job.ID, job.Status, job.Batches, job.ID)
+	again := ""
+	if job.Replayed {
+		again = " (submitted before with this idempotency key)"
+	}
+	fmt.Fprintf(e.stderr, "batchctl: job %s%s %s: %d batches; follow it with: batchctl job watch %s\n",
+		job.ID, again, job.Status, job.Batches, job.ID)
 	return nil
 }
 

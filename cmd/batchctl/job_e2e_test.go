@@ -208,6 +208,7 @@ func TestJobSubmitE2E(t *testing.T) {
 	r = batchctl(t, "", nil, "job", "submit", "-server", server, "-idempotency-key", "nightly-1", file)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, keyed+"\n", r.stdout, "the same key and body: the same job")
+	assert.Regexp(t, `^batchctl: job `+keyed+` \(submitted before with this idempotency key\) (queued|running|done): 2 batches; `, r.stderr)
 	assert.Equal(t, 2, queuedJobs(t, server), "the second submission with the key queued nothing")
 
 	r = batchctl(t, "", nil, "job", "submit", "-server", server, "-idempotency-key", "nightly-1",
