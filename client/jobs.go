@@ -27,6 +27,8 @@ type SubmittedJob struct {
 	Batches int    `json:"batches"` // lines accepted, one batch each
 	// Location is the job's status URL as batchd answered it (/v1/jobs/{id}).
 	Location string `json:"-"`
+	// Replayed: the job was submitted before with this IdempotencyKey, and Status is its current one.
+	Replayed bool `json:"-"`
 }
 
 // JobStatus is a job's progress.
@@ -37,14 +39,25 @@ type JobStatus struct {
 		Total  int `json:"total"`
 		Done   int `json:"done"`   // batches that ended, failed ones included
 		Failed int `json:"failed"` // batches in which some step failed
+		// Skipped are batches never run because the job was cancelled.
+		Skipped int `json:"skipped"`
 	} `json:"batches"`
 	Steps struct {
 		Done   int `json:"done"`
 		Failed int `json:"failed"`
 	} `json:"steps"`
+	// Results is what batchd keeps of the answers: Bytes stored, MaxBytes their cap (batchd's
+	// -job-max-result-bytes), NotStored the lines past it, which keep a summary instead of their answer.
+	Results struct {
+		Bytes     int64 `json:"bytes"`
+		MaxBytes  int64 `json:"max_bytes"`
+		NotStored int   `json:"not_stored"`
+	} `json:"results"`
 	Created  *time.Time `json:"created"`
 	Started  *time.Time `json:"started"`  // nil until a batch started
 	Finished *time.Time `json:"finished"` // nil until the job ended
+	// Raw is the status as batchd answered it, members and times as it wrote them.
+	Raw json.RawMessage `json:"-"`
 }
 
 // Ended reports whether the job will make no more progress: done, cancelled, or any status after running.
@@ -68,13 +81,14 @@ func (c *Client) SubmitJob(ctx context.Context, ndjson io.Reader, opts ...Reques
 	}
 	defer resp.Body.Close()
 	var j SubmittedJob
-	if err := c.decode(resp.Body, &j); err != nil {
+	if _, err := c.decode(resp.Body, &j); err != nil {
 		return nil, err
 	}
 	if j.ID == "" {
 		return nil, errors.New("client: batchd accepted the job but answered no id")
 	}
 	j.Location = resp.Header.Get("Location")
+	j.Replayed = resp.Header.Get("Idempotent-Replayed") == "true"
 	return &j, nil
 }
 
@@ -89,8 +103,7 @@ func (c *Client) Job(ctx context.Context, id string) (*JobStatus, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var s JobStatus
-	return &s, c.decode(resp.Body, &s)
+	return c.jobStatus(resp.Body)
 }
 
 // CancelJob cancels a job: no further batch of it starts (running ones finish). It returns the job's status.
@@ -104,8 +117,18 @@ func (c *Client) CancelJob(ctx context.Context, id string) (*JobStatus, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	return c.jobStatus(resp.Body)
+}
+
+// jobStatus reads a job's status from batchd's answer.
+func (c *Client) jobStatus(r io.Reader) (*JobStatus, error) {
 	var s JobStatus
-	return &s, c.decode(resp.Body, &s)
+	raw, err := c.decode(r, &s)
+	if err != nil {
+		return nil, err
+	}
+	s.Raw = raw
+	return &s, nil
 }
 
 // JobResults reads a job's results, one batch's answer per line in line order. Without wait it reads the results
@@ -163,14 +186,14 @@ func jobPath(id string) (string, error) {
 	return "/v1/jobs/" + url.PathEscape(id), nil
 }
 
-// decode reads a JSON answer of at most MaxAnswer bytes into v.
-func (c *Client) decode(r io.Reader, v any) error {
+// decode reads a JSON answer of at most MaxAnswer bytes into v, and returns it.
+func (c *Client) decode(r io.Reader, v any) (json.RawMessage, error) {
 	raw, err := c.readAll(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("client: batchd's answer is not what was expected (%v): %.200q", err, raw)
+		return nil, fmt.Errorf("client: batchd's answer is not what was expected (%v): %.200q", err, raw)
 	}
-	return nil
+	return raw, nil
 }

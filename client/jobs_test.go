@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -46,6 +47,9 @@ func (j *jobsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.Header().Set("Location", "/v1/jobs/j-1")
+		if r.Header.Get("Idempotency-Key") == "again" {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
 		w.WriteHeader(202)
 		fmt.Fprintf(w, `{"id":"j-1","status":"queued","batches":%d}`, len(j.lines))
 	case r.URL.Path == "/v1/jobs/j-1" && (r.Method == "GET" || r.Method == "DELETE"):
@@ -53,8 +57,9 @@ func (j *jobsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Method == "DELETE" {
 			status = "cancelled"
 		}
-		fmt.Fprintf(w, `{"id":"j-1","status":%q,"batches":{"total":3,"done":2,"failed":1},"steps":{"done":20,"failed":1},
-			"created":"2026-12-02T07:00:00Z","started":"2026-12-02T07:00:01Z","finished":null}`, status)
+		fmt.Fprintf(w, `{"id":"j-1","status":%q,"batches":{"total":3,"done":2,"failed":1,"skipped":0},"steps":{"done":20,"failed":1},
+			"results":{"bytes":513,"max_bytes":268435456,"not_stored":1},
+			"created":"2026-12-02T07:00:00.000Z","started":"2026-12-02T07:00:01.120Z","finished":null}`, status)
 	case r.Method == "GET" && r.URL.Path == "/v1/jobs/j-1/results":
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		_, _ = io.WriteString(w, j.results)
@@ -84,6 +89,9 @@ func TestSubmitJob(t *testing.T) {
 	assert.Equal(t, "nightly-42", api.header.Get("Idempotency-Key"))
 	assert.Equal(t, "Bearer t", api.header.Get("Authorization"))
 	assert.Len(t, api.lines, 2)
+	job, err = c.SubmitJob(ctx(t), strings.NewReader(body), client.IdempotencyKey("again"))
+	require.NoError(t, err)
+	assert.True(t, job.Replayed, "Idempotent-Replayed: true")
 
 	_, err = c.SubmitJob(ctx(t), strings.NewReader("{}\nbad\n"))
 	var e *client.Error
@@ -104,13 +112,18 @@ func TestJobStatusAndCancel(t *testing.T) {
 	assert.Equal(t, 1, s.Batches.Failed)
 	assert.Equal(t, 20, s.Steps.Done)
 	require.NotNil(t, s.Started)
-	assert.Equal(t, "2026-12-02T07:00:01Z", s.Started.UTC().Format("2006-01-02T15:04:05Z"))
+	assert.Equal(t, "2026-12-02T07:00:01.12Z", s.Started.UTC().Format(time.RFC3339Nano))
 	assert.Nil(t, s.Finished)
+	assert.Equal(t, int64(513), s.Results.Bytes)
+	assert.Equal(t, int64(268435456), s.Results.MaxBytes)
+	assert.Equal(t, 1, s.Results.NotStored)
+	assert.Contains(t, string(s.Raw), `"started":"2026-12-02T07:00:01.120Z"`, "Raw is the answer as batchd wrote it")
 
 	s, err = c.CancelJob(ctx(t), "j-1")
 	require.NoError(t, err)
 	assert.Equal(t, "cancelled", s.Status)
 	assert.True(t, s.Ended())
+	assert.Contains(t, string(s.Raw), `"status":"cancelled"`)
 
 	_, err = c.Job(ctx(t), "nope")
 	var e *client.Error

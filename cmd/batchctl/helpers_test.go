@@ -51,10 +51,17 @@ func binary(t *testing.T, name string) string {
 }
 
 // startBatchd runs the batchd binary built from this module in demo mode on a free loopback port and returns its
-// URL; it is stopped with SIGTERM when the test ends and must then exit 0.
+// URL; it is stopped with SIGTERM when the test ends (at once: no -drain-delay) and must then exit 0.
 func startBatchd(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(binary(t, "batchd"), append([]string{"-addr", "127.0.0.1:0", "-log-format", "json"}, args...)...)
+	server, _ := startBatchdLogs(t, args...)
+	return server
+}
+
+// startBatchdLogs is startBatchd, and returns batchd's log (JSON lines) as it grows.
+func startBatchdLogs(t *testing.T, args ...string) (string, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(binary(t, "batchd"), append([]string{"-addr", "127.0.0.1:0", "-log-format", "json", "-drain-delay", "0"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -89,13 +96,13 @@ func startBatchd(t *testing.T, args ...string) string {
 	})
 	select {
 	case a := <-addr:
-		return "http://" + a
+		return "http://" + a, &logs
 	case err := <-exited:
 		t.Fatalf("batchd exited before listening: %v\n%s", err, logs.String())
 	case <-time.After(20 * time.Second):
 		t.Fatalf("batchd did not log its address within 20s:\n%s", logs.String())
 	}
-	return ""
+	return "", nil
 }
 
 type lockedBuffer struct {

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -111,8 +112,12 @@ func cmdJobSubmit(ctx context.Context, args []string, server *string, e env) err
 		return err
 	}
 	fmt.Fprintln(e.stdout, job.ID)
-	fmt.Fprintf(e.stderr, "batchctl: job %s %s: %d batches; follow it with: batchctl job watch %s\n",
-		job.ID, job.Status, job.Batches, job.ID)
+	again := ""
+	if job.Replayed {
+		again = " (submitted before with this idempotency key)"
+	}
+	fmt.Fprintf(e.stderr, "batchctl: job %s%s %s: %d batches; follow it with: batchctl job watch %s\n",
+		job.ID, again, job.Status, job.Batches, job.ID)
 	return nil
 }
 
@@ -134,7 +139,10 @@ func submitStream(ctx context.Context, c *client.Client, write func(io.Writer) e
 		pw.CloseWithError(err) // nil: a clean end of the body
 		produced <- err
 	}()
-	job, err := c.SubmitJob(ctx, pr, opts...)
+	// The pipe is handed over without its Close: net/http closes a request's body when the request ends, which
+	// would end the writer with io.ErrClosedPipe, indistinguishable from a failure of its own, and hide batchd's
+	// answer (a refusal sent before the upload's end: the 100th bad line, -job-max-body).
+	job, err := c.SubmitJob(ctx, struct{ io.Reader }{pr}, opts...)
 	pr.CloseWithError(errUploadEnded) // unblocks the writer when batchd answered before reading it all
 	perr := <-produced
 	switch {
@@ -147,10 +155,13 @@ func submitStream(ctx context.Context, c *client.Client, write func(io.Writer) e
 }
 
 // copyNDJSON copies a job file to w line by line, checking that each line is one JSON value, so that a file
-// that is not NDJSON is refused here with a hint instead of being uploaded. Blank lines are dropped.
+// that is not NDJSON is refused here with a hint instead of being uploaded. Each line of the file is one line of
+// the job, so that batchd's line numbers (in a refusal, in the results) are the file's: a blank line is sent as an
+// empty line, which batchd refuses naming it; blank lines at the end of the file are dropped.
 func copyNDJSON(w io.Writer, r io.Reader, name string) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var line []byte
+	blank := 0 // blank lines read and not yet sent: sent before the next line that is not blank
 	for n := 1; ; n++ {
 		line = line[:0]
 		for {
@@ -176,11 +187,17 @@ func copyNDJSON(w io.Writer, r io.Reader, name string) error {
 		}
 		v := bytes.TrimSpace(line)
 		if len(v) == 0 {
+			blank++
 			continue
 		}
 		if !jsontext.Value(v).IsValid() {
 			return fmt.Errorf("%s line %d is not one JSON value: a job file holds one batch per line (NDJSON); "+
 				"a batch written over several lines can be put on one with: jq -c . FILE", displayName(name), n)
+		}
+		for ; blank > 0; blank-- {
+			if _, err := w.Write([]byte{'\n'}); err != nil {
+				return err
+			}
 		}
 		if _, err := w.Write(append(v, '\n')); err != nil {
 			return err
@@ -188,7 +205,7 @@ func copyNDJSON(w io.Writer, r io.Reader, name string) error {
 	}
 }
 
-// cmdJobStatus prints a job's status as JSON.
+// cmdJobStatus prints a job's status as batchd answered it, indented.
 func cmdJobStatus(ctx context.Context, args []string, server *string, e env) error {
 	c, id, err := jobCommand(args, server, "status", jobStatusUsage, nil)
 	if err != nil {
@@ -196,12 +213,12 @@ func cmdJobStatus(ctx context.Context, args []string, server *string, e env) err
 	}
 	s, err := c.Job(ctx, id)
 	if err != nil {
-		return err
+		return unknownJob(err, *server)
 	}
-	return printJSON(e.stdout, s)
+	return printJSON(e.stdout, s.Raw)
 }
 
-// cmdJobCancel cancels a job and prints its status.
+// cmdJobCancel cancels a job and prints its status as batchd answered it, indented.
 func cmdJobCancel(ctx context.Context, args []string, server *string, e env) error {
 	c, id, err := jobCommand(args, server, "cancel", jobCancelUsage, nil)
 	if err != nil {
@@ -209,9 +226,9 @@ func cmdJobCancel(ctx context.Context, args []string, server *string, e env) err
 	}
 	s, err := c.CancelJob(ctx, id)
 	if err != nil {
-		return err
+		return unknownJob(err, *server)
 	}
-	return printJSON(e.stdout, s)
+	return printJSON(e.stdout, s.Raw)
 }
 
 // cmdJobResults writes a job's results to stdout as NDJSON, one line per batch in line order.
@@ -227,7 +244,7 @@ func cmdJobResults(ctx context.Context, args []string, server *string, e env) er
 	for r, err := range c.JobResults(ctx, id, *wait) {
 		if err != nil {
 			_ = bw.Flush()
-			return err
+			return unknownJob(err, *server)
 		}
 		bw.Write(r.Raw)
 		if err := bw.WriteByte('\n'); err != nil {
@@ -262,7 +279,7 @@ func cmdJobWatch(ctx context.Context, args []string, server *string, e env) erro
 			}
 			fmt.Fprintf(e.stderr, "batchctl: stopped watching job %s; it goes on. Resume with: batchctl job watch %s\n", id, id)
 		}
-		return err
+		return unknownJob(err, *server)
 	}
 	switch {
 	case s.Status == client.JobCancelled:
@@ -272,6 +289,16 @@ func cmdJobWatch(ctx context.Context, args []string, server *string, e env) erro
 			id, s.Batches.Failed, s.Batches.Total, id)}
 	}
 	return nil
+}
+
+// unknownJob adds to batchd's 404 for a job what to check.
+func unknownJob(err error, server string) error {
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Status == http.StatusNotFound {
+		return &hintError{err: err, hint: "check the job ID (job submit prints it) and -server (" + server +
+			"): a job is kept -job-results-ttl after its last progress, and without -jobs-redis only by the batchd that took it"}
+	}
+	return err
 }
 
 // jobCommand parses a job subcommand that takes one ID, with the flags extra adds.
@@ -292,11 +319,13 @@ func jobCommand(args []string, server *string, name, usageText string, extra fun
 	return c, pos[0], err
 }
 
-func printJSON(w io.Writer, v any) error {
-	out, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
+// printJSON writes a JSON answer of batchd indented, its members and values as batchd wrote them.
+func printJSON(w io.Writer, raw json.RawMessage) error {
+	var out bytes.Buffer
+	if err := json.Indent(&out, raw, "", "  "); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "%s\n", out)
+	out.WriteByte('\n')
+	_, err := w.Write(out.Bytes())
 	return err
 }

@@ -11,20 +11,26 @@ import (
 // The job commands against a loopback server of the jobs wire form: what they send and how they read the answers.
 // The same commands against batchd's own jobs are end-to-end tests of their own.
 
+// Each line of the file is a line of the job, a blank one included (batchd refuses it by its number, the file's);
+// blank lines at the end are no lines.
 func TestJobSubmitNDJSON(t *testing.T) {
 	api, server := startJobsServer(t)
-	ndjson := `{"requests": [{"key": "a", "path": "Demo/Echo"}]}` + "\n\n" + `[{"path": "Demo/Echo"}]` // no final newline
+	ndjson := `{"requests": [{"key": "a", "path": "Demo/Echo"}]}` + "\r\n \n" + `[{"path": "Demo/Echo"}]` // no final newline
 	r := batchctl(t, ndjson, nil, "job", "submit", "-server", server, "-idempotency-key", "nightly-1", "-")
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, "j-1\n", r.stdout)
-	assert.Equal(t, "batchctl: job j-1 queued: 2 batches; follow it with: batchctl job watch j-1\n", r.stderr)
+	assert.Equal(t, "batchctl: job j-1 queued: 3 batches; follow it with: batchctl job watch j-1\n", r.stderr)
+	r = batchctl(t, "[1]\n\n\n[2]\n\n \r\n\n", nil, "job", "submit", "-server", server, "-")
+	require.Equal(t, 0, r.code, r.stderr)
 	uploads := api.settledUploads()
-	require.Len(t, uploads, 1)
+	require.Len(t, uploads, 2)
 	u := uploads[0]
 	assert.True(t, u.whole)
-	assert.Equal(t, []string{`{"requests": [{"key": "a", "path": "Demo/Echo"}]}`, `[{"path": "Demo/Echo"}]`}, u.lines)
+	assert.Equal(t, []string{`{"requests": [{"key": "a", "path": "Demo/Echo"}]}`, "", `[{"path": "Demo/Echo"}]`}, u.lines)
 	assert.Equal(t, "application/x-ndjson", u.header.Get("Content-Type"))
 	assert.Equal(t, "nightly-1", u.header.Get("Idempotency-Key"))
+	assert.True(t, uploads[1].whole)
+	assert.Equal(t, []string{"[1]", "", "", "[2]"}, uploads[1].lines)
 }
 
 // A file that is not NDJSON is refused before its end is sent: batchd gets no whole upload, so no job.

@@ -187,10 +187,16 @@ type failedError struct{ msg string }
 
 func (e *failedError) Error() string { return e.msg }
 
-// printRefusal writes what batchd refused and every problem it listed.
+// printRefusal writes what batchd refused and every problem it listed (but one that only repeats the
+// description, as batchd's single-problem refusals do: 413, 422, …).
 func printRefusal(w io.Writer, e *client.Error) {
 	fmt.Fprintf(w, "batchctl: refused: %v\n", e)
+	listed := 0
 	for _, p := range e.Details {
+		if p.Line == 0 && p.Key == "" && p.Problem == e.Description {
+			continue
+		}
+		listed++
 		var where []string
 		if p.Line > 0 {
 			where = append(where, fmt.Sprintf("line %d", p.Line))
@@ -208,7 +214,7 @@ func printRefusal(w io.Writer, e *client.Error) {
 		fmt.Fprintf(w, "  %s%s: %s\n", strings.Join(where, ", "), reason, p.Problem)
 	}
 	switch {
-	case e.Code == 4000 || len(e.Details) > 0:
+	case e.Code == 4000 || listed > 0:
 		fmt.Fprintln(w, "  nothing was run; fix the problems above and try again")
 	case e.RetryAfter > 0:
 		fmt.Fprintf(w, "  nothing was run; retry after %s\n", e.RetryAfter)

@@ -97,7 +97,8 @@ const jobSubmitUsage = `Usage:
 
 Submits a job and prints its id on standard output. FILE holds one batch per line (NDJSON, any batch form); each
 line is checked to be one JSON value before it is sent, and the file is streamed, never held whole. batchd checks
-every batch before anything runs and refuses the job naming the bad lines.
+every batch before anything runs and refuses the job naming the bad lines by their number in FILE (a blank line
+inside FILE is a bad line; blank lines at its end are ignored).
 
 With -csv and -template, each CSV row becomes one batch: the template is a batch as JSON (over as many lines as
 you like) in which ${row.COLUMN} stands for that row's value of COLUMN, named by the CSV's header row:
@@ -129,8 +130,8 @@ Examples:
 
 const jobStatusUsage = `Usage: batchctl job status [-server URL] ID
 
-Prints the job's status as JSON: status (queued, running, done, cancelled), batches (total, done, failed), steps
-(done, failed), created, started, finished.
+Prints the job's status as batchd answers it: status (queued, running, done, cancelled), batches (total, done,
+failed, skipped), steps (done, failed), results (bytes, max_bytes, not_stored), created, started, finished.
 `
 
 const jobWatchUsage = `Usage: batchctl job watch [-server URL] [-interval 1s] ID
