@@ -475,7 +475,7 @@ func TestStatusClass(t *testing.T) {
 // verb are created together at zero, POST's in New.
 func TestStepsTotal(t *testing.T) {
 	m, reg := newMetrics(t)
-	labels := len(demoapi.Methods()) + 1 // + other
+	labels := len(demoapi.Methods()) + 1                                     // + other
 	perVerb := (len(runner.Outcomes())-2)*1 + 2*len(metrics.StatusClasses()) // ok and error: every class; the others: none
 	require.Equal(t, labels*perVerb, seriesCount(t, reg, "batchd_steps_total"), "method × POST × (outcome, class), at zero")
 	assert.Equal(t, 0.0, counterValue(t, reg, "batchd_steps_total",
