@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -272,12 +271,20 @@ func checkJobResults(ctx context.Context, c *http.Client, base, id string, spec 
 	line := 0
 	for sc.Scan() {
 		line++
-		prefix := []byte(`{"line":` + strconv.Itoa(line) + `,"answer":`)
-		b := sc.Bytes()
-		if !bytes.HasPrefix(b, prefix) || !bytes.HasSuffix(b, []byte("}")) {
-			return line - 1, fmt.Errorf("job results: line %d is %s, want %s…}", line, clip(b), prefix)
+		var rec struct {
+			Line   int             `json:"line"`
+			Answer json.RawMessage `json:"answer"`
+			Steps  int             `json:"steps"`
+			Failed int             `json:"failed"`
 		}
-		if err := checkBatch(spec, http.StatusOK, b[len(prefix):len(b)-1]); err != nil {
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return line - 1, fmt.Errorf("job results: line %d is not a results record: %w: %s", line, err, clip(sc.Bytes()))
+		}
+		if rec.Line != line || rec.Steps != spec.steps || rec.Failed != 0 {
+			return line - 1, fmt.Errorf("job results: record %d says line %d, %d steps, %d failed; want line %d, %d steps, 0 failed",
+				line, rec.Line, rec.Steps, rec.Failed, line, spec.steps)
+		}
+		if err := checkBatch(spec, http.StatusOK, rec.Answer); err != nil {
 			return line - 1, fmt.Errorf("job results: line %d: %w", line, err)
 		}
 	}
