@@ -20,11 +20,16 @@ import (
 // -job-lines lines and as -job-lines interactive batches by -concurrency clients; steps/s of each, and the job's
 // as a ratio of the interactive figure; then jobs of each -job-rss-steps size, with batchd's resident memory read
 // from /proc while each runs, to show it flat as the job grows. Every answer is checked, and the upstream must see
-// exactly 10 calls per batch.
+// exactly 10 calls per batch. Then one client's d10 latency alone and while a job runs beside it.
 
 const (
 	modeInteractive = "interactive d10"
 	modeJob         = "job"
+	// One client sending d10 batches one after another, alone and while a job of -job-lines lines runs beside it:
+	// the latency an interactive caller sees when a job shares the replica.
+	modeOneAlone     = "one client, alone"
+	modeOneDuringJob = "one client, during a job"
+	modeJobBeside    = "job beside one client"
 )
 
 // jobPoll is how often a job's status is read while it runs, and batchd's RSS sampled.
@@ -38,10 +43,12 @@ func (r *runner) runJob(ctx context.Context, base string, up callCounter, pid in
 		"one job, and %d clients sending them as interactive batches", cfg.jobLines, cfg.concurrency)}
 
 	r.progress("job %s: %d batches from %d clients", modeInteractive, cfg.jobLines, cfg.concurrency)
-	res.Rows = append(res.Rows, r.interactiveRow(ctx, base, up, spec, cfg.jobLines))
+	res.Rows = append(res.Rows, r.interactiveRow(ctx, base, up, spec, cfg.jobLines, cfg.concurrency, nil))
 	r.progress("job %s: one job of %d lines", modeJob, cfg.jobLines)
 	row, _ := r.jobRow(ctx, base, up, spec, cfg.jobLines, 0)
 	res.Rows = append(res.Rows, row)
+	r.progress("job latency: one client's batches alone, then while a job of %d lines runs", cfg.jobLines)
+	res.Rows = append(res.Rows, r.besideJob(ctx, base, up, spec)...)
 	r.judge(&res)
 
 	if pid == 0 {
@@ -75,9 +82,10 @@ func (r *runner) runJob(ctx context.Context, base string, up callCounter, pid in
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
-// interactiveRow sends n batches through POST /v1/batch from -concurrency clients, as fast as they are answered.
-func (r *runner) interactiveRow(ctx context.Context, base string, up callCounter, spec batchSpec, n int) phaseResult {
-	row := phaseResult{Mode: modeInteractive, Steps: spec.steps, Clients: r.cfg.concurrency,
+// interactiveRow sends n batches through POST /v1/batch from the given number of clients, as fast as they are
+// answered, until they are sent or stop is closed (nil: never).
+func (r *runner) interactiveRow(ctx context.Context, base string, up callCounter, spec batchSpec, n, clients int, stop <-chan struct{}) phaseResult {
+	row := phaseResult{Mode: modeInteractive, Steps: spec.steps, Clients: clients,
 		Upstream: &callCheck{PerGroup: int64(spec.steps), MinPerGroup: -1}}
 	op := batchdOp(r.client, base, spec)
 	before := up.stats()
@@ -88,9 +96,17 @@ func (r *runner) interactiveRow(ctx context.Context, base string, up callCounter
 		wg   sync.WaitGroup
 	)
 	t0 := time.Now()
-	for range r.cfg.concurrency {
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
+	for range clients {
 		wg.Go(func() {
-			for next.Add(1) <= int64(n) && ctx.Err() == nil {
+			for next.Add(1) <= int64(n) && ctx.Err() == nil && !stopped() {
 				d, err := op(ctx)
 				mu.Lock()
 				row.Sent++
@@ -113,6 +129,32 @@ func (r *runner) interactiveRow(ctx context.Context, base string, up callCounter
 	row.Upstream.Total, row.Upstream.Expected, row.Upstream.Bad = d.Calls, int64(row.Sent*spec.steps), d.Bad
 	row.Upstream.LastBad = up.lastBadCall()
 	return row
+}
+
+// besideJob measures one client's d10 batches sent one after another: first -job-lines of them (at most 2000)
+// alone, then as many while a job of -job-lines lines runs, stopping when the job is done. The job and the client
+// share the upstream, so their calls are checked together, on the job's row.
+func (r *runner) besideJob(ctx context.Context, base string, up callCounter, spec batchSpec) []phaseResult {
+	n := r.cfg.jobLines
+	alone := r.interactiveRow(ctx, base, up, spec, min(n, 2000), 1, nil)
+	alone.Mode = modeOneAlone
+	done := make(chan struct{})
+	var job phaseResult
+	go func() {
+		defer close(done)
+		job, _ = r.jobRow(ctx, base, up, spec, n, 0)
+	}()
+	during := r.interactiveRow(ctx, base, up, spec, n, 1, done)
+	<-done
+	during.Mode, job.Mode = modeOneDuringJob, modeJobBeside
+	if job.Upstream != nil && during.Upstream != nil {
+		both := *job.Upstream
+		both.Expected += during.Upstream.Expected
+		forJob, forClient := both, both
+		forJob.CountedWith, forClient.CountedWith = modeOneDuringJob, modeJobBeside
+		job.Upstream, during.Upstream = &forJob, &forClient
+	}
+	return []phaseResult{alone, during, job}
 }
 
 // jobRow submits a job of n copies of spec's batch, waits for it to be done, and checks its status, every line

@@ -63,6 +63,9 @@ type callCheck struct {
 	MaxPerGroup int64  `json:"max_per_group"`
 	Bad         int64  `json:"bad_calls"`
 	LastBad     string `json:"last_bad_call,omitempty"`
+	// CountedWith names the row that ran at the same time against the same upstream: Total and Expected are then
+	// the two rows' calls together.
+	CountedWith string `json:"counted_with,omitempty"`
 }
 
 // OK reports whether the upstream saw exactly the calls the phase sent and nothing unexpected.

@@ -55,6 +55,8 @@ func describeCalls(c *callCheck) string {
 		return "n/a (demo API)"
 	case c.OK() && c.MinPerGroup >= 0:
 		return fmt.Sprintf("%d ✓", c.PerGroup)
+	case c.OK() && c.CountedWith != "":
+		return fmt.Sprintf("%d ✓ (%d calls / %d, with %s)", c.PerGroup, c.Total, c.Expected/max(c.PerGroup, 1), c.CountedWith)
 	case c.OK():
 		return fmt.Sprintf("%d ✓ (%d calls / %d)", c.PerGroup, c.Total, c.Expected/max(c.PerGroup, 1))
 	}

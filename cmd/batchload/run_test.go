@@ -147,6 +147,10 @@ func requireValidRun(t *testing.T, rep jsonReport, err error, wantScenarios ...s
 	var names []string
 	for _, s := range rep.Scenarios {
 		names = append(names, s.Name)
+		sent := map[string]int{}
+		for _, r := range s.Rows {
+			sent[r.Mode] = r.Sent
+		}
 		assert.Empty(t, s.Failures, s.Name)
 		require.NotEmpty(t, s.Rows, s.Name)
 		assert.NotEmpty(t, s.Targets, s.Name)
@@ -161,7 +165,12 @@ func requireValidRun(t *testing.T, rep jsonReport, err error, wantScenarios ...s
 			if assert.NotNil(t, r.Upstream, "%s %s", s.Name, r.Mode) {
 				u := r.Upstream
 				assert.Equal(t, int64(r.Steps), u.PerGroup)
-				assert.Equal(t, int64(r.Steps)*int64(r.Sent), u.Total, "%s %s: exactly N upstream calls per batch", s.Name, r.Mode)
+				batches := r.Sent
+				if u.CountedWith != "" {
+					require.Contains(t, sent, u.CountedWith, "%s %s: counted with a row of the run", s.Name, r.Mode)
+					batches += sent[u.CountedWith]
+				}
+				assert.Equal(t, int64(r.Steps)*int64(batches), u.Total, "%s %s: exactly N upstream calls per batch", s.Name, r.Mode)
 				assert.Zero(t, u.Bad, "%s %s: %s", s.Name, r.Mode, u.LastBad)
 				if u.MinPerGroup >= 0 {
 					assert.Equal(t, u.PerGroup, u.MinPerGroup)
@@ -249,15 +258,21 @@ func TestSmokeRealBatchd(t *testing.T) {
 	requireValidRun(t, rep, err, "a50")
 	assert.Contains(t, rep.Run.Batchd, bin)
 
-	// The job scenario through the same binary: a job and its interactive comparison, then two jobs whose RSS is
-	// read, every answer checked and every upstream call counted.
+	// The job scenario through the same binary: a job and its interactive comparison, one client alone and beside a
+	// job, then two jobs whose RSS is read, every answer checked and every upstream call counted.
 	rep, err, log = runJSON(t, "-scenario", "job", "-job-lines", "30", "-job-rss-steps", "100,200", "-concurrency", "4",
 		"-batchd", bin)
 	if err != nil && !errors.Is(err, errTargetMissed) {
 		t.Fatalf("run: %v\nstderr:\n%s", err, log)
 	}
 	requireValidRun(t, rep, err, "job")
-	require.Len(t, rep.Scenarios[0].Rows, 2)
+	modes := []string{}
+	for _, row := range rep.Scenarios[0].Rows {
+		modes = append(modes, row.Mode)
+	}
+	assert.Equal(t, []string{"interactive d10", "job", "one client, alone", "one client, during a job", "job beside one client"}, modes)
 	assert.Len(t, rep.Scenarios[0].Targets, 2, "throughput and RSS")
-	assert.Contains(t, strings.Join(rep.Scenarios[0].Notes, "\n"), "batchd RSS during a job of 200 steps")
+	notes := strings.Join(rep.Scenarios[0].Notes, "\n")
+	assert.Contains(t, notes, "batchd RSS during a job of 200 steps")
+	assert.Contains(t, notes, "one client's d10 batches while a job runs ÷ alone: p50")
 }

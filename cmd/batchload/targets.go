@@ -150,6 +150,14 @@ func contextNotes(scenario string, rows map[string]phaseResult) []string {
 		}
 	}
 	switch scenario {
+	case jobScenario:
+		a, okA := valid(modeOneAlone)
+		d, okD := valid(modeOneDuringJob)
+		if okA && okD && rows[modeJobBeside].ok() {
+			out = append(out, fmt.Sprintf("one client's d10 batches while a job runs ÷ alone: p50 %s / %s = %.3f; p99 %s / %s = %.3f",
+				fmtMS(d.Lat.P50), fmtMS(a.Lat.P50), float64(d.Lat.P50)/float64(a.Lat.P50),
+				fmtMS(d.Lat.P99), fmtMS(a.Lat.P99), float64(d.Lat.P99)/float64(a.Lat.P99)))
+		}
 	case "a50":
 		if s, ok := valid(modeSeq); ok && okB {
 			out = append(out, fmt.Sprintf("for scale: batchd p50 − par p50 = %s; seq p50 = %s (%s per call)",
