@@ -89,8 +89,14 @@ func (bd *binder) deps(i int, c *checkedCall) (deps, reads []int) {
 		rf.step = bind(rf.key, rf)
 		bd.reads(rf)
 	})
-	reads = slices.Compact(slices.Sorted(slices.Values(deps)))
-	for _, key := range bd.b.steps[i].depends {
+	slices.Sort(deps)
+	deps = slices.Compact(deps)
+	depends := bd.b.steps[i].depends
+	if len(depends) == 0 {
+		return deps, deps // a Plan's slices are never appended to, so the two may share one array
+	}
+	reads = slices.Clone(deps)
+	for _, key := range depends {
 		bind(key, nil)
 	}
 	slices.Sort(deps)

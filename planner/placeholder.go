@@ -2,7 +2,6 @@ package planner
 
 import (
 	"net/textproto"
-	"slices"
 	"strings"
 )
 
@@ -169,8 +168,8 @@ func parseRef(text, content string) (refSpec, string) {
 	case path == "" || path[0] == '.' || path[len(path)-1] == '.' || strings.Contains(path, ".."):
 		return bad("empty segment")
 	}
-	if segs := strings.Split(path, "."); slices.Contains(segs, "*") {
-		list := strings.Join(append([]string{spec.key}, segs[:slices.Index(segs, "*")]...), ".")
+	if segs := "." + path + "."; strings.Contains(segs, ".*.") {
+		list := spec.key + segs[:strings.Index(segs, ".*.")]
 		return bad(`a "*" segment is not a path; to call once per element of a list, give the step "for_each": ` +
 			`"${` + list + `}" and use ${item…} in it`)
 	}
