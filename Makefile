@@ -42,7 +42,7 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(COUNT) ./planner/ ./runner/ ./transport/... ./metrics/
 
-# make load: the standard scenarios of SCENARIOS.md through the real binary, with the client baselines.
+# make load: the standard scenarios (cmd/batchload/README.md) through the real binary, with the client baselines.
 load: build
 	./bin/batchload -scenario all -batchd $(BIN) -format markdown
 

@@ -161,7 +161,7 @@ func BenchmarkFeatures(b *testing.B) {
 }
 
 // BenchmarkFanOut is the cost of one for_each step of 50 calls against the same 50 calls written out as steps, each
-// reading its element of the list (CONTRACT.md §11): parse, run against an invoker that answers at once, answer.
+// reading its element of the list: parse, run against an invoker that answers at once, answer.
 func BenchmarkFanOut(b *testing.B) {
 	const n = 50
 	list := []byte(`{"ok":true,"result":[`)

@@ -138,6 +138,7 @@ func (r *runner) besideJob(ctx context.Context, base string, up callCounter, spe
 	n := r.cfg.jobLines
 	alone := r.interactiveRow(ctx, base, up, spec, min(n, 2000), 1, nil)
 	alone.Mode = modeOneAlone
+	before := up.stats()
 	done := make(chan struct{})
 	var job phaseResult
 	go func() {
@@ -147,13 +148,12 @@ func (r *runner) besideJob(ctx context.Context, base string, up callCounter, spe
 	during := r.interactiveRow(ctx, base, up, spec, n, 1, done)
 	<-done
 	during.Mode, job.Mode = modeOneDuringJob, modeJobBeside
-	if job.Upstream != nil && during.Upstream != nil {
-		both := *job.Upstream
-		both.Expected += during.Upstream.Expected
-		forJob, forClient := both, both
-		forJob.CountedWith, forClient.CountedWith = modeOneDuringJob, modeJobBeside
-		job.Upstream, during.Upstream = &forJob, &forClient
-	}
+	d := up.stats().sub(before)
+	both := callCheck{PerGroup: int64(spec.steps), Total: d.Calls, Expected: int64((job.Sent + during.Sent) * spec.steps),
+		MinPerGroup: -1, Bad: d.Bad, LastBad: up.lastBadCall()}
+	forJob, forClient := both, both
+	forJob.CountedWith, forClient.CountedWith = modeOneDuringJob, modeJobBeside
+	job.Upstream, during.Upstream = &forJob, &forClient
 	return []phaseResult{alone, during, job}
 }
 
