@@ -52,16 +52,16 @@ func FuzzClientHeaders(f *testing.F) {
 	})
 }
 
-// FuzzDryRunQuery: whatever query string a client sends to POST /v1/batch, it is accepted only when every
-// parameter is dry_run, given once, with a boolean value, and then its value is that boolean; anything else is
-// refused with a problem that says what to fix.
+// FuzzDryRunQuery: whatever query string a client sends to POST /v1/batch, it is accepted only when every parameter
+// is dry_run, given once, with a boolean value, and then its value is that boolean; anything else is refused with a
+// problem that says what to fix. flagQuery reads the wait of GET /v1/jobs/{id}/results the same way.
 func FuzzDryRunQuery(f *testing.F) {
 	for _, s := range []string{"", "dry_run=true", "dry_run=1", "dry_run=false", "dry_run=yes", "dry_run", "x=1",
 		"dry_run=true&dry_run=false", "dry_run=true&x", "%zz", "dry%5Frun=true", ";", "&&", "dry_run=TRUE"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		dry, problem := dryRunQuery(raw)
+		dry, problem := flagQuery(raw, "dry_run", "POST /v1/batch")
 		q, err := url.ParseQuery(raw)
 		want := err == nil
 		for name, vs := range q {
@@ -74,11 +74,11 @@ func FuzzDryRunQuery(f *testing.F) {
 			}
 		}
 		if (problem == "") != want {
-			t.Fatalf("dryRunQuery(%q) = %v, %q; want accepted=%v", raw, dry, problem, want)
+			t.Fatalf("flagQuery(%q) = %v, %q; want accepted=%v", raw, dry, problem, want)
 		}
 		if problem == "" && dry {
 			if v, _ := strconv.ParseBool(q.Get("dry_run")); !v {
-				t.Fatalf("dryRunQuery(%q) says dry run", raw)
+				t.Fatalf("flagQuery(%q) says dry run", raw)
 			}
 		}
 	})

@@ -6,7 +6,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -319,7 +318,7 @@ func (s *Server) handleJobCancel(c echo.Context) error {
 // ?wait=true it streams until the job has ended (or batchd drains: the client reads the rest elsewhere).
 func (s *Server) handleJobResults(c echo.Context) error {
 	r := c.Request()
-	wait, problem := waitQuery(r.URL.RawQuery)
+	wait, problem := flagQuery(r.URL.RawQuery, "wait", "GET /v1/jobs/{id}/results")
 	if problem != "" {
 		return jobRefusal(c, errcode.InvalidBatch, ReasonInvalidQuery, problem)
 	}
@@ -354,29 +353,6 @@ func (s *Server) handleJobResults(c echo.Context) error {
 		s.log.Info("job results cut short", "job", id, "err", err)
 	}
 	return nil
-}
-
-// waitQuery reads the query of GET /v1/jobs/{id}/results, where only wait may stand.
-func waitQuery(raw string) (wait bool, problem string) {
-	if raw == "" {
-		return false, ""
-	}
-	q, err := url.ParseQuery(raw)
-	if err != nil {
-		return false, "malformed query string: " + err.Error()
-	}
-	for name, vs := range q {
-		if name != "wait" {
-			return false, "unknown query parameter " + strconv.Quote(name) + "; only wait is accepted"
-		}
-		if len(vs) != 1 {
-			return false, "query parameter wait given " + strconv.Itoa(len(vs)) + " times"
-		}
-		if wait, err = strconv.ParseBool(vs[0]); err != nil {
-			return false, "query parameter wait must be true or false, not " + strconv.Quote(vs[0])
-		}
-	}
-	return wait, ""
 }
 
 func (s *Server) jobLookupError(c echo.Context, err error) error {

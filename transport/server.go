@@ -271,7 +271,7 @@ func (s *Server) handleBatch(c echo.Context) error {
 		return s.refuse(c, start, ReasonUnsupportedMedia, errcode.UnsupportedMedia,
 			"Content-Type must be application/json", nil)
 	}
-	dryRun, problem := dryRunQuery(r.URL.RawQuery)
+	dryRun, problem := flagQuery(r.URL.RawQuery, "dry_run", "POST /v1/batch")
 	if problem != "" {
 		return s.refuse(c, start, ReasonInvalidQuery, errcode.InvalidBatch, problem, nil)
 	}
@@ -349,9 +349,10 @@ func (s *Server) handleBatch(c echo.Context) error {
 	return nil
 }
 
-// dryRunQuery reads the query of POST /v1/batch, where only dry_run may stand (CONTRACT.md §11): whether it asks for
-// a dry run, or the problem that refuses the batch.
-func dryRunQuery(raw string) (dryRun bool, problem string) {
+// flagQuery reads a query string in which only the boolean parameter name may stand (dry_run on POST /v1/batch,
+// wait on GET /v1/jobs/{id}/results; route names the endpoint in problems): its value, or the problem that
+// refuses the request.
+func flagQuery(raw, name, route string) (value bool, problem string) {
 	if raw == "" {
 		return false, ""
 	}
@@ -359,18 +360,18 @@ func dryRunQuery(raw string) (dryRun bool, problem string) {
 	if err != nil {
 		return false, "malformed query string: " + err.Error()
 	}
-	for name, vs := range q {
-		if name != "dry_run" {
-			return false, "unknown query parameter " + strconv.Quote(name) + " on POST /v1/batch; only dry_run is accepted"
+	for param, vs := range q {
+		if param != name {
+			return false, "unknown query parameter " + strconv.Quote(param) + " on " + route + "; only " + name + " is accepted"
 		}
 		if len(vs) != 1 {
-			return false, "query parameter dry_run given " + strconv.Itoa(len(vs)) + " times"
+			return false, "query parameter " + name + " given " + strconv.Itoa(len(vs)) + " times"
 		}
-		if dryRun, err = strconv.ParseBool(vs[0]); err != nil {
-			return false, "query parameter dry_run must be true or false, not " + strconv.Quote(vs[0])
+		if value, err = strconv.ParseBool(vs[0]); err != nil {
+			return false, "query parameter " + name + " must be true or false, not " + strconv.Quote(vs[0])
 		}
 	}
-	return dryRun, ""
+	return value, ""
 }
 
 // batchOverhead is what a batch is charged at admission besides its request: the buffers its answer is written
