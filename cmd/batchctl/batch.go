@@ -17,6 +17,26 @@ import (
 // maxBatchFile is the largest batch file read; batchd's own -max-body (1 MiB by default) is what bounds a batch.
 const maxBatchFile = 64 << 20
 
+// batchArg reads the one FILE of run and plan (a batch as JSON; - reads standard input), checks that it is JSON, and
+// makes the client of server.
+func batchArg(pos []string, cmd, usage, server string, e env) (*client.Client, []byte, error) {
+	if len(pos) != 1 {
+		return nil, nil, &usageError{msg: cmd + " takes one FILE (a batch as JSON; - reads standard input)", usage: usage}
+	}
+	c, err := newClient(server)
+	if err != nil {
+		return nil, nil, err
+	}
+	body, err := readInput(pos[0], maxBatchFile, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkJSON(pos[0], body); err != nil {
+		return nil, nil, err
+	}
+	return c, body, nil
+}
+
 // cmdRun runs a batch and prints its answer: exit 0 when every step succeeded, 1 when some step failed.
 func cmdRun(ctx context.Context, args []string, server *string, e env) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -26,18 +46,8 @@ func cmdRun(ctx context.Context, args []string, server *string, e env) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return &usageError{msg: "run takes one FILE (a batch as JSON; - reads standard input)", usage: runUsage}
-	}
-	c, err := newClient(*server)
+	c, body, err := batchArg(pos, "run", runUsage, *server, e)
 	if err != nil {
-		return err
-	}
-	body, err := readInput(pos[0], maxBatchFile, e)
-	if err != nil {
-		return err
-	}
-	if err := checkJSON(pos[0], body); err != nil {
 		return err
 	}
 	var opts []client.RequestOption
@@ -80,18 +90,8 @@ func cmdPlan(ctx context.Context, args []string, server *string, e env) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return &usageError{msg: "plan takes one FILE (a batch as JSON; - reads standard input)", usage: planUsage}
-	}
-	c, err := newClient(*server)
+	c, body, err := batchArg(pos, "plan", planUsage, *server, e)
 	if err != nil {
-		return err
-	}
-	body, err := readInput(pos[0], maxBatchFile, e)
-	if err != nil {
-		return err
-	}
-	if err := checkJSON(pos[0], body); err != nil {
 		return err
 	}
 	p, err := c.PlanJSON(ctx, body)

@@ -187,6 +187,17 @@ type Stats struct {
 	Oldest  time.Duration // age of the oldest of those jobs; 0 when none
 }
 
+// add counts j, a job that has not ended, in the queue's state at now; a cancelled job is not counted (its running
+// batches end without running the rest).
+func (st *Stats) add(j *Job, now time.Time) {
+	if j.Status == StatusCancelled {
+		return
+	}
+	st.Jobs++
+	st.Batches += j.Total - j.Done - j.Skipped
+	st.Oldest = max(st.Oldest, now.Sub(j.Created))
+}
+
 // Store keeps jobs, hands their batches to workers and keeps their answers. Every method is safe for concurrent
 // use.
 type Store interface {

@@ -362,12 +362,7 @@ func (m *Memory) Stats(context.Context) (Stats, error) {
 			}
 			continue
 		}
-		if j.Status == StatusCancelled {
-			continue
-		}
-		st.Jobs++
-		st.Batches += j.Total - j.Done - j.Skipped
-		st.Oldest = max(st.Oldest, now.Sub(j.Created))
+		st.add(&j.Job, now)
 	}
 	return st, nil
 }

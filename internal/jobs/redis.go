@@ -718,12 +718,7 @@ func (s *Redis) Stats(ctx context.Context) (Stats, error) {
 			s.c.SRem(ctx, s.active, id) // expired
 			continue
 		}
-		if j.Status == StatusCancelled {
-			continue
-		}
-		st.Jobs++
-		st.Batches += j.Total - j.Done - j.Skipped
-		st.Oldest = max(st.Oldest, now.Sub(j.Created))
+		st.add(&j, now)
 	}
 	return st, nil
 }
