@@ -31,6 +31,9 @@ type JobEngine interface {
 	Get(ctx context.Context, id string) (jobs.Job, error)
 	Cancel(ctx context.Context, id string) (jobs.Job, bool, error)
 	Results(ctx context.Context, id string, wait bool, stop func() bool, emit func([]byte) error) error
+	// Interactive is called as an interactive batch (POST /v1/batch) starts, and what it returns as it ends: jobs
+	// yield to interactive batches (jobs.Engine.Interactive).
+	Interactive() (end func())
 }
 
 // JobsConfig wires the jobs routes. Zero values mean defaults.

@@ -265,6 +265,9 @@ func (s *Server) handleBatch(c echo.Context) error {
 	if s.draining.Load() {
 		return s.refuse(c, start, ReasonDraining, errcode.Unavailable, "batchd is shutting down; retry on another instance", nil)
 	}
+	if s.cfg.Jobs.Engine != nil {
+		defer s.cfg.Jobs.Engine.Interactive()()
+	}
 	// An absent Content-Type counts as JSON; curl -d without -H sends a form type, which is refused, so a client
 	// that names a type must name the right one.
 	if !planner.JSONMediaType(r.Header.Get("Content-Type")) {

@@ -35,7 +35,7 @@ func defaultJobsConfig() jobsConfig {
 // bindJobs registers the jobs flags with bind (parseConfig's: a flag with its environment fallback).
 func bindJobs(c *jobsConfig, bind func(v flag.Value, name, env, usage string)) {
 	bind((*redactedURL)(&c.redisURL), "jobs-redis", "BATCHD_JOBS_REDIS", "Redis that holds jobs, shared by every replica, e.g. redis://127.0.0.1:6379/0; empty: jobs run in memory in this process and do not survive it")
-	bind((*intValue)(&c.workers), "job-workers", "BATCHD_JOB_WORKERS", "batches of jobs this replica runs at once, e.g. 4")
+	bind((*intValue)(&c.workers), "job-workers", "BATCHD_JOB_WORKERS", "batches of jobs this replica runs at once (one at a time while interactive batches are served), e.g. 4")
 	bind((*durationValue)(&c.claimAfter), "job-claim-after", "BATCHD_JOB_CLAIM_AFTER", "with -jobs-redis: a batch whose replica has not been heard of for this long is taken over by another and run again, e.g. 30s")
 	bind((*intValue)(&c.maxBatches), "job-max-batches", "BATCHD_JOB_MAX_BATCHES", "most lines (batches) one job may hold, e.g. 1000000")
 	bind((*durationValue)(&c.resultsTTL), "job-results-ttl", "BATCHD_JOB_RESULTS_TTL", "how long a job and its results are kept after its last progress, e.g. 24h")

@@ -28,7 +28,13 @@ type Config struct {
 	// Poll is how often a results reader that waits for lines looks for new ones, and StatsEvery how often the
 	// queue's state is read for metrics; defaults 100ms and 10s.
 	Poll, StatsEvery time.Duration
+	// Quiet is how long after the last interactive batch (Engine.Interactive) ended the workers but one still
+	// leave job batches alone; default DefaultQuiet.
+	Quiet time.Duration
 }
+
+// DefaultQuiet is Config.Quiet's default.
+const DefaultQuiet = 100 * time.Millisecond
 
 // Engine runs jobs: it submits them to its Store, and its workers take their batches from it and run them.
 type Engine struct {
@@ -38,6 +44,14 @@ type Engine struct {
 	log     *slog.Logger
 	poll    time.Duration
 	every   time.Duration
+	quiet   time.Duration
+
+	// Interactive batches in flight on this replica, when the last one ended, and a channel closed when their
+	// count drops to 0 (nil while it is 0): while there are any, or were within quiet, one worker runs.
+	mu          sync.Mutex
+	interactive int
+	lastEnded   time.Time
+	idle        chan struct{}
 
 	takeCtx    context.Context // ends when the engine stops taking batches
 	stopTaking context.CancelFunc
@@ -50,7 +64,7 @@ type Engine struct {
 // New returns an engine over cfg.Store; Start starts its workers.
 func New(cfg Config) *Engine {
 	e := &Engine{store: cfg.Store, workers: cfg.Workers, rec: cfg.Recorder, log: cfg.Logger, poll: cfg.Poll,
-		every: cfg.StatsEvery}
+		every: cfg.StatsEvery, quiet: cfg.Quiet}
 	if e.workers <= 0 {
 		e.workers = DefaultWorkers
 	}
@@ -66,16 +80,20 @@ func New(cfg Config) *Engine {
 	if e.every <= 0 {
 		e.every = 10 * time.Second
 	}
+	if e.quiet <= 0 {
+		e.quiet = DefaultQuiet
+	}
 	e.takeCtx, e.stopTaking = context.WithCancel(context.Background())
 	e.runCtx, e.stopRuns = context.WithCancel(context.Background())
 	return e
 }
 
 // Start starts the workers, which run each batch with run, and the loop that reads the queue's state for metrics.
+// The first worker always takes batches; the others only while no interactive batch is served (Interactive).
 func (e *Engine) Start(run RunFunc) {
 	e.started = true
-	for range e.workers {
-		e.wg.Go(func() { e.work(run) })
+	for i := range e.workers {
+		e.wg.Go(func() { e.work(run, i > 0) })
 	}
 	e.wg.Go(e.statsLoop)
 }
@@ -99,11 +117,69 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	return context.Cause(ctx)
 }
 
-// work is one worker: take a batch, run it, store its answer, until the engine stops taking.
-func (e *Engine) work(run RunFunc) {
+// Interactive tells the engine that an interactive batch (POST /v1/batch) is being served on this replica, until
+// the returned function is called. Interactive batches come first: while any is served, and for Config.Quiet after
+// the last one ended, the replica runs one job batch at a time instead of -job-workers, so that a job takes one
+// batch's share of the CPU from interactive callers. A job never stops: the first worker always runs.
+func (e *Engine) Interactive() (end func()) {
+	e.mu.Lock()
+	if e.interactive == 0 {
+		e.idle = make(chan struct{})
+	}
+	e.interactive++
+	e.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.interactive--
+			e.lastEnded = time.Now()
+			if e.interactive == 0 {
+				close(e.idle)
+				e.idle = nil
+			}
+		})
+	}
+}
+
+// quietSpell waits until no interactive batch is served and none has ended for Config.Quiet; false when the
+// engine stops taking batches first.
+func (e *Engine) quietSpell() bool {
+	for {
+		e.mu.Lock()
+		idle, left := e.idle, e.quiet-time.Since(e.lastEnded)
+		e.mu.Unlock()
+		switch {
+		case idle != nil: // interactive batches in flight: wait for the last to end
+			select {
+			case <-idle:
+			case <-e.takeCtx.Done():
+				return false
+			}
+		case left > 0:
+			t := time.NewTimer(left)
+			select {
+			case <-t.C:
+			case <-e.takeCtx.Done():
+				t.Stop()
+				return false
+			}
+		default:
+			return true
+		}
+	}
+}
+
+// work is one worker: take a batch, run it, store its answer, until the engine stops taking. A worker that yields
+// takes a batch only in a quiet spell (quietSpell).
+func (e *Engine) work(run RunFunc, yields bool) {
 	var stored <-chan struct{} = closed
 	defer func() { <-stored }()
 	for e.takeCtx.Err() == nil {
+		if yields && !e.quietSpell() {
+			return
+		}
 		t, skipped, err := e.store.Take(e.takeCtx)
 		if skipped > 0 {
 			e.rec.JobBatch(OutcomeSkipped, skipped)

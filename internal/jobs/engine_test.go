@@ -447,3 +447,91 @@ func (c *countRecorder) JobBatch(o string, n int) {
 
 func (c *countRecorder) JobBatchReclaimed()                   { c.reclaimed.Add(1) }
 func (c *countRecorder) JobQueue(int64, int64, time.Duration) {}
+
+// concurrencyRun runs each batch for a moment and records how many ran at once, at most, since the last reset;
+// with a barrier set, each batch also waits (up to 10s) until that many run at once.
+type concurrencyRun struct {
+	mu       sync.Mutex
+	running  int
+	most     int
+	barrier  int
+	reached  chan struct{}
+	timedOut atomic.Bool
+}
+
+func (r *concurrencyRun) run(ctx context.Context, b Batch) (Answer, error) {
+	r.mu.Lock()
+	r.running++
+	r.most = max(r.most, r.running)
+	reached := r.reached
+	if reached != nil && r.running >= r.barrier {
+		close(reached)
+		r.reached = nil
+	}
+	r.mu.Unlock()
+	if reached != nil {
+		select {
+		case <-reached:
+		case <-time.After(10 * time.Second):
+			r.timedOut.Store(true)
+		case <-ctx.Done():
+		}
+	} else {
+		time.Sleep(time.Millisecond)
+	}
+	r.mu.Lock()
+	r.running--
+	r.mu.Unlock()
+	return Answer{Answer: []byte(`{"responses":[]}`)}, nil
+}
+
+func (r *concurrencyRun) reset(barrier int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	most := r.most
+	r.most = 0
+	if barrier > 0 {
+		r.barrier, r.reached = barrier, make(chan struct{})
+	}
+	return most
+}
+
+// Interactive batches come first: while one is served a replica runs one job batch at a time, whatever
+// -job-workers; once none has been served for the quiet spell, the workers run batches side by side again.
+func TestJobsYieldToInteractiveBatches(t *testing.T) {
+	run := &concurrencyRun{}
+	s := NewMemory(MemoryConfig{Dir: t.TempDir()})
+	t.Cleanup(func() { _ = s.Close() })
+	e := New(Config{Store: s, Workers: 4, Poll: 10 * time.Millisecond, Quiet: 20 * time.Millisecond})
+	end := e.Interactive()
+	e.Start(run.run)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, e.Shutdown(ctx))
+	})
+
+	j, _, err := submit(t, e, "", numbered(400)...)
+	require.NoError(t, err)
+	waitDone := func(n int64) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			got, err := e.Get(t.Context(), j.ID)
+			return err == nil && got.Done >= n
+		}, 20*time.Second, time.Millisecond)
+	}
+	waitDone(40)
+	assert.Equal(t, 1, run.reset(0), "beside an interactive batch, one job batch at a time")
+
+	// A second interactive batch that ends at once does not let the others in while the first is served.
+	e.Interactive()()
+	waitDone(80)
+	assert.Equal(t, 1, run.reset(0), "still one at a time while the first interactive batch is served")
+
+	run.reset(2) // from now on a batch waits until two run at once: with one worker it would wait 10s
+	end()
+	end() // ending twice counts once
+	waitEnded(t, e, j.ID)
+	assert.False(t, run.timedOut.Load(), "after the quiet spell, two job batches ran at once")
+	assert.GreaterOrEqual(t, run.reset(0), 2)
+}
