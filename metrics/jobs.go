@@ -8,7 +8,7 @@ import (
 	"github.com/batchd/batchd/internal/jobs"
 )
 
-// jobMetrics are the metrics of jobs (CONTRACT.md §12). Their label sets are the jobs package's own (jobs.Statuses,
+// jobMetrics are the metrics of jobs (docs/jobs.md). Their label sets are the jobs package's own (jobs.Statuses,
 // jobs.Outcomes); each series exists from the start at zero.
 type jobMetrics struct {
 	status       map[string]prometheus.Counter // by status

@@ -1,7 +1,7 @@
 // Package metrics is batchd's Prometheus instrumentation: one Metrics value, built by New on a registry the caller
 // passes in (never the global one), that implements runner.Recorder and the few calls the HTTP layer makes.
 //
-// Contract (CONTRACT.md §8):
+// Contract (README "Metrics"):
 //   - Every series is prefixed batchd_; durations are in seconds, counters end in _total.
 //   - Every label comes from a bounded set, passed in by the package that owns its values (Config): method is a
 //     known method pattern (Config.Methods), one of at most Config.LearnMethods labels learned from the upstream's

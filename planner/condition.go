@@ -12,7 +12,7 @@ import (
 	"github.com/batchd/batchd/internal/jsonscan"
 )
 
-// Condition is a step's "when" (CONTRACT.md §11): "${A:status} == 404" (a placeholder, an operator among ==, !=,
+// Condition is a step's "when" (README "REST APIs"): "${A:status} == 404" (a placeholder, an operator among ==, !=,
 // <, <=, >, >=, and a JSON literal), or "exists ${A.result.0}" / "not exists ${A.result.0}". A step whose
 // condition is false is not run.
 type Condition struct {

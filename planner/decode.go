@@ -35,7 +35,7 @@ type draft struct {
 	call
 	depends  []string
 	rollback *call // nil when the step has none
-	// The REST helpers (CONTRACT.md §11), as written; "" or nil when absent.
+	// The REST helpers (README "REST APIs"), as written; "" or nil when absent.
 	okStatus []int
 	when     string
 	forEach  string

@@ -17,7 +17,7 @@ type PathError struct {
 
 func (e *PathError) Error() string { return "path " + quoteClip(e.Path) + " refused: " + e.Detail }
 
-// CheckPath reports whether p is a safe method path (CONTRACT.md §3), nil when it is; otherwise a *PathError.
+// CheckPath reports whether p is a safe method path (README "Requests"), nil when it is; otherwise a *PathError.
 //
 // A safe path, joined under the upstream base URL's path, can only name a resource under that path: it has no
 // scheme, host, user info, fragment, dot or empty segment, backslash or control character, and percent-decoding
@@ -208,7 +208,7 @@ func withoutSuffix(p string) string {
 
 // compilePath compiles a step's path as written. name is the method path for Step.Name (no leading "/", no query).
 // A path that is exactly one placeholder (after an optional leading "/") is a URL reference, resolved against base
-// (CONTRACT.md §11).
+// (README "REST APIs").
 func compilePath(text string, list []string, base *upstreamBase) (t PathTemplate, name string, reason Reason, detail string) {
 	if !hasTemplate(text) {
 		return compileStaticPath(text, text, list)

@@ -13,10 +13,10 @@ type piece struct {
 	isRef bool
 }
 
-// refSpec is a placeholder as written (CONTRACT.md §4, §11): ${key}, ${key.a.0.b} (the step's response body),
-// ${key:status} (its HTTP status), ${key:headers.Name} (a response header), and in a for_each step ${item},
-// ${item.a.b} (the element the call is for) and ${index} (its position). ':' after the key selects metadata, '.'
-// walks the body.
+// refSpec is a placeholder as written (README "Placeholders", "REST APIs"): ${key}, ${key.a.0.b} (the step's response
+// body), ${key:status} (its HTTP status), ${key:headers.Name} (a response header), and in a for_each step ${item},
+// ${item.a.b} (the element the call is for) and ${index} (its position). ':' after the key selects metadata, '.' walks
+// the body.
 type refSpec struct {
 	text string // "${A.result.0.id}", for messages and ResolveError.Placeholder
 	key  string // "A"; "item" or "index" for a fan-out's element

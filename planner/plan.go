@@ -1,6 +1,6 @@
 // Package planner turns a batch request body into a validated, acyclic, immutable Plan.
 //
-// Contract (see CONTRACT.md §3–4):
+// Contract (see README "Requests", "Placeholders"):
 //   - Parse accepts three forms: {"stop_on_error", "requests": [...]}, {"batch": [...]} and a bare array of steps.
 //     Decoding is strict: unknown fields, duplicate object members anywhere and nesting deeper than Config.MaxDepth
 //     are errors.
@@ -11,7 +11,7 @@
 //     a substituted value. $${ is a literal ${.
 //   - A Plan is immutable once returned and safe for concurrent use.
 //
-// Placeholder rules in detail (CONTRACT.md §4; the Example functions show each):
+// Placeholder rules in detail (README "Placeholders"; the Example functions show each):
 //   - ${A} is step A's whole response; ${A.x.0.y} walks members and array indices (decimal, no sign, no leading
 //     zero). A key is [A-Za-z0-9_-]{1,64}; a segment is any text without '.', '{', '}', '$' or control characters.
 //   - Only string values are templates. A "${" in an object member name is literal text: substituting names could
@@ -32,9 +32,9 @@
 //
 // A "payload" (or "body") of null is the same as none. A step's method may not be CONNECT or TRACE.
 //
-// Opt-in extensions (CONTRACT.md §9):
+// Opt-in extensions (README "Idempotent retries" to "Step timings"):
 //   - "atomic": true sets Plan.Atomic and Plan.StopOnError (atomic wins over an explicit "stop_on_error": false).
-//     "timings": true sets Plan.Timings, "dry_run": true Plan.DryRun (CONTRACT.md §11). They need an object form:
+//     "timings": true sets Plan.Timings, "dry_run": true Plan.DryRun (README "REST APIs"). They need an object form:
 //     a bare array has no batch-level fields.
 //   - A step's "rollback": {"method"?, "path", "payload" (or "body")?, "headers"?} is compiled and checked like a
 //     step (Step.Rollback). Its placeholders may name the step itself, as ${self.…} or by its key, and the step's
@@ -77,7 +77,7 @@ type Config struct {
 	RequireRollback bool
 	// Base is the URL step paths are relative to: the upstream's base URL in proxy mode. A path that is exactly one
 	// placeholder takes its value as a URL reference resolved against it, which must stay on its origin and under
-	// its path (CONTRACT.md §11). Without a scheme and host, only references without them are accepted; nil is "/".
+	// its path (README "REST APIs"). Without a scheme and host, only references without them are accepted; nil is "/".
 	Base *url.URL
 }
 
@@ -85,12 +85,12 @@ type Config struct {
 type Plan struct {
 	Form        Form
 	StopOnError bool // also set by Atomic
-	// Atomic is "atomic": true (CONTRACT.md §9): stop on error, then undo the steps that succeeded with their
+	// Atomic is "atomic": true (README "Atomic batches"): stop on error, then undo the steps that succeeded with their
 	// Rollback.
 	Atomic bool
 	// Timings is "timings": true: the answer carries each step's timing and the batch's critical path.
 	Timings bool
-	// DryRun is "dry_run": true (CONTRACT.md §11): the batch is validated and planned, and nothing is sent; the
+	// DryRun is "dry_run": true (README "REST APIs"): the batch is validated and planned, and nothing is sent; the
 	// answer is the plan.
 	DryRun bool
 	Steps  []Step
@@ -168,7 +168,7 @@ type Step struct {
 	// Rollback is the call that undoes this step in an atomic batch; nil when the step has none.
 	Rollback *Rollback
 
-	// The REST helpers (CONTRACT.md §11).
+	// The REST helpers (README "REST APIs").
 	// OKStatus are statuses that count as success besides those under 400 (ascending); the step still reports
 	// the status it got.
 	OKStatus []int
@@ -275,7 +275,7 @@ const (
 	ReasonInvalidMethod Reason = "invalid_method" // a method that is not an HTTP token, or CONNECT or TRACE
 	// ReasonMissingRollback: with Config.RequireRollback, a step of an atomic batch that has no rollback.
 	ReasonMissingRollback Reason = "missing_rollback"
-	// ReasonInvalidCondition: a "when" that cannot be read (CONTRACT.md §11).
+	// ReasonInvalidCondition: a "when" that cannot be read (README "REST APIs").
 	ReasonInvalidCondition Reason = "invalid_when"
 	// ReasonInvalidForEach: a "for_each" that is not one placeholder naming a step's response.
 	ReasonInvalidForEach Reason = "invalid_for_each"

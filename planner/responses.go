@@ -16,7 +16,8 @@ import (
 // Responses are what a plan's templates read while the plan runs: the steps' responses (their bodies, statuses and
 // captured headers) and, in a fan-out call, the element it is for. Each body is indexed the first time a placeholder
 // reads it and the index is kept for the rest of the batch, so a response is scanned at most once however many
-// placeholders read it (CONTRACT.md §10). Safe for concurrent use; a nil *Responses has no response for any step.
+// placeholders read it (README "Limits and guarantees"). Safe for concurrent use; a nil *Responses has no response for
+// any step.
 type Responses struct {
 	body   func(step int) []byte
 	meta   func(step int) (status int, header http.Header)

@@ -214,8 +214,8 @@ func (t *JSONTemplate) build(dst []byte, vals [][]byte) []byte {
 	return append(dst, t.raw[last:]...)
 }
 
-// TooLargeError is a call that would be over a cap once resolved (CONTRACT.md §10): the step fails unsent, with
-// 413 naming the part, its size and the cap.
+// TooLargeError is a call that would be over a cap once resolved (README "Limits and guarantees"): the step fails
+// unsent, with 413 naming the part, its size and the cap.
 type TooLargeError struct {
 	Part  string // "path", "header \"X-Token\"", "body"
 	Size  int64  // the resolved size, or at least this much when AtLeast
@@ -333,9 +333,9 @@ func (t *StringTemplate) Static() bool { return t.parts == nil }
 func (t *StringTemplate) String() string { return t.text }
 
 // Resolve returns the header value with its placeholders interpolated as text; a value over limit bytes (0: no
-// limit) is a *TooLargeError (Header.Resolve names the header in it). A resolved value that contains a control character other than
-// tab (CR, LF, NUL, …) is refused with a *ResolveError (errcode.Unresolvable): a response must not be able to
-// split or smuggle headers.
+// limit) is a *TooLargeError (Header.Resolve names the header in it). A resolved value that contains a control
+// character other than tab (CR, LF, NUL, …) is refused with a *ResolveError (errcode.Unresolvable): a response must not
+// be able to split or smuggle headers.
 func (t *StringTemplate) Resolve(r *Responses, limit int) (string, error) {
 	if t.parts == nil {
 		return t.text, nil

@@ -20,7 +20,7 @@ type checkedCall struct {
 	headers []Header
 	body    *JSONTemplate   // nil when there is no payload, or it is sent as text
 	text    *StringTemplate // a string payload sent as is under a non-JSON Content-Type; nil otherwise
-	// A step's REST helpers (CONTRACT.md §11); a rollback has none.
+	// A step's REST helpers (README "REST APIs"); a rollback has none.
 	okStatus []int
 	when     *Condition
 	forEach  *ref

@@ -1,5 +1,5 @@
 // Package runner executes a validated *planner.Plan through an Invoker and returns every step's Result in request
-// order (CONTRACT.md §5–6).
+// order (README "What runs when", "Responses").
 //
 // Ordering:
 //   - Run returns one Result per step, indexed by the step's position in the request, whatever order the steps ran in.
@@ -29,7 +29,7 @@
 //   - A Runner is safe for concurrent use; OnResult and Recorder methods may be called from several goroutines at
 //     once and must not block for long (OnResult runs on the critical path of the step's dependents).
 //
-// Atomic batches (planner.Plan.Atomic, CONTRACT.md §9):
+// Atomic batches (planner.Plan.Atomic, README "Atomic batches"):
 //   - The batch runs as with StopOnError. When every step succeeded it has committed and nothing more happens.
 //   - Otherwise, once every step has ended (running steps finish), the rollback of each step that succeeded runs
 //     (planner.Step.Rollback), in reverse dependency order: a step's rollback starts only after the rollbacks of
@@ -49,7 +49,7 @@
 //
 // The seams are interfaces declared here: Invoker (how a call is made), Recorder (metrics) and Budget (bytes).
 //
-// Where CONTRACT.md is silent, this package decides:
+// Where the README is silent, this package decides:
 //   - With stop_on_error, a step whose dependency was not executed (412) is not executed either (412), unless
 //     another of its dependencies really failed (424 naming that one).
 //   - An invocation whose context ended before it returned is classified by the context's cause even if the

@@ -12,7 +12,7 @@ import (
 
 // fanOut runs fan-out step i (planner.Step.ForEach): one call per element of its list, each with ${item…} and
 // ${index} bound to its element, at most Config.MaxParallel of them at once and each under the batch's slots like
-// any call. The step's result gathers them (CONTRACT.md §11): Body the array of their bodies in element order,
+// any call. The step's result gathers them (README "REST APIs"): Body the array of their bodies in element order,
 // Items each call's status and body, Status 200 when every call succeeded, else the first failing call's status,
 // with its outcome and code. A list longer than the calls the batch may still make fails the step unsent.
 func (b *batch) fanOut(i int, step *planner.Step, res *Result) {

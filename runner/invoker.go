@@ -62,8 +62,9 @@ type InvokeError struct {
 func (e *InvokeError) Error() string { return "upstream " + e.Kind + ": " + e.Err.Error() }
 func (e *InvokeError) Unwrap() error { return e.Err }
 
-// Budget is the byte budget that a batch's steps draw on (CONTRACT.md §10): the responses kept, the calls built,
-// the index of each response read by a placeholder. *budget.Account implements it; its errors are *budget.Error.
+// Budget is the byte budget that a batch's steps draw on (README "Limits and guarantees"): the responses kept, the
+// calls built, the index of each response read by a placeholder. *budget.Account implements it; its errors are
+// *budget.Error.
 type Budget interface {
 	Reserve(n int64) error
 	Release(n int64)

@@ -56,7 +56,7 @@ type Item struct {
 // RolledBack reports whether the step was undone: its rollback ran and succeeded.
 func (r Result) RolledBack() bool { return r.Rollback != nil && r.Rollback.OK }
 
-// RollbackResult is what a step's rollback did (CONTRACT.md §9, atomic batches).
+// RollbackResult is what a step's rollback did (README "Atomic batches").
 type RollbackResult struct {
 	// OK: the rollback ran and succeeded (status < 400 and not "ok": false): the step was undone.
 	OK bool
@@ -142,9 +142,9 @@ func CallOutcome(ctx context.Context, c Call, resp Response, err error) Outcome 
 	return OutcomeOK
 }
 
-// Failure reports whether a response is a failed step's (CONTRACT.md §5, §11): a status not in okStatus that is 400
-// or more, or whose body is a JSON object with "ok": false (REGOS, the API style batchd was first written for,
-// reports business errors as HTTP 200 with "ok": false).
+// Failure reports whether a response is a failed step's (README "What runs when", "REST APIs"): a status not in
+// okStatus that is 400 or more, or whose body is a JSON object with "ok": false (REGOS, the API style batchd was first
+// written for, reports business errors as HTTP 200 with "ok": false).
 func Failure(status int, body []byte, okStatus []int) bool {
 	if slices.Contains(okStatus, status) {
 		return false

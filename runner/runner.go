@@ -20,7 +20,7 @@ import (
 	"github.com/batchd/batchd/planner"
 )
 
-// Defaults of Config; CONTRACT.md §2 and §10.
+// Defaults of Config; README "Configuration", "Limits and guarantees".
 const (
 	DefaultMaxParallel   = 16
 	DefaultStepTimeout   = 10 * time.Second
@@ -42,11 +42,12 @@ type Config struct {
 	// Logger receives panics with their stack; nil means slog.Default().
 	Logger *slog.Logger
 	// MaxCallPath, MaxCallHeader and MaxCallBody cap one call once its placeholders are resolved: its path, each
-	// header value, its body (CONTRACT.md §10). A step over one fails unsent with 413. Defaults 8 KiB, 8 KiB, 8 MiB.
+	// header value, its body (README "Limits and guarantees"). A step over one fails unsent with 413. Defaults 8 KiB, 8
+	// KiB, 8 MiB.
 	MaxCallPath   int
 	MaxCallHeader int
 	MaxCallBody   int64
-	// MaxCalls caps the calls one batch makes, a fan-out's included (CONTRACT.md §11); rollbacks are not counted.
+	// MaxCalls caps the calls one batch makes, a fan-out's included (README "REST APIs"); rollbacks are not counted.
 	// A for_each list that would go over it fails its step unsent (413). Default 1000.
 	MaxCalls int
 }

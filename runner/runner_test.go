@@ -404,7 +404,7 @@ func TestResolvedPathRefused(t *testing.T) {
 	m := byKey(results)
 	requireOK(t, m["B"])
 	assert.Equal(t, "items/5", f.Calls("B")[0].Path)
-	// A substituted value is checked again as a path segment: ".." is refused (CONTRACT.md §3–4).
+	// A substituted value is checked again as a path segment: ".." is refused (README "Requests", "Placeholders").
 	e := requireDecided(t, m["C"], errcode.ResolvedPathRefused, runner.OutcomeSkipped, false)
 	assert.Contains(t, e.Result.Description, "${A.result.id}")
 	assert.Equal(t, []string{"A", "B"}, f.Started())

@@ -11,10 +11,11 @@ import (
 	"github.com/batchd/batchd/runner"
 )
 
-// The answer (CONTRACT.md §6, §9) is written by one set of functions for its three uses: counting its exact size,
-// building it whole in one buffer (a small answer, or one stored for an Idempotency-Key), and writing a large one
-// or a stream to the client in chunks, so that no copy of the step bodies is made. Step bodies are JSON already
-// and are copied as they are, never re-encoded (a streamed line compacts a body that spans lines).
+// The answer (README "Responses", "Streaming results", "Step timings") is written by one set of functions for its three
+// uses: counting its exact size, building it whole in one buffer (a small answer, or one stored for an
+// Idempotency-Key), and writing a large one or a stream to the client in chunks, so that no copy of the step bodies is
+// made. Step bodies are JSON already and are copied as they are, never re-encoded (a streamed line compacts a body that
+// spans lines).
 
 // chunk is the size at which a wire writing to a client flushes what it holds, and from which a body is written
 // to the client directly instead of being copied first.
@@ -162,7 +163,7 @@ func (o *wire) answer(p *planner.Plan, results []runner.Result) {
 	o.flush()
 }
 
-// calls writes what a result holds of its calls besides the response (CONTRACT.md §11): a fan-out step's
+// calls writes what a result holds of its calls besides the response (README "REST APIs"): a fan-out step's
 // ,"items":[{"status","response"},…] and the headers its step asked for in capture_headers, ,"headers":{…}.
 func (o *wire) calls(p *planner.Plan, r *runner.Result, compact bool) {
 	if r.Items != nil {
@@ -313,7 +314,7 @@ func (o *wire) summary(p *planner.Plan, results []runner.Result, elapsed time.Du
 	o.full()
 }
 
-// plan writes the answer of a dry run (CONTRACT.md §11): {"plan": {"steps": [{"key", "method", "path",
+// plan writes the answer of a dry run (README "REST APIs"): {"plan": {"steps": [{"key", "method", "path",
 // "depends_on", "level"}, …], "levels", "critical_path"}}; a path is written as the request wrote it, placeholders
 // included.
 func (o *wire) plan(p *planner.Plan) {
@@ -353,8 +354,8 @@ func (o *wire) plan(p *planner.Plan) {
 	o.str("]}}")
 }
 
-// AppendAnswer appends the answer of a batch that ran to dst, as POST /v1/batch writes it (CONTRACT.md §6, §9):
-// {"responses":[{"key","status","response"},…]} (a bare array for a bare array of steps), with what the plan
+// AppendAnswer appends the answer of a batch that ran to dst, as POST /v1/batch writes it (README "Responses", "Step
+// timings"): {"responses":[{"key","status","response"},…]} (a bare array for a bare array of steps), with what the plan
 // opted into (timings, atomic). For library use: Parse, Run, then AppendAnswer.
 func AppendAnswer(dst []byte, p *planner.Plan, results []runner.Result) []byte {
 	o := wire{buf: dst}

@@ -11,7 +11,8 @@ import (
 	"github.com/batchd/batchd/runner"
 )
 
-// NormalizeBody turns an API's response body into the JSON value a step result carries (CONTRACT.md §6, §10):
+// NormalizeBody turns an API's response body into the JSON value a step result carries (README "Responses", "Limits and
+// guarantees"):
 //
 //   - a body that is empty or only whitespace becomes null;
 //   - a body whose content type is JSON (application/json, any +json type) or absent, and that is valid JSON in
@@ -77,8 +78,8 @@ func release(bud runner.Budget, n int64) {
 var errOverCap = errors.New("transport: over the size cap")
 
 // cappedBuffer collects a body of at most max bytes, each allocation reserved from bud before it is made: the
-// bytes a response takes are accounted where they are allocated (CONTRACT.md §10). Past max it keeps max+1 bytes
-// and reports errOverCap; a failed reservation is returned as it is, and the buffer keeps what it had.
+// bytes a response takes are accounted where they are allocated (README "Limits and guarantees"). Past max it keeps
+// max+1 bytes and reports errOverCap; a failed reservation is returned as it is, and the buffer keeps what it had.
 type cappedBuffer struct {
 	buf []byte
 	max int64

@@ -21,7 +21,7 @@ import (
 	"github.com/batchd/batchd/runner"
 )
 
-// DefaultMaxResponseBytes is the largest step response an invoker reads by default (CONTRACT.md §5).
+// DefaultMaxResponseBytes is the largest step response an invoker reads by default (README "What runs when").
 const DefaultMaxResponseBytes = 8 << 20
 
 // DefaultMaxIdlePerHost is the idle connection pool NewUpstreamTransport keeps to the upstream when not told: enough
@@ -236,8 +236,8 @@ func methodAndBody(c runner.Call) (string, io.Reader) {
 	return method, bytes.NewReader(c.Body)
 }
 
-// finalStatus refuses a status that is not a final answer (CONTRACT.md §10): outside 200–599, that is 0, 101 or
-// another 1xx the Transport passed on, or a number no server should send.
+// finalStatus refuses a status that is not a final answer (README "Limits and guarantees"): outside 200–599, that is 0,
+// 101 or another 1xx the Transport passed on, or a number no server should send.
 func finalStatus(s int) error {
 	if s >= 200 && s <= 599 {
 		return nil
@@ -245,7 +245,7 @@ func finalStatus(s int) error {
 	return &runner.InvokeError{Kind: "protocol", Err: fmt.Errorf("status %d is not a final HTTP status", s)}
 }
 
-// isBudget reports whether err is a budget's refusal (CONTRACT.md §10), which the runner turns into 507.
+// isBudget reports whether err is a budget's refusal (README "Limits and guarantees"), which the runner turns into 507.
 func isBudget(err error) bool {
 	var be *budget.Error
 	return errors.As(err, &be)

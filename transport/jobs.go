@@ -19,7 +19,7 @@ import (
 	"github.com/batchd/batchd/runner"
 )
 
-// The routes of jobs (CONTRACT.md §12): POST /v1/jobs takes an NDJSON body of batches, one per line, read as a
+// The routes of jobs (docs/jobs.md): POST /v1/jobs takes an NDJSON body of batches, one per line, read as a
 // stream and checked line by line with planner.Parse before anything is queued; GET /v1/jobs/{id} is its state,
 // GET /v1/jobs/{id}/results its answers in line order, DELETE /v1/jobs/{id} cancels it. RunJobBatch runs one line
 // as POST /v1/batch runs a batch: the same plan, runner, budgets and answer.

@@ -613,7 +613,7 @@ func TestLiveBinary(t *testing.T) {
 			status: 503, specAccepts: true},
 		{name: "unknown demo method", method: "POST", path: "/v1/Nope/Nope", body: `{}`, status: 404, specAccepts: true},
 
-		// Opt-in extensions of CONTRACT.md §9.
+		// Opt-in extensions of README "Idempotent retries" to "Step timings".
 		{name: "atomic with rollback and timings", method: "POST", path: "/v1/batch", status: 200, specAccepts: true,
 			body: `{"atomic": true, "timings": true, "requests": [
 				{"key": "add", "path": "Producer/Add", "payload": {"name": "Sprite"},
@@ -727,7 +727,7 @@ func TestRateLimitedAnswersMatchSpec(t *testing.T) {
 }
 
 // startBinary builds cmd/batchd from this module and runs it on a free loopback port with args; it is stopped with
-// SIGTERM when the test ends and must then exit 0 (CONTRACT.md §2).
+// SIGTERM when the test ends and must then exit 0 (README "Configuration").
 func startBinary(t *testing.T, args ...string) string {
 	t.Helper()
 	gomod, err := exec.CommandContext(t.Context(), "go", "env", "GOMOD").Output()

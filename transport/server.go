@@ -2,7 +2,7 @@
 // refusals, and the invokers that carry a step to an upstream API (HTTPInvoker) or to an in-process handler
 // (InProcessInvoker).
 //
-// Contract (CONTRACT.md §2, §3, §6):
+// Contract (README "Configuration", "Requests", "Responses"):
 //   - POST /v1/batch answers 200 whenever the batch was accepted, whatever its steps did, with every step's result in
 //     request order; a refused batch gets 400 (plan problems), 413 (body over MaxBody), 415 (not JSON) or 503
 //     (draining), each an ErrorResult whose result.details lists the problems.
@@ -10,7 +10,8 @@
 //     Config.ForwardHeaders) reach every step unless the step sets its own.
 //   - If the client goes away, the batch's context is cancelled: no new step starts and running ones are cancelled.
 //   - With Accept: application/x-ndjson (WantsStream) an accepted batch is answered as a stream, one line per step
-//     as it finishes, then a summary line (CONTRACT.md §9); refusals stay JSON ErrorResults with their status.
+//     as it finishes, then a summary line (README "Streaming results"); refusals stay JSON ErrorResults with their
+//     status.
 //   - Internals never reach a client: unexpected errors and panics are logged and answered with a bare 500.
 package transport
 
@@ -62,7 +63,7 @@ type Runner interface {
 	Run(ctx context.Context, p *planner.Plan, opt runner.Options) []runner.Result
 }
 
-// Idempotency makes a retried batch run once (CONTRACT.md §9, §10: Idempotency-Key); *idempotency.Guard implements
+// Idempotency makes a retried batch run once (README "Idempotent retries"); *idempotency.Guard implements
 // it. Begin sees the request once its body is read, before planning, with the form the handler will answer in
 // (stream: NDJSON, as WantsStream decided), which is part of what a retry must repeat: the handler decides it once,
 // so the key's fingerprint is always the form of the answer sent. When Begin answered the request itself (a replay,
@@ -106,7 +107,7 @@ type Config struct {
 	BatchMiddleware []echo.MiddlewareFunc
 	// Memory, optional, is the process memory budget (-memory-budget): a batch is admitted only when it can hold
 	// the batch's request and working buffers (else 503 overloaded with Retry-After), and everything the batch
-	// holds then is drawn from it (CONTRACT.md §10).
+	// holds then is drawn from it (README "Limits and guarantees").
 	Memory *budget.Pool
 	// MaxBatchBytes bounds what one batch holds (-max-batch-bytes); 0: the process budget alone.
 	MaxBatchBytes int64

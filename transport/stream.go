@@ -14,7 +14,7 @@ import (
 	"github.com/batchd/batchd/runner"
 )
 
-// MIMENDJSON is the media type of a streamed answer (CONTRACT.md §9).
+// MIMENDJSON is the media type of a streamed answer (README "Streaming results").
 const MIMENDJSON = "application/x-ndjson"
 
 // WantsStream reports whether a request's Accept header values ask for a streamed answer: application/x-ndjson
@@ -45,9 +45,9 @@ func WantsStream(accept []string) bool {
 	return ndjson > 0 && ndjson >= best
 }
 
-// stream runs an accepted batch and answers it as NDJSON (CONTRACT.md §9): 200 at once, then one line per step as
-// it finishes ({"index","key","status","response"}, plus "timing" with "timings": true), in completion order, each
-// flushed; in an atomic batch that did not commit, one line per attempted rollback
+// stream runs an accepted batch and answers it as NDJSON (README "Streaming results"): 200 at once, then one line per
+// step as it finishes ({"index","key","status","response"}, plus "timing" with "timings": true), in completion order,
+// each flushed; in an atomic batch that did not commit, one line per attempted rollback
 // ({"index","key","rolled_back","rollback_status"}); finally a summary line without "index".
 //
 // The runner's OnResult is on the critical path of the step's dependents, so it never writes to the client: it

@@ -51,7 +51,7 @@ type config struct {
 	idempotencyMaxAnswer  byteSize
 	redisURL              string // empty: Idempotency-Key answers are kept in memory
 
-	// Budgets (CONTRACT.md §10).
+	// Budgets (README "Limits and guarantees").
 	maxCallPath    byteSize
 	maxCallHeader  byteSize
 	maxCallBody    byteSize

@@ -1,6 +1,6 @@
 package main
 
-// End-to-end tests of the opt-in extensions of CONTRACT.md §9 beyond idempotency (README "Atomic batches",
+// End-to-end tests of the opt-in extensions beyond idempotency (README "Atomic batches",
 // "Streaming results", "Step timings"): the real service through run(), with the embedded demo API.
 
 import (

@@ -15,7 +15,7 @@ import (
 	"github.com/batchd/batchd/transport"
 )
 
-// jobsConfig is the configuration of jobs (CONTRACT.md §12).
+// jobsConfig is the configuration of jobs (docs/jobs.md).
 type jobsConfig struct {
 	redisURL       string // empty: jobs in memory, in this process
 	workers        int

@@ -1,5 +1,5 @@
 // Command batchd serves the batch endpoint: one HTTP request holding up to 50 API calls, run in dependency order
-// with independent calls in parallel. See README.md for flags, and CONTRACT.md for the wire format.
+// with independent calls in parallel. See README.md for its flags and its wire format.
 package main
 
 import (

@@ -14,7 +14,7 @@ const (
 	batchEcho                         // N independent Demo/Echo steps (demo mode)
 )
 
-// batchSpec describes one scenario's batch; body builds its canonical request (CONTRACT.md §3).
+// batchSpec describes one scenario's batch; body builds its canonical request (README "Requests").
 type batchSpec struct {
 	kind   batchKind
 	steps  int

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Rules of CONTRACT.md §3 and §4 that the scenario batches must follow.
+// Rules of README "Requests", "Placeholders" that the scenario batches must follow.
 var (
 	keyRE         = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	placeholderRE = regexp.MustCompile(`\$\{([A-Za-z0-9_-]+)((?:\.[^.}]+)+)\}`)
@@ -52,7 +52,7 @@ func TestBatchBodiesFollowTheContract(t *testing.T) {
 			var steps []map[string]json.RawMessage
 			require.NoError(t, json.Unmarshal(top["requests"], &steps))
 			require.Len(t, steps, tc.spec.steps)
-			require.LessOrEqual(t, len(steps), 50, "CONTRACT: -max-steps defaults to 50")
+			require.LessOrEqual(t, len(steps), 50, "-max-steps defaults to 50")
 
 			seen := map[string]int{}
 			for i, st := range steps {

@@ -108,7 +108,7 @@ func checkEcho(body []byte, want int) error {
 	return nil
 }
 
-// checkBatch verifies batchd's answer to a batch built by a batchSpec (CONTRACT.md §6): HTTP 200, one result per
+// checkBatch verifies batchd's answer to a batch built by a batchSpec (README "Responses"): HTTP 200, one result per
 // step in request order, each with status 200 and a body the spec accepts. An error about a step quotes that
 // step's response as batchd sent it.
 func checkBatch(spec batchSpec, status int, body []byte) error {

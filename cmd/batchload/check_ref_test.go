@@ -66,7 +66,7 @@ func refCheckEcho(body []byte, want int) error {
 	return nil
 }
 
-// refBatchAnswer is batchd's answer to a batch in the canonical form (CONTRACT.md §6), decoded in one pass.
+// refBatchAnswer is batchd's answer to a batch in the canonical form (README "Responses"), decoded in one pass.
 type refBatchAnswer struct {
 	Responses []struct {
 		Key      string      `json:"key"`

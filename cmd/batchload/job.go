@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// The job scenario (SCENARIOS.md): the same 10-step batches (10 independent fast/Item/Add steps) sent as one job of
+// The job scenario (README.md here): the same 10-step batches (10 independent fast/Item/Add steps) sent as one job of
 // -job-lines lines and as -job-lines interactive batches by -concurrency clients; steps/s of each, and the job's
 // as a ratio of the interactive figure; then jobs of each -job-rss-steps size, with batchd's resident memory read
 // from /proc while each runs, to show it flat as the job grows. Every answer is checked, and the upstream must see

@@ -1,4 +1,4 @@
-// Command batchload measures batchd on the standard performance scenarios of SCENARIOS.md (a50, b50, c10, d10)
+// Command batchload measures batchd on the standard performance scenarios listed in its README.md (a50, b50, c10, d10)
 // and on the demo-mode comparison (demo10), with the client-side baselines measured in the same run against the
 // same upstream, and prints one table per scenario with its targets evaluated as ratios.
 //

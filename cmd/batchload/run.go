@@ -20,7 +20,7 @@ import (
 var (
 	// errCheckFailed: a run's results are not valid (errors, wrong upstream call count, cut short).
 	errCheckFailed = errors.New("check failed")
-	// errTargetMissed: every check passed but a SCENARIOS.md target was missed.
+	// errTargetMissed: every check passed but a scenario's target was missed.
 	errTargetMissed = errors.New("target missed")
 )
 

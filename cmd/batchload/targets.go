@@ -18,7 +18,7 @@ const (
 	modeSingleC = "one by one, concurrent"
 )
 
-// target is one target line of SCENARIOS.md, evaluated as a ratio (or a difference) inside one run.
+// target is one target of a scenario (README.md here), evaluated as a ratio (or a difference) inside one run.
 type target struct {
 	Desc   string  `json:"target"` // e.g. "batchd p50 ≤ par p50"
 	Detail string  `json:"detail"` // the numbers that went into Value

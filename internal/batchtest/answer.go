@@ -2,8 +2,9 @@ package batchtest
 
 import "encoding/json"
 
-// Answer is a batch answer in the canonical form as a client decodes it (CONTRACT.md §6, with the members of §9's
-// extensions): the canonical answer, with the atomic and timing members. Pointers are nil when a member is absent.
+// Answer is a batch answer in the canonical form as a client decodes it (README "Responses", with the members of the
+// opt-in extensions): the canonical answer, with the atomic and timing members. Pointers are nil when a member is
+// absent.
 type Answer struct {
 	Responses []struct {
 		Key            string          `json:"key"`

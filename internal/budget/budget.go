@@ -1,5 +1,5 @@
-// Package budget bounds the bytes that client input can make batchd hold (CONTRACT.md §10): a Pool for the whole
-// process and an Account per batch, drawn from the pool.
+// Package budget bounds the bytes that client input can make batchd hold (README "Limits and guarantees"): a Pool for
+// the whole process and an Account per batch, drawn from the pool.
 //
 // Contract:
 //   - Bytes are reserved where they are about to be allocated (a response read, a call built, an index kept, an

@@ -1,5 +1,5 @@
 // Package idempotency makes a retried batch run once: the Idempotency-Key request header of POST /v1/batch
-// (CONTRACT.md §9).
+// (README "Idempotent retries" to "Step timings").
 //
 // Contract:
 //   - A key is 1–255 printable ASCII characters (space to tilde), sent once; anything else is refused with 400

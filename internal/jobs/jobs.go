@@ -1,5 +1,5 @@
 // Package jobs runs imports of any size: a job is an NDJSON body of batches, one per line, run in the background by
-// a bounded pool of workers per replica, with its progress and its answers kept in a Store (CONTRACT.md §12).
+// a bounded pool of workers per replica, with its progress and its answers kept in a Store (docs/jobs.md).
 //
 // Contract:
 //   - A job is staged line by line while its body is read (Stager.Add) and becomes runnable only when committed:

@@ -10,8 +10,8 @@ import (
 // Doc is one JSON document read in place, with an index that lookups build as they go: the first lookup that walks
 // into an object or array scans it once and keeps where each member or element starts and ends, so that any later
 // lookup through it costs a slice access (or, in a large object, a map access) per segment, whatever the
-// document's size. However many placeholders read a response, it is scanned at most once (CONTRACT.md §10, CPU).
-// The index is a tree: each member that a lookup walked into holds the index of its own value.
+// document's size. However many placeholders read a response, it is scanned at most once (README "Limits and
+// guarantees", CPU). The index is a tree: each member that a lookup walked into holds the index of its own value.
 //
 // A Doc is safe for concurrent use. Its index is kept as long as the Doc; charge, when set, is told the bytes each
 // part of the index is about to take, and a non-nil error from it fails the lookup that needed that part. The

@@ -1,5 +1,5 @@
 // Package demoapi is batchd's embedded demo API: a small REGOS-style business API kept in memory, so that batches
-// can run on a fresh machine with nothing else listening (CONTRACT.md §7).
+// can run on a fresh machine with nothing else listening (README "The embedded demo API").
 //
 // Contract:
 //   - Every method is POST /<Method> (e.g. POST /Producer/Add) with a JSON object payload; an empty body or null
