@@ -115,12 +115,17 @@ func (s *Server) stream(c echo.Context, start time.Time, plan *planner.Plan, opt
 	s.obs.BatchFinished()
 
 	write() // the lines queued since the last signal
+	// The whole stream is recorded for an Idempotency-Key before its last line is written (also when the client
+	// left: its retry sees what ran), so that a client that retries as soon as it has read the summary is answered
+	// from the record, not told that the batch is still running.
 	o.summary(plan, results, time.Since(start))
+	rec.add(o.buf)
+	o.tee = nil
+	finish(http.StatusOK, MIMENDJSON, rec.answer())
 	o.flush()
 	if o.err == nil {
 		flush()
 	}
-	finish(http.StatusOK, MIMENDJSON, rec.answer()) // also when the client left: its retry sees what ran
 	s.logRollbackFailures(h.Get("X-Request-Id"), plan, results)
 	if r.Context().Err() != nil || o.err != nil {
 		s.logBatch(c, "batch abandoned: client closed", plan, results, start, true)

@@ -281,3 +281,84 @@ func TestIdempotencyKeysTheFormSent(t *testing.T) {
 		})
 	}
 }
+
+// holdingIdempotency holds the first finish that records an answer until release is closed, having closed called:
+// a test can look at what the client has received while the answer is being recorded.
+type holdingIdempotency struct {
+	Idempotency
+	called, release chan struct{}
+	once            *sync.Once
+}
+
+func (h holdingIdempotency) Begin(w http.ResponseWriter, r *http.Request, body []byte, stream bool) (func(int, string, []byte), int64, bool) {
+	finish, limit, answered := h.Idempotency.Begin(w, r, body, stream)
+	if answered {
+		return finish, limit, answered
+	}
+	return func(status int, contentType string, b []byte) {
+		if status != 0 {
+			h.once.Do(func() { close(h.called); <-h.release })
+		}
+		finish(status, contentType, b)
+	}, limit, answered
+}
+
+// A streamed answer is recorded for its Idempotency-Key before its summary line is written: a client that retries
+// as soon as it has read the summary gets the answer replayed, never "still running".
+func TestStreamRecordsItsAnswerBeforeTheSummary(t *testing.T) {
+	srv, ts := newTestServer(t, nil, &recordingObserver{}, io.Discard)
+	h := holdingIdempotency{
+		Idempotency: idempotency.New(idempotency.Config{Store: idempotency.NewMemory(idempotency.MemoryConfig{})}),
+		called:      make(chan struct{}), release: make(chan struct{}), once: &sync.Once{},
+	}
+	srv.cfg.Idempotency = h
+	var released sync.Once
+	free := func() { released.Do(func() { close(h.release) }) }
+	t.Cleanup(free) // before the server closes: a failed test must not leave the handler held
+	const body = `[{"key": "add", "path": "Producer/Add", "payload": {"name": "Fanta"}}]`
+	send := func() *http.Response {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, ts.URL+"/v1/batch", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", MIMENDJSON)
+		req.Header.Set(idempotency.HeaderKey, "k")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	resp := send()
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	select {
+	case <-h.called:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the answer was never recorded")
+	}
+	// batchd is recording the answer now. Whatever the client reads meanwhile is a step's line, never the summary.
+	wait := time.After(300 * time.Millisecond)
+	for held := true; held; {
+		select {
+		case l := <-lines:
+			require.Contains(t, l, `"index"`, "the summary was written before the answer was recorded")
+		case <-wait:
+			held = false
+		}
+	}
+	free()
+	var last string
+	for l := range lines {
+		last = l
+	}
+	assert.NotContains(t, last, `"index"`, "the stream ends with its summary")
+
+	retry := send()
+	assert.Equal(t, http.StatusOK, retry.StatusCode)
+	assert.Equal(t, "true", retry.Header.Get(idempotency.HeaderReplayed))
+}
