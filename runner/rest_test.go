@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -132,11 +133,24 @@ func TestFanOutCountsAgainstMaxCalls(t *testing.T) {
 }
 
 func TestFanOutRollbackPerCall(t *testing.T) {
+	// b fails only once a and c were sent: a failure stops the calls of an atomic batch not started yet, and this
+	// test is about the rollbacks of calls that succeeded.
+	var sent sync.WaitGroup
+	sent.Add(2)
 	f := &fakeInvoker{Step: map[string]func(context.Context, runner.Call) (runner.Response, error){
 		"L": reply(200, `{"result": ["a", "b", "c"]}`),
-		"F": func(_ context.Context, c runner.Call) (runner.Response, error) {
+		"F": func(ctx context.Context, c runner.Call) (runner.Response, error) {
 			if c.Path == "make/b" {
+				waited := make(chan struct{})
+				go func() { sent.Wait(); close(waited) }()
+				select {
+				case <-waited:
+				case <-ctx.Done():
+				}
 				return runner.Response{Status: 500, Body: []byte(`{}`)}, nil
+			}
+			if !c.Rollback {
+				defer sent.Done()
 			}
 			return runner.Response{Status: 201, Body: []byte(`null`),
 				Header: http.Header{"Location": {"/things/" + c.Path[len("make/"):]}}}, nil
