@@ -329,10 +329,16 @@ func (d *decoder) step(i int) error {
 		case "ok_status":
 			return d.statuses(i, s)
 		case "when":
-			_, err := d.readString(i, name, &s.when, nil)
+			ok, err := d.readString(i, name, &s.when, nil)
+			if ok && s.when == "" {
+				d.problem(i, ReasonInvalidCondition, `"when" is empty: give a condition, e.g. "${A:status} == 404", or leave "when" out`)
+			}
 			return err
 		case "for_each":
-			_, err := d.readString(i, name, &s.forEach, nil)
+			ok, err := d.readString(i, name, &s.forEach, nil)
+			if ok && s.forEach == "" {
+				d.problem(i, ReasonInvalidForEach, `"for_each" is empty: give the placeholder of a list, e.g. "${L.result}", or leave "for_each" out`)
+			}
 			return err
 		case "capture_headers":
 			return d.strings(i, name, "an array of header names", &s.capture)

@@ -81,6 +81,8 @@ func TestRESTFieldsRefused(t *testing.T) {
 		{"key": "F", "path": "f", "when": "${A:status} == {\"a\": 1}"},
 		{"key": "G", "path": "g", "when": "status == 200"},
 		{"key": "H", "path": "h", "ok_status": [404, 99, "x"], "capture_headers": ["ETag", "Set-Cookie", "a b"]},
+		{"key": "I", "path": "i", "when": ""},
+		{"key": "J", "path": "j", "for_each": ""},
 		{"key": "item", "path": "i"}
 	]}`, Config{})
 	assert.Equal(t, []string{
@@ -95,7 +97,9 @@ func TestRESTFieldsRefused(t *testing.T) {
 		`H: invalid_json: "ok_status" must be an array of HTTP statuses, not a string`,
 		`H: invalid_header: "capture_headers": Set-Cookie is never captured: a cookie must not reach the answer or another step`,
 		`H: invalid_header: "capture_headers": "a b" is not an HTTP header name`,
-		`#8: invalid_key: key "item" is reserved: ${item} means something else in a placeholder`,
+		`I: invalid_when: "when" is empty: give a condition, e.g. "${A:status} == 404", or leave "when" out`,
+		`J: invalid_for_each: "for_each" is empty: give the placeholder of a list, e.g. "${L.result}", or leave "for_each" out`,
+		`#10: invalid_key: key "item" is reserved: ${item} means something else in a placeholder`,
 	}, got)
 }
 
