@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -166,12 +168,19 @@ func FuzzCSVTemplate(f *testing.F) {
 		require.Equal(t, 1, bytes.Count(line, []byte("\n")), "one line: %q", line)
 		require.True(t, json.Valid(line), "%q", line)
 
+		// Whether batchd reads "${row.x}" there as a placeholder: a "$" before it may make it the "$${" escape,
+		// text, which the CSV rows leave alone. A placeholder of a key no step has is listed as unknown.
+		_, probe := planner.Parse([]byte(strings.Replace(tmpl, "${row.x}", "${Q}", 1)), planner.Config{})
+		var pe *planner.Error
+		if !errors.As(probe, &pe) || !slices.ContainsFunc(pe.Problems, func(p planner.Problem) bool {
+			return strings.Contains(p.Detail, "${Q}")
+		}) {
+			return
+		}
 		// The reference: batchd's planner puts step Z's response, the JSON string value, in place of ${Z}.
 		ref, err := planner.Parse([]byte(strings.Replace(tmpl, "${row.x}", "${Z}", 1)), planner.Config{})
-		if err != nil || len(ref.Steps[1].Deps) == 0 {
-			// prefix or suffix is not a valid template for batchd, whatever the value; or it makes "${row.x}"
-			// text, not a reference (a "$" before it is batchd's "$${" escape).
-			return
+		if err != nil {
+			return // prefix or suffix is not a valid template for batchd, whatever the value
 		}
 		got, err := planner.Parse(bytes.TrimSpace(line), planner.Config{})
 		require.NoError(t, err, "batchd refuses the line built from a valid template: %q", line)
