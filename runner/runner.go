@@ -69,6 +69,28 @@ type Options struct {
 	// fails is 507 (OutcomeOverBudget). The runner releases what it reserved for a call once the call returned;
 	// the rest is the batch's until the caller closes the budget.
 	Budget Budget
+	// CallKeys, when set, gives every call that sets no Idempotency-Key of its own one made from it (CallKey), the
+	// same each time the batch runs: a job's line runs with "<job id>:<line>", so that an upstream that honours
+	// keys applies a line run again after a crash once.
+	CallKeys string
+}
+
+// HeaderIdempotencyKey is the header a call carries under Options.CallKeys.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// CallKey is the Idempotency-Key of call c under Options.CallKeys prefix: "<prefix>:<step key>". Each call of a
+// fan-out step (for_each) is a call of its own, ":<element index>" after it. A rollback's call is another call
+// than its step's and gets ":rollback" after it: replaying the step's key would make the upstream answer the undo
+// with the step's stored answer.
+func CallKey(prefix string, c *Call) string {
+	k := prefix + ":" + c.Key
+	if c.ForEach {
+		k += ":" + strconv.Itoa(c.Index)
+	}
+	if c.Rollback {
+		k += ":rollback"
+	}
+	return k
 }
 
 // Runner executes plans. It is safe for concurrent use.
@@ -435,9 +457,11 @@ func (b *batch) fill(ctx context.Context, call *Call, resps *planner.Responses, 
 		return err
 	}
 	call.Header = b.opt.Header
-	if len(headers) > 0 {
-		// A header map of the call's own when the step adds headers; the batch's is shared read-only otherwise.
-		h := make(http.Header, len(b.opt.Header)+len(headers))
+	keyed := b.opt.CallKeys != "" && len(b.opt.Header[HeaderIdempotencyKey]) == 0
+	if len(headers) > 0 || keyed {
+		// A header map of the call's own when the step adds headers or a key; the batch's is shared read-only
+		// otherwise.
+		h := make(http.Header, len(b.opt.Header)+len(headers)+1)
 		for k, v := range b.opt.Header {
 			h[k] = v
 		}
@@ -447,6 +471,9 @@ func (b *batch) fill(ctx context.Context, call *Call, resps *planner.Responses, 
 				return err
 			}
 			h[headers[j].Name] = []string{v}
+		}
+		if keyed && len(h[HeaderIdempotencyKey]) == 0 {
+			h[HeaderIdempotencyKey] = []string{CallKey(b.opt.CallKeys, call)}
 		}
 		call.Header = h
 	}

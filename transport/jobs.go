@@ -407,8 +407,8 @@ func appendJob(b []byte, j jobs.Job) []byte {
 // RunJobBatch runs one line of a job as POST /v1/batch runs a batch: planned by planner.Parse with the server's
 // planner config, admitted to the process memory budget (an error when it cannot be now: the engine runs it
 // later), run by the server's Runner with the job's pass-through headers and the batch's byte budget, and answered
-// by the batch answer's writer. Its calls carry the job's Idempotency-Key when ctx comes from jobs.WithBatch (the
-// engine's does) and the runner's invoker is jobs.Invoker. It implements jobs.RunFunc.
+// by the batch answer's writer. Its calls carry the job's Idempotency-Key, "<job id>:<line>:<step key>…"
+// (runner.Options.CallKeys). It implements jobs.RunFunc.
 func (s *Server) RunJobBatch(ctx context.Context, b jobs.Batch) (jobs.Answer, error) {
 	acct, err := s.admit(int64(len(b.Body)))
 	if err != nil {
@@ -435,7 +435,8 @@ func (s *Server) RunJobBatch(ctx context.Context, b jobs.Batch) (jobs.Answer, er
 		o.plan(plan)
 		return jobs.Answer{Answer: o.buf}, nil
 	}
-	results := s.cfg.Runner.Run(ctx, plan, runner.Options{Header: b.Header, Budget: acct})
+	results := s.cfg.Runner.Run(ctx, plan, runner.Options{Header: b.Header, Budget: acct,
+		CallKeys: b.Job + ":" + strconv.FormatInt(b.Line, 10)})
 	ans := jobs.Answer{Steps: len(results), Failed: runner.CountFailed(results)}
 	size := answerBound(plan, results)
 	if err := acct.Reserve(size); err != nil {

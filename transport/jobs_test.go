@@ -27,7 +27,7 @@ import (
 )
 
 // jobServer is a server with the jobs routes on the in-memory engine, wired as cmd/batchd wires it: the runner's
-// invoker is jobs.Invoker over inv (the demo API when nil), and the engine runs batches with RunJobBatch.
+// invoker is inv (the demo API when nil), and the engine runs batches with RunJobBatch.
 func jobServer(t *testing.T, inv runner.Invoker, jc transport.JobsConfig) (*transport.Server, *httptest.Server, *jobs.Engine) {
 	t.Helper()
 	// The spec's request body of POST /v1/jobs is NDJSON, which the validator reads as a string.
@@ -37,7 +37,7 @@ func jobServer(t *testing.T, inv runner.Invoker, jc transport.JobsConfig) (*tran
 	if inv == nil {
 		inv = transport.NewInProcessInvoker(api, 8<<20)
 	}
-	rn := runner.New(jobs.Invoker(inv), runner.Config{})
+	rn := runner.New(inv, runner.Config{})
 	store := jobs.NewMemory(jobs.MemoryConfig{Dir: t.TempDir()})
 	eng := jobs.New(jobs.Config{Store: store, Workers: 2, Poll: 10 * time.Millisecond})
 	jc.Engine = eng

@@ -22,7 +22,6 @@ import (
 	"github.com/batchd/batchd/internal/budget"
 	"github.com/batchd/batchd/internal/heapfloor"
 	"github.com/batchd/batchd/internal/idempotency"
-	"github.com/batchd/batchd/internal/jobs"
 	"github.com/batchd/batchd/internal/ratelimit"
 	"github.com/batchd/batchd/internal/tracing"
 	"github.com/batchd/batchd/metrics"
@@ -119,7 +118,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	inv = jobs.Invoker(inv) // a job's calls carry its Idempotency-Key; other calls pass through
 	var limit *semaphore.Weighted
 	if cfg.maxInflight > 0 {
 		limit = semaphore.NewWeighted(int64(cfg.maxInflight))

@@ -268,7 +268,7 @@ func (e *Engine) safeRun(run RunFunc, t *Task) (ans Answer, err error) {
 				Refused: true}, nil
 		}
 	}()
-	return run(WithBatch(e.runCtx, t.Job, t.Line), t.Batch)
+	return run(e.runCtx, t.Batch)
 }
 
 func (e *Engine) release(t *Task) error {

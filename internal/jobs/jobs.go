@@ -7,8 +7,8 @@
 //     job: committing a second job under a key that has one returns the first (ErrKeyReused when the bodies differ).
 //   - Each line runs at least once and its answer is stored exactly once: a line run again (its replica died, the
 //     Redis store gave it to another) replaces its answer and its counts, never adds to them. Every call a line
-//     makes carries Idempotency-Key "<job id>:<line>:<step key>" (jobCallKey, set by Invoker), so that an upstream
-//     that honours keys applies a re-run once.
+//     makes carries Idempotency-Key "<job id>:<line>:<step key>" (runner.CallKey, under runner.Options.CallKeys),
+//     so that an upstream that honours keys applies a re-run once.
 //   - Answers are stored in line order's terms: Results gives line n's record after line n-1's, waiting for it when
 //     asked to. A job's stored records are bounded by MaxResultBytes: past it a line keeps a one-line summary.
 //   - Cancel stops a job: no further batch of it starts; batches running finish and are stored.

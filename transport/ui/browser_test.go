@@ -56,7 +56,7 @@ func startBatchdWith(t *testing.T, js jobsSetup) string {
 	t.Helper()
 	api := demoapi.New(demoapi.Config{})
 	// A job's calls carry its Idempotency-Key, as cmd/batchd wires the invoker.
-	inv := jobs.Invoker(transport.NewInProcessInvoker(api, 8<<20))
+	inv := transport.NewInProcessInvoker(api, 8<<20)
 	rn := runner.New(inv, runner.Config{MaxParallel: 16, StepTimeout: 10 * time.Second})
 	store := jobs.NewMemory(jobs.MemoryConfig{Dir: t.TempDir(), MaxResultBytes: js.maxResultBytes})
 	eng := jobs.New(jobs.Config{Store: store, Workers: 2})
