@@ -1,7 +1,6 @@
 package transport_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,8 +23,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchd/batchd/internal/batchtest"
 	"github.com/batchd/batchd/internal/ratelimit"
-	"github.com/batchd/batchd/internal/syncbuf"
 	"github.com/batchd/batchd/runner"
 	"github.com/batchd/batchd/transport"
 	"github.com/batchd/batchd/transport/demoapi"
@@ -739,47 +737,6 @@ func startBinary(t *testing.T, args ...string) string {
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "go build ./cmd/batchd:\n%s", out)
 
-	cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0", "-log-format", "json"}, args...)...)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	logs := &syncbuf.Buffer{}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			_, _ = logs.Write(append(sc.Bytes(), '\n'))
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
-				select {
-				case addr <- rec.Addr:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-	}()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			assert.NoError(t, err, "batchd did not exit 0 on SIGTERM:\n%s", logs)
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("batchd did not exit within 30s of SIGTERM:\n%s", logs)
-		}
-	})
-	select {
-	case a := <-addr:
-		return "http://" + a
-	case err := <-exited:
-		exited <- err
-		t.Fatalf("batchd exited before listening: %v\n%s", err, logs)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("batchd did not log its address within 20s:\n%s", logs)
-	}
-	return ""
+	server, _ := batchtest.StartBinary(t, bin, args...)
+	return server
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,12 +12,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/batchd/batchd/internal/batchtest"
+	"github.com/batchd/batchd/internal/syncbuf"
 )
 
 // binaries builds cmd/batchd and cmd/batchctl from this module once per test binary.
@@ -59,67 +58,9 @@ func startBatchd(t *testing.T, args ...string) string {
 }
 
 // startBatchdLogs is startBatchd, and returns batchd's log (JSON lines) as it grows.
-func startBatchdLogs(t *testing.T, args ...string) (string, *lockedBuffer) {
+func startBatchdLogs(t *testing.T, args ...string) (string, *syncbuf.Buffer) {
 	t.Helper()
-	cmd := exec.Command(binary(t, "batchd"), append([]string{"-addr", "127.0.0.1:0", "-log-format", "json", "-drain-delay", "0"}, args...)...)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	var logs lockedBuffer
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			logs.Write(append(sc.Bytes(), '\n'))
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
-				select {
-				case addr <- rec.Addr:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-	}()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			assert.NoError(t, err, "batchd did not exit 0 on SIGTERM:\n%s", logs.String())
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("batchd did not exit within 30s of SIGTERM:\n%s", logs.String())
-		}
-	})
-	select {
-	case a := <-addr:
-		return "http://" + a, &logs
-	case err := <-exited:
-		t.Fatalf("batchd exited before listening: %v\n%s", err, logs.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("batchd did not log its address within 20s:\n%s", logs.String())
-	}
-	return "", nil
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	return batchtest.StartBinary(t, binary(t, "batchd"), append([]string{"-drain-delay", "0"}, args...)...)
 }
 
 // result is what one in-process run of batchctl did.

@@ -22,6 +22,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/batchd/batchd/internal/syncbuf"
 )
 
 // The job commands end to end: the batchctl built from this module (in-process, or its binary where the exit
@@ -104,7 +106,7 @@ func queuedJobs(t *testing.T, server string) int {
 }
 
 // logCount is how many lines of batchd's log have the message msg.
-func logCount(logs *lockedBuffer, msg string) int {
+func logCount(logs *syncbuf.Buffer, msg string) int {
 	n := 0
 	for line := range strings.Lines(logs.String()) {
 		var rec struct{ Msg string }
@@ -117,7 +119,7 @@ func logCount(logs *lockedBuffer, msg string) int {
 
 // waitLog waits, for at most 30 s, until batchd has logged one of msgs more often than before (the counts of
 // logCount), and returns the message that was.
-func waitLog(t *testing.T, logs *lockedBuffer, before map[string]int) string {
+func waitLog(t *testing.T, logs *syncbuf.Buffer, before map[string]int) string {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		for msg, n := range before {
@@ -131,7 +133,7 @@ func waitLog(t *testing.T, logs *lockedBuffer, before map[string]int) string {
 }
 
 // logCounts is logCount of each msg.
-func logCounts(logs *lockedBuffer, msgs ...string) map[string]int {
+func logCounts(logs *syncbuf.Buffer, msgs ...string) map[string]int {
 	m := make(map[string]int, len(msgs))
 	for _, msg := range msgs {
 		m[msg] = logCount(logs, msg)

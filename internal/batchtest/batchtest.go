@@ -1,5 +1,6 @@
 // Package batchtest holds what tests of several packages share: the batch bodies of the engine benchmarks (so that
-// the runner's and the transport's figures measure the same batches) and the answer as a client decodes it.
+// the runner's and the transport's figures measure the same batches), the answer as a client decodes it, and the
+// batchd binary started for a test (StartBinary).
 package batchtest
 
 import (
