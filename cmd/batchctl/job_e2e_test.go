@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchd/batchd/client"
 	"github.com/batchd/batchd/internal/syncbuf"
 )
 
@@ -30,33 +31,15 @@ import (
 // status, a pipe or a terminal matters) against the batchd binary built from this module, in demo mode with its
 // jobs in memory.
 
-// jobState is GET /v1/jobs/{id} as batchd answers it.
-type jobState struct {
-	ID      string `json:"id"`
-	Status  string `json:"status"`
-	Batches struct {
-		Total   int `json:"total"`
-		Done    int `json:"done"`
-		Failed  int `json:"failed"`
-		Skipped int `json:"skipped"`
-	} `json:"batches"`
-	Steps struct {
-		Done   int `json:"done"`
-		Failed int `json:"failed"`
-	} `json:"steps"`
-	Started  *time.Time `json:"started"`
-	Finished *time.Time `json:"finished"`
-}
-
 // getJob asks batchd for a job's state: the status, the body and the body read.
-func getJob(t *testing.T, server, id string) (int, []byte, jobState) {
+func getJob(t *testing.T, server, id string) (int, []byte, client.JobStatus) {
 	t.Helper()
 	resp, err := http.Get(server + "/v1/jobs/" + id)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	var s jobState
+	var s client.JobStatus
 	if resp.StatusCode == http.StatusOK {
 		require.NoError(t, json.Unmarshal(body, &s), "%s", body)
 	}
@@ -64,10 +47,10 @@ func getJob(t *testing.T, server, id string) (int, []byte, jobState) {
 }
 
 // waitJob polls a job's state until ok holds, for at most 60 s.
-func waitJob(t *testing.T, server, id, what string, ok func(jobState) bool) ([]byte, jobState) {
+func waitJob(t *testing.T, server, id, what string, ok func(client.JobStatus) bool) ([]byte, client.JobStatus) {
 	t.Helper()
 	var body []byte
-	var s jobState
+	var s client.JobStatus
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		var code int
 		code, body, s = getJob(t, server, id)
@@ -81,7 +64,7 @@ func waitJob(t *testing.T, server, id, what string, ok func(jobState) bool) ([]b
 }
 
 // settled: the job has ended and no batch of it runs any more.
-func settled(s jobState) bool {
+func settled(s client.JobStatus) bool {
 	return (s.Status == "done" || s.Status == "cancelled") && s.Batches.Done+s.Batches.Skipped == s.Batches.Total
 }
 
@@ -172,7 +155,7 @@ func submitJob(t *testing.T, server, file string, args ...string) string {
 }
 
 // endLine is the last line job watch writes for an ended job, from batchd's own state of it.
-func endLine(s jobState) string {
+func endLine(s client.JobStatus) string {
 	took := ""
 	if s.Started != nil && s.Finished != nil {
 		took = "; in " + s.Finished.Sub(*s.Started).Round(time.Millisecond).String()
@@ -521,7 +504,7 @@ func TestJobCancelE2E(t *testing.T) {
 
 	r := batchctl(t, "", nil, "job", "cancel", "-server", server, id)
 	require.Equal(t, 0, r.code, r.stderr)
-	var atCancel jobState
+	var atCancel client.JobStatus
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &atCancel), r.stdout)
 	require.Equal(t, "cancelled", atCancel.Status, "cancelled before it ended: %s", r.stdout)
 	assert.Less(t, atCancel.Batches.Done, 30)
